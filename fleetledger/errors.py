@@ -1,0 +1,52 @@
+"""The one root exception of fleetledger and its families.
+
+Every error raised on purpose by fleetledger derives from :class:`FleetLedgerError`;
+third-party errors are wrapped ``from exc``.  Messages say what was found and what
+was expected, so the CLI can print ``str(exc)`` as its single line.
+"""
+
+from __future__ import annotations
+
+
+class FleetLedgerError(Exception):
+    """Root of every error fleetledger raises on purpose."""
+
+
+class ConfigError(FleetLedgerError):
+    """A setting, URL or path is malformed or points at nothing usable."""
+
+
+class SchemaError(FleetLedgerError):
+    """An event could not be encoded, decoded or validated against the contract."""
+
+
+class UnknownFingerprintError(SchemaError):
+    """The single-object header names a writer schema this reader does not know."""
+
+
+class DecodeError(SchemaError):
+    """Bytes are not a well-formed single-object encoded message (bad magic, truncated...)."""
+
+
+class EventValidationError(SchemaError):
+    """A field failed validation; the message names the field, the value and what was expected."""
+
+
+class ProducerError(FleetLedgerError):
+    """The SDK could not record or deliver an event."""
+
+
+class DeliveryError(ProducerError):
+    """A transport failed to deliver a batch; nothing about it was acknowledged."""
+
+
+class RunStateError(ProducerError):
+    """An SDK call does not fit the run's state (e.g. an event after the run ended)."""
+
+
+class ProcessorError(FleetLedgerError):
+    """A processor could not apply or materialize events."""
+
+
+class StoreError(FleetLedgerError):
+    """The embedded store or a broker could not be reached or read."""
