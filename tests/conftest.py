@@ -1,0 +1,54 @@
+"""Shared fixtures.
+
+``kafka_bootstrap`` starts one in-memory Kafka-protocol broker (Tansu) for the whole
+session.  When the broker cannot be found or started, every test using it FAILS (it
+is never skipped): a green run must prove the Kafka tests really ran.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from .kafka_broker import BrokerStartError, TansuBroker
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[TansuBroker]:
+    """The session's Tansu broker process (started once, stopped by PID at the end)."""
+    broker = TansuBroker(max_lifetime_s=float(os.environ.get("FLEETLEDGER_TEST_BROKER_TTL", 1800)))
+    problem: str | None = None
+    try:
+        broker.start()
+    except BrokerStartError as exc:
+        problem = str(exc)
+    if problem is not None:
+        broker.cleanup()
+        pytest.fail(f"Kafka test broker unavailable: {problem}", pytrace=False)
+    try:
+        yield broker
+    finally:
+        broker.cleanup()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: TansuBroker) -> str:
+    """``"127.0.0.1:PORT"`` of the session's running Kafka-protocol broker."""
+    if kafka_broker.proc is None or kafka_broker.proc.poll() is not None:
+        pytest.fail(
+            f"Kafka test broker is not running; log: {kafka_broker.log_tail()}", pytrace=False
+        )
+    return kafka_broker.bootstrap
+
+
+@pytest.fixture
+def topic_prefix(request: pytest.FixtureRequest) -> str:
+    """A topic prefix no other test (in this session or broker) uses."""
+    name = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40]
+    return f"t{next(_counter)}-{name.strip('-')}-{uuid.uuid4().hex[:8]}"
