@@ -565,9 +565,15 @@ def _wrap(
     parts = []
     for err in exc.errors(include_url=False):
         loc = prefix + tuple(err["loc"])
-        if not err["loc"] and (err.get("ctx") or {}).get("field"):
-            loc = (*prefix, err["ctx"]["field"])
-        found = "nothing" if err["type"] == "missing" else _fmt_value(err["input"])
+        ctx = err.get("ctx") or {}
+        if not err["loc"] and "field" in ctx:  # model-level check about one field
+            loc = (*prefix, ctx["field"])
+        if "found" in ctx:
+            found = ctx["found"]
+        elif err["type"] == "missing":
+            found = "nothing"
+        else:
+            found = _fmt_value(err["input"])
         parts.append(f"{_fmt_loc(loc) or '<root>'}: found {found}, expected {_expected(err)}")
     return EventValidationError(f"invalid {what}: " + "; ".join(parts))
 
@@ -610,9 +616,10 @@ class TraceEvent(_Model):
         if self.payload.TYPE is not self.type:  # type: ignore[union-attr]
             raise PydanticCustomError(
                 _CUSTOM,
-                "a {expected} payload for type {type!r}",
+                "a {expected} payload for type '{type}'",
                 {
                     "field": "payload",
+                    "found": f"a {type(self.payload).__name__} payload",
                     "expected": PAYLOAD_TYPES[self.type].__name__,
                     "type": self.type.value,
                 },
