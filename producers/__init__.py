@@ -1,0 +1,49 @@
+"""The fleetledger SDK: what agents call to record their runs.
+
+``Recorder`` (async) and ``SyncRecorder`` (blocking) record runs through a transport
+(embedded SQLite log, Kafka, or memory); ``simulate`` drives a deterministic fleet.
+"""
+
+from .pricing import (
+    CURRENT_PRICE_TABLE,
+    ModelPrice,
+    PriceTable,
+    available_price_tables,
+    load_price_table,
+)
+from .recorder import Clock, IdFactory, Recorder, Run, Step, content_hash, utc_now
+from .sync import SyncRecorder, SyncRun, SyncStep
+from .transports import (
+    KafkaTransport,
+    MemoryTransport,
+    SqliteTransport,
+    Transport,
+    ensure_topic,
+    events_topic,
+    make_transport,
+)
+
+__all__ = [
+    "CURRENT_PRICE_TABLE",
+    "Clock",
+    "IdFactory",
+    "KafkaTransport",
+    "MemoryTransport",
+    "ModelPrice",
+    "PriceTable",
+    "Recorder",
+    "Run",
+    "SqliteTransport",
+    "Step",
+    "SyncRecorder",
+    "SyncRun",
+    "SyncStep",
+    "Transport",
+    "available_price_tables",
+    "content_hash",
+    "ensure_topic",
+    "events_topic",
+    "load_price_table",
+    "make_transport",
+    "utc_now",
+]
