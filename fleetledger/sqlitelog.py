@@ -25,7 +25,9 @@ CREATE TABLE IF NOT EXISTS event_log (
 def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
     """Open the store file with the pragmas every fleetledger connection uses."""
     if not create and not path.exists():
-        raise StoreError(f"embedded store {str(path)!r} does not exist; run a producer or demo first")
+        raise StoreError(
+            f"embedded store {str(path)!r} does not exist; run a producer or demo first"
+        )
     try:
         if path.parent and not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,35 @@
+# The README's commands.  Only python3 (3.11+) is needed on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install fleetledger with its test tools
+
+demo: $(STAMP) ## simulate a fleet into the embedded store, process it, write bundles/
+	$(BIN)/fleetledger demo
+
+test: $(STAMP) ## the whole suite, Kafka integration tests included (starts its own broker)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## everything but the Kafka integration tests
+	$(BIN)/python -m pytest -q -m "not kafka" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check fleetledger schemas producers processors tests
+
+clean: ## remove the virtualenv, the embedded store and generated bundles
+	rm -rf $(VENV) fleetledger.db fleetledger.db-wal fleetledger.db-shm bundles archive

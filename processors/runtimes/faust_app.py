@@ -1,0 +1,512 @@
+"""The Kafka runtime: the shared pipeline inside one Faust agent.
+
+``build_app(settings)`` returns a fresh :class:`faust.App` (nothing is created at import
+time) with:
+
+* the events topic and two tables (per-run state and ledger entries, raw bytes, their
+  changelogs co-partitioned with the events topic) behind the pipeline's
+  ``StateStore``/``EntryStore`` ports;
+* ONE agent that reads raw messages, calls ``pipeline.handle(value, position, now)``,
+  publishes the returned outputs with :class:`~.kafka_io.KafkaSink`, and only then records
+  the new state in the tables and acknowledges the message;
+* a timer that calls ``pipeline.tick(now)`` (stale sequence gaps).
+
+Delivery is at-least-once: a message is acknowledged (its offset becomes committable)
+only after its outputs were acknowledged by the broker and its state was written, so a
+crash at any point makes the message be processed again, and the pipeline's state
+(dedupe by run and sequence) plus keyed, idempotent outputs make that harmless.  No Kafka
+transactions and no idempotent producer are required.
+
+``run_worker(settings)`` runs it until SIGTERM/SIGINT.  For tests and operators without
+the CLI: ``python -m fleetledger.processors.runtimes.faust_app --broker kafka://host:9092``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import faust
+from mode import CrashingSupervisor
+from aiokafka.errors import KafkaError
+
+from ...config import Settings, load_settings
+from ...errors import ConfigError, FleetLedgerError, ProcessorError, StoreError
+from .kafka_io import (
+    KafkaSink,
+    TopicSet,
+    ensure_topics,
+    max_record_bytes,
+    partition_for,
+    topic_specs,
+    worker_state_specs,
+)
+
+if TYPE_CHECKING:
+    from ..pipeline import EntryStore, Outputs, Pipeline, StateStore
+
+log = logging.getLogger("fleetledger.worker")
+
+PipelineFactory = Callable[["StateStore", "EntryStore"], "Pipeline"]
+
+#: Longest wait for the broker before the worker gives up with a :class:`StoreError`.
+CONNECT_TIMEOUT_S = 20.0
+#: Attempts to publish one message's outputs before the worker stops (crash).
+PUBLISH_ATTEMPTS = 8
+#: Seconds between ``pipeline.tick`` calls (capped by half the gap timeout).
+TICK_INTERVAL_S = 5.0
+
+AGENT_NAME = "fleetledger.process"
+
+
+def default_pipeline_factory(settings: Settings) -> PipelineFactory:
+    """Build pipelines with the current codec and the intercept rules of ``settings``."""
+    from ...schemas.codec import Codec
+    from ..core import CoreConfig
+    from ..pipeline import Pipeline
+
+    codec = Codec()
+    config = CoreConfig(
+        budget_ratio=settings.budget_warn_ratio,
+        intervention_rate=settings.intervention_rate,
+        intervention_min_gates=settings.intervention_min_gates,
+        max_recoveries=settings.max_recoveries,
+        gap_timeout_s=settings.gap_timeout_s,
+    )
+
+    def factory(states: StateStore, entries: EntryStore) -> Pipeline:
+        return Pipeline(codec, config, states, entries)
+
+    return factory
+
+
+# --------------------------------------------------------------------------- state ports
+
+
+def _state_key(run_id: str) -> bytes:
+    return run_id.encode()
+
+
+def _entry_key(run_id: str, seq: int) -> bytes:
+    return f"{run_id}:{seq:012d}".encode()
+
+
+class _StagedTable:
+    """Reads through staged writes to a Faust table; writes are staged until :meth:`flush`.
+
+    Staging keeps a message's new state out of the table (and its changelog) until the
+    message's outputs are published: a crash in between then reprocesses the message
+    instead of skipping it as a duplicate.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self._staged: dict[bytes, tuple[str, bytes]] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        staged = self._staged.get(key)
+        if staged is not None:
+            return staged[1]
+        value = self._table.data.get(key)
+        return None if value is None else bytes(value)
+
+    def put(self, key: bytes, run_id: str, value: bytes) -> None:
+        self._staged[key] = (run_id, value)
+
+    def staged_runs(self) -> set[str]:
+        return {run_id for run_id, _ in self._staged.values()}
+
+    def flush(self, partition_of: Callable[[str], int]) -> None:
+        """Write staged values to the table and send them to its changelog partition."""
+        staged, self._staged = self._staged, {}
+        for key, (run_id, value) in staged.items():
+            self._table.data[key] = value
+            self._table.send_changelog(partition_of(run_id), key, value)
+
+    def discard(self) -> None:
+        self._staged.clear()
+
+
+class TableStateStore:
+    """``StateStore`` port over the run-state table."""
+
+    def __init__(self, table: Any) -> None:
+        self.staged = _StagedTable(table)
+
+    def get(self, run_id: str) -> bytes | None:
+        return self.staged.get(_state_key(run_id))
+
+    def put(self, run_id: str, value: bytes) -> None:
+        self.staged.put(_state_key(run_id), run_id, value)
+
+
+class TableEntryStore:
+    """``EntryStore`` port over the ledger-entry table."""
+
+    def __init__(self, table: Any) -> None:
+        self.staged = _StagedTable(table)
+
+    def get(self, run_id: str, seq: int) -> bytes | None:
+        return self.staged.get(_entry_key(run_id, seq))
+
+    def put(self, run_id: str, seq: int, value: bytes) -> None:
+        self.staged.put(_entry_key(run_id, seq), run_id, value)
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+class FaustRuntime:
+    """What the agent and the timer share: pipeline, stores, sink and one lock."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        topics: TopicSet,
+        state_table: Any,
+        entry_table: Any,
+        pipeline_factory: PipelineFactory,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.topics = topics
+        self.sink = KafkaSink(settings, topics=topics)
+        self._factory = pipeline_factory
+        self._state_table = state_table
+        self._entry_table = entry_table
+        self._lock = asyncio.Lock()
+        self._sink_started = False
+        self._reset = True
+        self._partition_of_run: dict[str, int] = {}
+        self.states: TableStateStore
+        self.entries: TableEntryStore
+        self.pipeline: Pipeline
+        self.messages = 0
+
+    def request_reset(self) -> None:
+        """Drop in-memory pipeline state (after a rebalance) before the next message."""
+        self._reset = True
+
+    def _maybe_reset(self) -> None:
+        if self._reset:
+            self.states = TableStateStore(self._state_table)
+            self.entries = TableEntryStore(self._entry_table)
+            self.pipeline = self._factory(self.states, self.entries)
+            self._partition_of_run.clear()
+            self._reset = False
+
+    async def _ensure_sink(self) -> None:
+        if not self._sink_started:
+            await self.sink.start(timeout_s=CONNECT_TIMEOUT_S)
+            self._sink_started = True
+
+    async def stop(self) -> None:
+        if self._sink_started:
+            self._sink_started = False
+            await self.sink.stop()
+
+    def _partition(self, run_id: str) -> int:
+        found = self._partition_of_run.get(run_id)
+        if found is None:
+            found = partition_for(run_id, self.topics.events.partitions)
+        return found
+
+    async def _publish(self, outputs: Outputs) -> None:
+        delay = 0.2
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                await self._ensure_sink()
+                await self.sink.publish(outputs)
+                return
+            except (StoreError, KafkaError) as exc:
+                if attempt == PUBLISH_ATTEMPTS:
+                    raise StoreError(
+                        f"publishing outputs failed {attempt} times, last: {exc}; "
+                        "expected the broker to accept them"
+                    ) from exc
+                log.warning("publishing outputs failed (attempt %d): %s", attempt, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _flush(self, partition: int | None) -> None:
+        for store in (self.states.staged, self.entries.staged):
+            if partition is not None:
+                for run_id in store.staged_runs():
+                    self._partition_of_run[run_id] = partition
+            store.flush(self._partition)
+
+    async def process(self, value: bytes, topic: str, partition: int, offset: int) -> None:
+        """Handle one input message: pipeline, publish, then persist its state."""
+        from ..pipeline import SourcePosition
+
+        async with self._lock:
+            self._maybe_reset()
+            try:
+                outputs = self.pipeline.handle(
+                    value, SourcePosition(topic, partition, offset), datetime.now(UTC)
+                )
+                await self._publish(outputs)
+            except BaseException:
+                self.states.staged.discard()
+                self.entries.staged.discard()
+                self.request_reset()
+                raise
+            self._flush(partition)
+            self.messages += 1
+
+    async def tick(self) -> None:
+        """Stale-gap checks: publish their intercepts, then persist the state they changed."""
+        async with self._lock:
+            self._maybe_reset()
+            try:
+                outputs = self.pipeline.tick(datetime.now(UTC))
+                if outputs.intercepts or outputs.totals or outputs.deadletters:
+                    await self._publish(outputs)
+            except BaseException:
+                self.states.staged.discard()
+                self.entries.staged.discard()
+                self.request_reset()
+                raise
+            self._flush(None)
+
+
+def _ensure_kafka(settings: Settings) -> str:
+    url = settings.broker_url()
+    if url.kind != "kafka":
+        raise ConfigError(f"the Faust worker needs a kafka:// broker; found {url.raw!r}")
+    return url.bootstrap
+
+
+def _faust_options(settings: Settings, bootstrap: str, datadir: Path | None) -> dict[str, Any]:
+    session = float(settings.session_timeout_s)
+    options: dict[str, Any] = {
+        "broker": f"kafka://{bootstrap}",
+        "store": "memory://",
+        "autodiscover": False,
+        "processing_guarantee": "at_least_once",
+        "broker_session_timeout": session,
+        "broker_rebalance_timeout": session,
+        "broker_heartbeat_interval": max(0.5, min(3.0, session / 10)),
+        "broker_request_timeout": max(30.0, session * 1.5),
+        "broker_commit_interval": 1.0,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+        "producer_compression_type": None
+        if settings.compression == "none"
+        else settings.compression,
+        "producer_max_request_size": max_record_bytes(settings),
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "web_enabled": False,
+        "worker_redirect_stdouts": False,
+        "table_standby_replicas": 0,
+    }
+    if datadir is not None:
+        options["datadir"] = str(datadir)
+    return options
+
+
+def build_app(
+    settings: Settings,
+    *,
+    pipeline_factory: PipelineFactory | None = None,
+    datadir: Path | None = None,
+) -> faust.App:
+    """A new Faust app for ``settings`` (a ``kafka://`` broker); see the module docstring.
+
+    The app id (and consumer group) is ``settings.group_id``.  The runtime object shared by
+    the agent and the timer is available as ``app.fleetledger_runtime``.
+    """
+    bootstrap = _ensure_kafka(settings)
+    factory = pipeline_factory or default_pipeline_factory(settings)
+    topics = topic_specs(settings)
+    state_spec, entries_spec = worker_state_specs(settings)
+    app = faust.App(settings.group_id, **_faust_options(settings, bootstrap, datadir))
+
+    events = app.topic(
+        topics.events.name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=topics.events.partitions,
+        replicas=topics.events.replication_factor,
+        config=dict(topics.events.configs),
+    )
+
+    def table(name: str, spec: Any) -> Any:
+        changelog = app.topic(
+            spec.name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=spec.partitions,
+            replicas=spec.replication_factor,
+            compacting=True,
+            acks=False,
+            internal=True,
+            config=dict(spec.configs),
+            maxsize=131_072,
+            allow_empty=True,
+        )
+        return app.Table(
+            name,
+            default=None,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=spec.partitions,
+            changelog_topic=changelog,
+        )
+
+    state_table = table("runstate", state_spec)
+    entry_table = table("entries", entries_spec)
+    runtime = FaustRuntime(app, settings, topics, state_table, entry_table, factory)
+    app.fleetledger_runtime = runtime  # type: ignore[attr-defined]
+
+    async def process(stream: Any) -> None:
+        manual = stream.noack()
+        async for event in manual.events():
+            message = event.message
+            await runtime.process(event.value, message.topic, message.partition, message.offset)
+            await manual.ack(event)
+
+    # A failure that survived the publish retries stops the worker (the failed message is
+    # not acknowledged, so it is processed again after a restart).
+    app.agent(events, name=AGENT_NAME, supervisor_strategy=CrashingSupervisor)(process)
+
+    interval = max(0.5, min(TICK_INTERVAL_S, settings.gap_timeout_s / 2))
+
+    async def tick() -> None:
+        await runtime.tick()
+
+    app.timer(interval, name="fleetledger.tick")(tick)
+
+    @app.on_partitions_revoked.connect
+    async def _on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        runtime.request_reset()
+
+    @app.on_before_shutdown.connect
+    async def _on_shutdown(sender: Any, **_: Any) -> None:
+        await runtime.stop()
+
+    return app
+
+
+# --------------------------------------------------------------------------- worker
+
+
+class _Worker(faust.Worker):
+    """Faust worker with explicit log levels (faust leaves the root logger at DEBUG)."""
+
+    def __init__(self, app: faust.App, *, level: int, **kwargs: Any) -> None:
+        self._fl_level = level
+        super().__init__(app, loglevel=logging.getLevelName(level), **kwargs)
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+        super().on_setup_root_logger(logger, level)
+        apply_log_levels(self._fl_level)
+
+
+def apply_log_levels(level: int) -> None:
+    """Root and library loggers at ``level``; fleetledger's own messages at INFO or lower."""
+    logging.getLogger().setLevel(level)
+    for name in ("faust", "mode", "aiokafka", "kafka", "venusian"):
+        logging.getLogger(name).setLevel(level)
+    logging.getLogger("fleetledger").setLevel(min(level, logging.INFO))
+
+
+@contextlib.contextmanager
+def _new_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        yield loop
+    finally:
+        if not loop.is_closed():
+            loop.close()
+        asyncio.set_event_loop(None)
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    pipeline_factory: PipelineFactory | None = None,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+) -> None:
+    """Run the worker until SIGTERM/SIGINT (clean shutdown: offsets of finished messages
+    committed, producers flushed).
+
+    Topics and the tables' changelogs are created first (with their configs); a broker
+    that does not answer within ``connect_timeout_s`` raises :class:`StoreError`.
+    A crash of the processing loop raises :class:`ProcessorError`.
+    """
+    bootstrap = _ensure_kafka(settings)
+    level = logging.DEBUG if settings.verbose else logging.WARNING
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    apply_log_levels(level)
+    datadir = Path(tempfile.mkdtemp(prefix="fleetledger-worker-"))
+    try:
+        with _new_loop() as loop:
+            specs = (*topic_specs(settings).all(), *worker_state_specs(settings))
+            loop.run_until_complete(ensure_topics(bootstrap, specs, timeout_s=connect_timeout_s))
+            app = build_app(settings, pipeline_factory=pipeline_factory, datadir=datadir)
+            worker = _Worker(app, level=level, loop=loop, quiet=True)
+            log.info(
+                "worker %s consuming %s (%d partitions)",
+                settings.group_id,
+                topic_specs(settings).events.name,
+                settings.partitions,
+            )
+            try:
+                worker.execute_from_commandline()
+            except SystemExit as exc:
+                if exc.code not in (0, None):
+                    reason = worker.crash_reason
+                    raise ProcessorError(
+                        f"worker stopped after a failure: {reason or f'exit code {exc.code}'}"
+                    ) from reason
+    finally:
+        shutil.rmtree(datadir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fleetledger.processors.runtimes.faust_app",
+        description="Run the fleetledger Kafka worker.",
+    )
+    parser.add_argument("--broker", help="kafka://host:port (default: FLEETLEDGER_BROKER)")
+    parser.add_argument("--topic-prefix", help="topic prefix (FLEETLEDGER_TOPIC_PREFIX)")
+    parser.add_argument("--group-id", help="consumer group (FLEETLEDGER_GROUP_ID)")
+    parser.add_argument("--partitions", type=int, help="partitions (FLEETLEDGER_PARTITIONS)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(
+            broker=args.broker,
+            topic_prefix=args.topic_prefix,
+            group_id=args.group_id,
+            partitions=args.partitions,
+        )
+        run_worker(settings)
+    except FleetLedgerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

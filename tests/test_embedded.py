@@ -1,0 +1,177 @@
+"""The pipeline over the embedded SQLite runtime: bundles, dead letters, redelivery, crashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rfc8785
+from fleetledger.processors.bundle import assemble, bundle_digest
+from fleetledger.processors.core import CoreConfig, Entry
+from fleetledger.processors.pipeline import Pipeline, SourcePosition
+from fleetledger.processors.runtimes.embedded import EmbeddedReader, EmbeddedRuntime
+from fleetledger.schemas import Codec, TraceEvent
+
+from fleetledger.sqlitelog import SqliteLog
+
+from . import eventdicts as ev
+
+CODEC = Codec()
+NOW = datetime(2026, 11, 2, tzinfo=UTC)
+
+
+def messages(objs: list[dict[str, Any]], batch: int = 2) -> list[tuple[str, bytes]]:
+    models = [TraceEvent.model_validate(o) for o in objs]
+    return [
+        (models[0].run_id, CODEC.encode_batch(models[i : i + batch]))
+        for i in range(0, len(models), batch)
+    ]
+
+
+def fleet() -> list[tuple[str, bytes]]:
+    out: list[tuple[str, bytes]] = []
+    runs = [ev.simple_run(f"run-{i}", n_calls=i + 1) for i in range(4)]
+    runs.append(
+        [ev.started("run-f", budget="0.01"), ev.model_io("run-f", 1, "0.5"), ev.failed("run-f", 2)]
+    )
+    per_run = [messages(r) for r in runs]
+    # interleave runs message by message, as a partition would
+    for i in range(max(len(m) for m in per_run)):
+        out += [m[i] for m in per_run if i < len(m)]
+    return out
+
+
+def process(path: Path, rows: list[tuple[str, bytes]], **kw: Any) -> EmbeddedRuntime:
+    log = SqliteLog.open(path)
+    log.append(rows)
+    log.close()
+    rt = EmbeddedRuntime(path, CODEC, CoreConfig(), clock=lambda: NOW, **kw)
+    rt.process_available()
+    return rt
+
+
+def snapshot(path: Path) -> tuple[dict[str, str], list[dict[str, Any]], list[str]]:
+    with EmbeddedReader(path) as r:
+        return r.digests(), r.totals(), [i["intercept_id"] for i in r.intercepts()]
+
+
+def test_bundles_totals_and_intercepts(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    process(db, fleet()).close()
+    digests, totals, intercepts = snapshot(db)
+    assert sorted(digests) == ["run-0", "run-1", "run-2", "run-3", "run-f"]
+    assert "run-f:budget_exceeded:1" in intercepts and "run-f:run_failed:2" in intercepts
+    by_run = {t["run_id"]: t for t in totals}
+    assert by_run["run-3"]["cost"] == "0.05" and by_run["run-3"]["status"] == "completed"
+    with EmbeddedReader(db) as r:
+        raw = r.bundle_bytes("run-f")
+        ledger = r.ledger("run-f")
+    assert raw is not None
+    bundle = json.loads(raw)
+    assert bundle["integrity"]["digest"] == bundle_digest(bundle) == digests["run-f"]
+    assert [i["kind"] for i in bundle["intercepts"]] == ["budget_exceeded", "run_failed"]
+    assert bundle["chain"]["head"] == ledger[-1]["entry_hash"]
+    # the digest is sha256 over JCS of the bundle without integrity.digest
+    body = json.loads(raw)
+    del body["integrity"]["digest"]
+    assert hashlib.sha256(rfc8785.dumps(body)).hexdigest() == digests["run-f"]
+
+
+def test_feeding_the_log_twice_leaves_totals_and_bundles_unchanged(tmp_path: Path) -> None:
+    once, twice = tmp_path / "once.db", tmp_path / "twice.db"
+    process(once, fleet()).close()
+    rt = process(twice, fleet())
+    log = SqliteLog(rt._conn)  # same partition delivered again, e.g. a replay from offset 0
+    log.append(fleet())
+    stats = rt.process_available()
+    rt.close()
+    assert stats.duplicates == sum(len(CODEC.decode(v)) for _, v in fleet())
+    assert stats.bundles == 0
+    assert snapshot(once) == snapshot(twice)
+
+
+def test_corrupt_messages_go_to_dead_letter_and_processing_continues(tmp_path: Path) -> None:
+    rows = fleet()
+    good = rows[3][1]
+    bad = [("x", b"not avro at all"), ("x", good[: len(good) // 2])]
+    db = tmp_path / "l.db"
+    process(db, rows[:3] + bad + rows[3:]).close()
+    with EmbeddedReader(db) as r:
+        dead = r.deadletters()
+    assert [d["value"] for d in dead] == [bad[0][1], bad[1][1]]
+    assert [d["offset"] for d in dead] == [4, 5]
+    assert "magic" in dead[0]["error"].lower() or "header" in dead[0]["error"].lower()
+    assert snapshot(db) == reference(tmp_path)
+
+
+def reference(tmp_path: Path) -> tuple[dict[str, str], list[dict[str, Any]], list[str]]:
+    ref = tmp_path / "reference.db"
+    process(ref, fleet()).close()
+    return snapshot(ref)
+
+
+def test_a_crash_mid_batch_neither_loses_nor_duplicates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "l.db"
+    log = SqliteLog.open(db)
+    log.append(fleet())
+    log.close()
+    rt = EmbeddedRuntime(db, CODEC, CoreConfig(), clock=lambda: NOW, batch_size=4)
+    original = Pipeline.handle
+    calls = {"n": 0}
+
+    def crashing(self: Pipeline, value: bytes, position: SourcePosition, now: datetime) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise RuntimeError("power cut")
+        return original(self, value, position, now)
+
+    monkeypatch.setattr(Pipeline, "handle", crashing)
+    with pytest.raises(RuntimeError):
+        rt.process_available()
+    assert rt.committed_offset() == 4  # the first batch committed, the second rolled back
+    rt.close()
+    monkeypatch.setattr(Pipeline, "handle", original)
+    rt = EmbeddedRuntime(db, CODEC, CoreConfig(), clock=lambda: NOW, batch_size=4)
+    stats = rt.process_available()
+    rt.close()
+    assert stats.duplicates == 0
+    assert snapshot(db) == reference(tmp_path)
+
+
+class MemStore:
+    def __init__(self) -> None:
+        self.d: dict[Any, bytes] = {}
+
+    def get(self, *key: Any) -> bytes | None:
+        return self.d.get(key)
+
+    def put(self, *args: Any) -> None:
+        self.d[args[:-1]] = args[-1]
+
+
+def test_a_100k_event_run_materializes_in_linear_work() -> None:
+    r = "run-long"
+    objs = [ev.started(r)]
+    objs += [ev.model_io(r, s, "0.000001", step=f"s{s % 7}") for s in range(1, 100_000)]
+    objs.append(ev.completed(r, len(objs)))
+    pipe = Pipeline(CODEC, CoreConfig(), MemStore(), MemStore())
+    out = pipe._apply_all(objs, NOW)
+    assert len(out.entries) == 100_001 and len(out.bundles) == 1
+    bundle = json.loads(out.bundles[0].value)
+    assert bundle["chain"]["length"] == 100_001
+    assert bundle["totals"]["cost"] == "0.099999"
+
+
+def test_assemble_refuses_a_broken_chain() -> None:
+    pipe = Pipeline(CODEC, CoreConfig(), MemStore(), MemStore())
+    out = pipe._apply_all(ev.simple_run(), NOW)
+    pipe_entries = [Entry.from_bytes(r.value) for r in out.entries]
+    broken = [*pipe_entries[:2], *pipe_entries[3:]]
+    with pytest.raises(Exception, match="expected seq 2"):
+        assemble("run-1", broken, CoreConfig())
