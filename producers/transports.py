@@ -195,9 +195,19 @@ def kafka_compression(name: str) -> str | None:
     return name
 
 
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` on one line, without repeating the type name."""
+    name = type(exc).__name__
+    text = " ".join(str(exc).split())
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
 def _unreachable(bootstrap: str, exc: BaseException) -> DeliveryError:
     return DeliveryError(
-        f"cannot reach Kafka at {bootstrap}: {type(exc).__name__}: {exc}".rstrip(": ")
+        f"cannot reach Kafka at {bootstrap}: found no broker answering, expected a reachable "
+        f"bootstrap server ({_describe(exc)})"
     )
 
 
@@ -244,7 +254,7 @@ async def ensure_topic(
         return False
     except KafkaError as exc:
         raise StoreError(
-            f"cannot create topic {topic!r} on {bootstrap_servers}: {type(exc).__name__}: {exc}"
+            f"cannot create topic {topic!r} on {bootstrap_servers}: {_describe(exc)}"
         ) from exc
     finally:
         await admin.close()
@@ -337,8 +347,7 @@ class KafkaTransport:
         except KafkaError as exc:
             await producer.stop()
             raise DeliveryError(
-                f"cannot start a Kafka producer on {self.bootstrap_servers}: "
-                f"{type(exc).__name__}: {exc}"
+                f"cannot start a Kafka producer on {self.bootstrap_servers}: {_describe(exc)}"
             ) from exc
         self._producer = producer
 
@@ -347,7 +356,7 @@ class KafkaTransport:
             exc = self._error
             raise DeliveryError(
                 f"Kafka did not acknowledge a message for {self.topic!r} on "
-                f"{self.bootstrap_servers}: {type(exc).__name__}: {exc}"
+                f"{self.bootstrap_servers}: {_describe(exc)}"
             ) from exc
 
     def _done(self, fut: asyncio.Future[Any]) -> None:
@@ -377,7 +386,7 @@ class KafkaTransport:
         except KafkaError as exc:
             raise DeliveryError(
                 f"Kafka refused a message for {self.topic!r} (key {key!r}, {len(value)} bytes): "
-                f"{type(exc).__name__}: {exc}"
+                f"{_describe(exc)}"
             ) from exc
         self._outstanding.add(fut)
         fut.add_done_callback(self._done)

@@ -1,0 +1,109 @@
+"""The Kafka transport against the session's Kafka-protocol test broker."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from fleetledger.producers import KafkaTransport, Recorder, ensure_topic, events_topic
+from fleetledger.schemas import Codec, EventType, WorkflowSnapshot, WorkflowStep
+
+from fleetledger.config import load_settings
+
+pytestmark = pytest.mark.kafka
+
+WORKFLOW = WorkflowSnapshot(
+    name="kafka-smoke", revision="1", steps=(WorkflowStep(id="s", name="S", kind="llm"),)
+)
+
+
+async def read_all(bootstrap: str, topic: str, partitions: int, expected: int) -> dict:
+    """Every record of ``topic`` per partition, oldest first, with a plain consumer."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    out: dict[int, list] = {p: [] for p in range(partitions)}
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        for _ in range(60):
+            batch = await consumer.getmany(*tps, timeout_ms=500)
+            for tp, records in batch.items():
+                out[tp.partition].extend(records)
+            if sum(len(v) for v in out.values()) >= expected:
+                break
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def test_kafka_transport_keys_runs_to_one_partition_in_order(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    settings = load_settings(
+        broker=f"kafka://{kafka_bootstrap}",
+        topic_prefix=topic_prefix,
+        partitions=3,
+        enable_idempotence=False,
+    )
+    topic = events_topic(settings)
+    rec = Recorder.from_url(settings=settings, producer_id="kafka-test", batch_max_events=4)
+    assert isinstance(rec.transport, KafkaTransport)
+    async with rec:
+        runs = [await rec.start_run(agent_id=f"a{i}", workflow=WORKFLOW) for i in range(8)]
+        for k in range(9):
+            for run in runs:
+                await run.tool_call(name="fetch", duration_ms=k)
+        for run in runs:
+            await run.complete()
+    sent = rec.messages_sent
+    assert sent >= 8 * 3
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        assert topic in await admin.list_topics()
+    finally:
+        await admin.close()
+    # the topic exists now: ensure_topic leaves it alone
+    assert await ensure_topic(kafka_bootstrap, topic, partitions=3) is False
+
+    records = await read_all(kafka_bootstrap, topic, 3, sent)
+    assert sum(len(v) for v in records.values()) == sent
+    codec = Codec()
+    partition_of: dict[str, set[int]] = {}
+    seqs: dict[str, list[int]] = {}
+    for partition, recs in records.items():
+        for record in recs:
+            key = record.key.decode()
+            events = codec.decode(record.value)
+            assert {e.run_id for e in events} == {key}
+            partition_of.setdefault(key, set()).add(partition)
+            seqs.setdefault(key, []).extend(e.seq for e in events)
+    assert sorted(partition_of) == sorted(r.run_id for r in runs)
+    assert all(len(parts) == 1 for parts in partition_of.values())  # same key, same partition
+    assert all(s == list(range(11)) for s in seqs.values())  # ordered, gap-free
+    assert len({p for parts in partition_of.values() for p in parts}) > 1
+
+
+async def test_ensure_topic_creates_the_events_topic_once(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    topic = f"{topic_prefix}.events"
+    assert await ensure_topic(kafka_bootstrap, topic, partitions=2) is True
+    assert await ensure_topic(kafka_bootstrap, topic, partitions=2) is False
+    transport = KafkaTransport(kafka_bootstrap, topic, enable_idempotence=False, compression="none")
+    await transport.start()
+    try:
+        async with Recorder(transport, linger_ms=None) as rec:
+            run = await rec.start_run(agent_id="a", workflow=WORKFLOW, run_id="one")
+            await run.complete()
+    finally:
+        await transport.close()
+    records = await read_all(kafka_bootstrap, topic, 2, 1)
+    values = [r for recs in records.values() for r in recs]
+    assert len(values) == 1 and values[0].key == b"one"
+    assert [e.type for e in Codec().decode(values[0].value)] == [
+        EventType.RUN_STARTED,
+        EventType.RUN_COMPLETED,
+    ]
