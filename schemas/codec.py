@@ -42,7 +42,8 @@ HEADER_LEN = 10
 AVRO_DIR = Path(__file__).resolve().parent / "avro"
 
 Kind = Literal["event", "batch"]
-_FILES: dict[Kind, str] = {"event": "TraceEvent.avsc", "batch": "EventBatch.avsc"}
+_RECORDS: dict[Kind, str] = {"event": "TraceEvent", "batch": "EventBatch"}
+_FILES: dict[Kind, str] = {kind: f"{name}.avsc" for kind, name in _RECORDS.items()}
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,7 @@ class WriterSchema:
 
     @property
     def name(self) -> str:
-        record = "TraceEvent" if self.kind == "event" else "EventBatch"
-        return f"{AVRO_NAMESPACE}.{record} v{self.version}"
+        return f"{AVRO_NAMESPACE}.{_RECORDS[self.kind]} v{self.version}"
 
     @property
     def fingerprint_hex(self) -> str:
@@ -103,6 +103,9 @@ class Codec:
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
             parsed = fastavro.parse_schema(raw)
+            expected = f"{AVRO_NAMESPACE}.{_RECORDS[kind]}"
+            if not isinstance(parsed, dict) or parsed.get("name") != expected:
+                raise ValueError(f"the top-level schema is not the record {expected}")
             pcf = to_parsing_canonical_form(raw)
             fp = bytes.fromhex(avro_fingerprint(pcf, "CRC-64-AVRO"))
         except (OSError, ValueError, fastavro.schema.SchemaParseException) as exc:
@@ -116,7 +119,13 @@ class Codec:
                 f"{path}: found the same fingerprint {fp.hex()} as {other.name}, "
                 "expected every schema version to differ"
             )
-        entry = WriterSchema(kind, version, fp, parsed, _envelope_fields(kind, raw))
+        try:
+            fields = _envelope_fields(kind, raw)
+        except (KeyError, TypeError, StopIteration) as exc:
+            raise SchemaError(
+                f"{path}: found no TraceEvent fields, expected a {_FILES[kind]} schema"
+            ) from exc
+        entry = WriterSchema(kind, version, fp, parsed, fields)
         self._by_fp[fp] = entry
         self._by_version[(kind, version)] = entry
 

@@ -511,10 +511,14 @@ Payload = (
 )
 
 #: Payload model of every event type, in Avro union order.
-PAYLOAD_TYPES: dict[EventType, type[_Model]] = {
-    cls.TYPE: cls  # type: ignore[attr-defined]
-    for cls in get_args(Payload)
-}
+PAYLOAD_TYPES: dict[EventType, type[_Model]] = {cls.TYPE: cls for cls in get_args(Payload)}
+
+
+def _payload_class(etype: Any) -> type[_Model] | None:
+    try:
+        return PAYLOAD_TYPES[EventType(etype)]
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 # ------------------------------------------------------------------- error wrapping
@@ -603,9 +607,8 @@ class TraceEvent(_Model):
             if isinstance(payload, tuple) and len(payload) == 2:
                 payload = payload[1]  # fastavro's (record name, record) notation
             if isinstance(payload, Mapping):
-                try:
-                    payload_cls = PAYLOAD_TYPES[EventType(data.get("type"))]
-                except (ValueError, KeyError):
+                payload_cls = _payload_class(data.get("type"))
+                if payload_cls is None:
                     return data  # the `type` error is reported by field validation
                 data = dict(data)
                 data["payload"] = payload_cls.model_validate(payload)
@@ -613,7 +616,7 @@ class TraceEvent(_Model):
 
     @model_validator(mode="after")
     def _payload_matches_type(self) -> TraceEvent:
-        if self.payload.TYPE is not self.type:  # type: ignore[union-attr]
+        if self.payload.TYPE is not self.type:
             raise PydanticCustomError(
                 _CUSTOM,
                 "a {expected} payload for type '{type}'",
@@ -668,10 +671,7 @@ def _parse_event(data: Any, prefix: tuple[int | str, ...]) -> TraceEvent:
     if isinstance(payload, tuple) and len(payload) == 2:
         payload = payload[1]
     if isinstance(payload, Mapping):
-        try:
-            payload_cls = PAYLOAD_TYPES.get(EventType(data.get("type")))
-        except ValueError:
-            payload_cls = None
+        payload_cls = _payload_class(data.get("type"))
         if payload_cls is not None:
             try:
                 payload = payload_cls.model_validate(payload)
