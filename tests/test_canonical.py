@@ -1,0 +1,55 @@
+"""The fast canonicalizer is byte-identical to the rfc8785 reference on contract values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fleetledger.errors import ProcessorError
+from fleetledger.processors.canonical import canonical_bytes
+
+from . import eventdicts as ev
+
+LIMIT = 2**53 - 1  # I-JSON safe integers, as JCS requires
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-LIMIT, max_value=LIMIT)
+    | st.text(alphabet=st.characters(blacklist_categories=["Cs"]))
+)
+documents = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(alphabet=st.characters(blacklist_categories=["Cs"])), children,
+                      max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(documents)
+def test_identical_to_rfc8785_on_generated_documents(doc: Any) -> None:
+    assert canonical_bytes(doc) == rfc8785.dumps(doc)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"\ue000": 1, "\U0001f600": 2, "a": 3},  # UTF-16 order differs from code point order
+        {"k": "\u2028\u2029\x7f\x00\x1f", "ratio:1.5,": [":2e5]"]},
+        ev.simple_run()[1],
+        [LIMIT, -LIMIT, 0, True, False, None],
+    ],
+)
+def test_identical_on_tricky_values(doc: Any) -> None:
+    assert canonical_bytes(doc) == rfc8785.dumps(doc)
+
+
+@pytest.mark.parametrize("bad", [1.5, {"a": [0.1]}, float("nan"), {"x": float("inf")}, 2**53])
+def test_floats_and_out_of_range_integers_are_refused(bad: Any) -> None:
+    with pytest.raises(ProcessorError, match="float|2\\^53"):
+        canonical_bytes(bad)
