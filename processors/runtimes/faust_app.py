@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import faust
-from mode import CrashingSupervisor
 from aiokafka.errors import KafkaError
+from mode import CrashingSupervisor
 
 from ...config import Settings, load_settings
 from ...errors import ConfigError, FleetLedgerError, ProcessorError, StoreError
@@ -394,12 +394,12 @@ def build_app(
 
     app.timer(interval, name="fleetledger.tick")(tick)
 
-    @app.on_partitions_revoked.connect
-    async def _on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def _on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         runtime.request_reset()
 
-    @app.on_before_shutdown.connect
-    async def _on_shutdown(sender: Any, **_: Any) -> None:
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _on_shutdown(sender: Any, *args: Any, **kwargs: Any) -> None:
         await runtime.stop()
 
     return app
@@ -427,6 +427,19 @@ def apply_log_levels(level: int) -> None:
     for name in ("faust", "mode", "aiokafka", "kafka", "venusian"):
         logging.getLogger(name).setLevel(level)
     logging.getLogger("fleetledger").setLevel(min(level, logging.INFO))
+
+
+@contextlib.contextmanager
+def _quiet(name: str, *, enabled: bool) -> Iterator[None]:
+    """Silence a library logger (its connection errors are reported as one StoreError)."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    if enabled:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 @contextlib.contextmanager
@@ -463,7 +476,10 @@ def run_worker(
     try:
         with _new_loop() as loop:
             specs = (*topic_specs(settings).all(), *worker_state_specs(settings))
-            loop.run_until_complete(ensure_topics(bootstrap, specs, timeout_s=connect_timeout_s))
+            with _quiet("aiokafka", enabled=not settings.verbose):
+                loop.run_until_complete(
+                    ensure_topics(bootstrap, specs, timeout_s=connect_timeout_s)
+                )
             app = build_app(settings, pipeline_factory=pipeline_factory, datadir=datadir)
             worker = _Worker(app, level=level, loop=loop, quiet=True)
             log.info(

@@ -25,7 +25,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -222,7 +222,7 @@ def worker_state_specs(settings: Settings) -> tuple[TopicSpec, ...]:
 
 def partition_for(run_id: str, partitions: int) -> int:
     """The partition of a run: the Java/aiokafka default partitioner applied to ``run_id``."""
-    return (murmur2(run_id.encode()) & 0x7FFFFFFF) % partitions
+    return (int(murmur2(run_id.encode())) & 0x7FFFFFFF) % partitions
 
 
 def _admin(bootstrap: str, timeout_s: float) -> AIOKafkaAdminClient:
@@ -234,9 +234,12 @@ def _admin(bootstrap: str, timeout_s: float) -> AIOKafkaAdminClient:
 
 
 def _unreachable(bootstrap: str, timeout_s: float, exc: BaseException | None) -> StoreError:
-    detail = f": {exc}" if exc is not None and str(exc) else ""
+    if exc is None or isinstance(exc, TimeoutError) or not str(exc):
+        found = f"no answer within {timeout_s:g}s"
+    else:
+        found = str(exc)
     return StoreError(
-        f"cannot reach Kafka at {bootstrap} within {timeout_s:g}s{detail}; "
+        f"cannot reach Kafka at {bootstrap}: {found}; "
         "expected a running broker (check --broker / FLEETLEDGER_BROKER)"
     )
 
@@ -644,6 +647,104 @@ async def read_compacted(
     return latest
 
 
+def load_archived_bundle(manifest: bytes) -> bytes:
+    """The bundle bytes a manifest points at, checked against its size and sha256."""
+    try:
+        obj = json.loads(manifest)
+        path, size, sha = Path(obj["path"]), int(obj["size"]), str(obj["sha256"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"bundle manifest is malformed ({exc}); expected {MANIFEST_KIND}") from exc
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StoreError(
+            f"archived bundle {str(path)!r} cannot be read: {exc}; expected the archive "
+            "folder (FLEETLEDGER_ARCHIVE_DIR) of the worker to be mounted here"
+        ) from exc
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+        raise StoreError(
+            f"archived bundle {str(path)!r} has {len(data)} bytes with another sha256; "
+            f"expected {size} bytes with sha256 {sha}"
+        )
+    return data
+
+
+class KafkaOutputReader:
+    """The worker's outputs on Kafka, read for the CLI (same methods as the embedded reader).
+
+    Each topic is read once per reader, from the beginning to its end (bounded in time).
+    """
+
+    def __init__(self, settings: Settings, *, timeout_s: float = 30.0) -> None:
+        self._bootstrap = settings.broker_url().bootstrap
+        self._topics = topic_specs(settings)
+        self._timeout_s = timeout_s
+        self._cache: dict[str, dict[str, bytes]] = {}
+
+    def __repr__(self) -> str:
+        return f"Kafka at {self._bootstrap} (topics {self._topics.events.name[:-7]}.*)"
+
+    def __enter__(self) -> KafkaOutputReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._cache.clear()
+
+    def _compacted(self, role: str) -> dict[str, bytes]:
+        if role not in self._cache:
+            name = self._topics.by_role(role).name
+            self._cache[role] = read_compacted_sync(
+                self._bootstrap, name, timeout_s=self._timeout_s
+            )
+        return self._cache[role]
+
+    def totals(self) -> list[dict[str, Any]]:
+        return [json.loads(v) for _, v in sorted(self._compacted("totals").items())]
+
+    def intercepts(self) -> list[dict[str, Any]]:
+        return [json.loads(v) for _, v in sorted(self._compacted("intercepts").items())]
+
+    def bundle_bytes(self, run_id: str) -> bytes | None:
+        value = self._compacted("bundles").get(run_id)
+        if value is None:
+            return None
+        return load_archived_bundle(value) if is_manifest(value) else value
+
+    def bundles(self) -> Iterator[tuple[str, bytes]]:
+        for run_id in sorted(self._compacted("bundles")):
+            value = self.bundle_bytes(run_id)
+            if value is not None:
+                yield run_id, value
+
+    def digests(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for run_id, value in sorted(self._compacted("bundles").items()):
+            obj = json.loads(value)
+            out[run_id] = (
+                obj["digest"] if obj.get("kind") == MANIFEST_KIND else obj["integrity"]["digest"]
+            )
+        return out
+
+    def ledger(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's ledger entries in seq order (last write per key wins)."""
+        prefix = f"{run_id}:".encode()
+        by_key: dict[bytes, bytes] = {}
+        for rec in read_all_sync(
+            self._bootstrap, self._topics.ledger.name, timeout_s=self._timeout_s
+        ):
+            if rec.key is not None and rec.value is not None and rec.key.startswith(prefix):
+                by_key[rec.key] = rec.value
+        return [json.loads(v) for _, v in sorted(by_key.items())]
+
+    def deadletters(self) -> list[KafkaRecord]:
+        return read_all_sync(
+            self._bootstrap, self._topics.deadletter.name, timeout_s=self._timeout_s
+        )
+
+
 def read_all_sync(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[KafkaRecord]:
     """:func:`read_all` for synchronous callers (the CLI)."""
     return asyncio.run(read_all(bootstrap, topic, timeout_s=timeout_s))
@@ -669,6 +770,7 @@ __all__ = [
     "MANIFEST_KIND",
     "ROLES",
     "TOPIC_LAYOUT",
+    "KafkaOutputReader",
     "KafkaRecord",
     "KafkaSink",
     "TopicSet",
@@ -678,6 +780,7 @@ __all__ = [
     "ensure_topics",
     "ensure_topics_sync",
     "is_manifest",
+    "load_archived_bundle",
     "max_record_bytes",
     "partition_for",
     "read_all",

@@ -1,0 +1,188 @@
+"""Topic layout, topic creation, the output sink and the readers against a real broker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from fleetledger.processors.pipeline import DeadLetter, Outputs, Record, SourcePosition
+from fleetledger.processors.runtimes import kafka_io
+from fleetledger.processors.runtimes.kafka_io import (
+    HEADER_ERROR,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_TOPIC,
+    KafkaSink,
+    ensure_topics,
+    partition_for,
+    read_all,
+    read_compacted,
+    topic_specs,
+)
+
+from fleetledger.config import Settings, load_settings
+from fleetledger.errors import StoreError
+
+pytestmark = pytest.mark.kafka
+
+
+def _settings(bootstrap: str, prefix: str, tmp_path: Path, **kw: object) -> Settings:
+    values: dict[str, object] = {
+        "broker": f"kafka://{bootstrap}",
+        "topic_prefix": prefix,
+        "partitions": 3,
+        "enable_idempotence": False,
+        "archive_dir": tmp_path / "archive",
+        "group_id": f"{prefix}-g",
+    }
+    return load_settings(**{**values, **kw})
+
+
+def test_layout_names_and_policies() -> None:
+    s = load_settings(topic_prefix="acme", partitions=6)
+    specs = topic_specs(s)
+    assert [t.name for t in specs.all()] == [
+        "acme.events",
+        "acme.ledger",
+        "acme.totals",
+        "acme.intercepts",
+        "acme.bundles",
+        "acme.deadletter",
+    ]
+    assert all(t.partitions == 6 for t in specs.all())
+    assert {t.role for t in specs.all() if t.compacted} == {"totals", "intercepts", "bundles"}
+    assert specs.events.configs["cleanup.policy"] == "delete"
+    assert specs.ledger.configs["cleanup.policy"] == "delete"
+    assert specs.ledger.configs["retention.ms"] == "-1"
+    assert specs.deadletter.configs["cleanup.policy"] == "delete"
+    assert [t.role for t in kafka_io.TOPIC_LAYOUT] == list(kafka_io.ROLES)
+    with pytest.raises(StoreError, match="expected one of"):
+        specs.by_role("nope")
+
+
+def test_partition_for_matches_default_partitioner() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    for run_id in ("run-1", "r" * 40, "0190a3c4-2d1e-7f00-8000-000000000001"):
+        assert partition_for(run_id, 4) == DefaultPartitioner()(run_id.encode(), [0, 1, 2, 3], [])
+
+
+def test_archive_file_names_are_safe() -> None:
+    assert kafka_io.archive_file_name("run-1") == "run-1.bundle.json"
+    hashed = kafka_io.archive_file_name("../../etc/passwd")
+    assert "/" not in hashed and hashed.startswith("sha256-")
+
+
+async def test_ensure_topics_creates_with_configs_and_is_idempotent(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    s = _settings(kafka_bootstrap, topic_prefix, tmp_path)
+    specs = topic_specs(s).all()
+    first = await ensure_topics(kafka_bootstrap, specs)
+    assert set(first.values()) == {"created"}
+    second = await ensure_topics(kafka_bootstrap, specs)
+    assert set(second.values()) == {"exists"}
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([t.name for t in specs])
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t.name) for t in specs]
+        )
+    finally:
+        await admin.close()
+    assert {t["topic"]: len(t["partitions"]) for t in described} == {t.name: 3 for t in specs}
+    found = {
+        res[3]: {entry[0]: entry[1] for entry in res[4]}
+        for response in responses
+        for res in response.resources
+    }
+    for spec in specs:
+        assert found[spec.name]["cleanup.policy"] == spec.configs["cleanup.policy"]
+    assert found[f"{topic_prefix}.ledger"]["retention.ms"] == "-1"
+
+
+async def test_ensure_topics_rejects_partition_mismatch(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    s = _settings(kafka_bootstrap, topic_prefix, tmp_path)
+    await ensure_topics(kafka_bootstrap, [topic_specs(s).events])
+    s6 = _settings(kafka_bootstrap, topic_prefix, tmp_path, partitions=6)
+    with pytest.raises(StoreError, match="has 3 partitions, expected 6"):
+        await ensure_topics(kafka_bootstrap, [topic_specs(s6).events])
+
+
+async def test_unreachable_broker_is_a_bounded_store_error() -> None:
+    from .kafka_broker import free_port
+
+    bootstrap = f"127.0.0.1:{free_port()}"
+    with pytest.raises(StoreError, match="cannot reach Kafka"):
+        await ensure_topics(bootstrap, [], timeout_s=3)
+    with pytest.raises(StoreError, match="cannot reach Kafka"):
+        await read_all(bootstrap, "x", timeout_s=3)
+
+
+async def test_sink_publishes_outputs_and_readers_read_them(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    s = _settings(kafka_bootstrap, topic_prefix, tmp_path, max_message_bytes=10_000)
+    specs = topic_specs(s)
+    await ensure_topics(kafka_bootstrap, specs.all())
+    garbage = b"\x00\xffnot avro"
+    big_bundle = json.dumps(
+        {"run": {"run_id": "run-b"}, "pad": "x" * 20_000, "integrity": {"digest": "ab" * 32}}
+    ).encode()
+    out = Outputs(
+        entries=[Record(f"run-a:{i:012d}", f'{{"seq":{i}}}'.encode()) for i in range(5)],
+        totals=[Record("run-a", b'{"v":1}'), Record("run-a", b'{"v":2}')],
+        intercepts=[Record("run-a:budget:000000000003", b'{"kind":"budget"}')],
+        bundles=[Record("run-a", b'{"small":true}'), Record("run-b", big_bundle)],
+        deadletters=[DeadLetter(garbage, SourcePosition(specs.events.name, 2, 41), "bad magic")],
+    )
+    async with KafkaSink(s) as sink:
+        assert await sink.publish(out) == 11
+        # Publishing the same outputs again leaves every compacted view unchanged.
+        await sink.publish(out)
+
+    totals = await read_compacted(kafka_bootstrap, specs.totals.name)
+    assert totals == {"run-a": b'{"v":2}'}
+
+    ledger = await read_all(kafka_bootstrap, specs.ledger.name)
+    assert {r.partition for r in ledger} == {partition_for("run-a", 3)}
+    assert [r.key for r in ledger[:5]] == [f"run-a:{i:012d}".encode() for i in range(5)]
+
+    intercepts = await read_compacted(kafka_bootstrap, specs.intercepts.name)
+    assert list(intercepts) == ["run-a:budget:000000000003"]
+
+    bundles = await read_compacted(kafka_bootstrap, specs.bundles.name)
+    assert bundles["run-a"] == b'{"small":true}'
+    assert kafka_io.is_manifest(bundles["run-b"])
+    manifest = json.loads(bundles["run-b"])
+    assert manifest["run_id"] == "run-b"
+    assert manifest["digest"] == "ab" * 32
+    assert manifest["size"] == len(big_bundle)
+    archived = Path(manifest["path"])
+    assert archived == (tmp_path / "archive" / "run-b.bundle.json").resolve()
+    assert archived.read_bytes() == big_bundle
+    assert not [p for p in archived.parent.iterdir() if p.name.endswith(".tmp")]
+
+    dead = await read_all(kafka_bootstrap, specs.deadletter.name)
+    assert len(dead) == 2
+    d = dead[0]
+    assert d.value == garbage
+    assert d.key == f"{specs.events.name}:2:41".encode()
+    assert d.header(HEADER_ERROR) == b"bad magic"
+    assert d.header(HEADER_SOURCE_TOPIC) == specs.events.name.encode()
+    assert d.header(HEADER_SOURCE_PARTITION) == b"2"
+    assert d.header(HEADER_SOURCE_OFFSET) == b"41"
+
+
+async def test_reader_of_missing_topic_fails_clearly(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    with pytest.raises(StoreError, match="found no topic"):
+        await read_compacted(kafka_bootstrap, f"{topic_prefix}.absent", timeout_s=10)
