@@ -83,7 +83,9 @@ AVRO_NAMESPACE = "fleetledger"
 #: The contract version this code writes (the newest directory under ``schemas/avro``).
 SCHEMA_VERSION = 2
 
-_LONG_MAX = 2**63 - 1
+# Avro longs are 64-bit, but every long of an event also appears as a JSON integer in the
+# canonical object, which is hashed with JCS (RFC 8785): keep them exactly representable.
+_LONG_MAX = 2**53 - 1
 _INT_MAX = 2**31 - 1
 _MAX_FRACTION_DIGITS = 10  # Avro decimal scale
 _MAX_INTEGER_DIGITS = 18  # Avro decimal precision 28 - scale 10
@@ -333,7 +335,6 @@ Currency = Annotated[str, PlainValidator(_validate_currency)]
 TraceParent = Annotated[str, PlainValidator(_validate_traceparent)]
 Str = Annotated[str, Strict()]
 NonEmptyStr = Annotated[str, StringConstraints(strict=True, min_length=1)]
-Long = Annotated[int, Strict(), Field(ge=-(2**63), le=_LONG_MAX)]
 NonNegLong = Annotated[int, Strict(), Field(ge=0, le=_LONG_MAX)]
 NonNegInt = Annotated[int, Strict(), Field(ge=0, le=_INT_MAX)]
 PosInt = Annotated[int, Strict(), Field(ge=1, le=_INT_MAX)]
@@ -556,7 +557,11 @@ def _expected(err: Mapping[str, Any]) -> str:
     if kind == "greater_than_equal":
         return f"an integer >= {ctx.get('ge')}"
     if kind == "less_than_equal":
-        return f"an integer <= {ctx.get('le')}"
+        le = ctx.get("le")
+        note = (
+            " (JSON-safe integer)" if le == _LONG_MAX else " (Avro int)" if le == _INT_MAX else ""
+        )
+        return f"an integer <= {le}{note}"
     for prefix in ("Input should be ", "Value error, "):
         if msg.startswith(prefix):
             return msg[len(prefix) :]

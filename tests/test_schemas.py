@@ -690,6 +690,7 @@ def test_unknown_type() -> None:
     ("field", "value"),
     [
         ("seq", 2**63),
+        ("seq", 2**53),
         ("schema_version", 0),
         ("producer_id", ""),
         ("step_id", ""),
@@ -717,6 +718,7 @@ def test_envelope_field_rules(field: str, value: Any) -> None:
         (EventType.STEP_COMPLETED, "duration_ms", -10),
         (EventType.TOOL_CALL, "duration_ms", 1.5),
         (EventType.HUMAN_GATE_RESOLVED, "wait_ms", -1),
+        (EventType.HUMAN_GATE_RESOLVED, "wait_ms", 2**53),
         (EventType.HUMAN_GATE_REQUESTED, "artifact_version", 2**31),
         (EventType.ARTIFACT_WRITTEN, "version", True),
         (EventType.STEP_STARTED, "attempt", -1),
@@ -868,3 +870,16 @@ def test_payload_types_and_class_vars() -> None:
     for etype, cls in PAYLOAD_TYPES.items():
         assert cls.TYPE is etype  # type: ignore[attr-defined]
         assert f"fleetledger.{cls.__name__}" == cls.AVRO_NAME
+
+
+def test_longs_stay_json_safe() -> None:
+    ok = make_event(EventType.STEP_STARTED, seq=0).model_copy(update={"seq": 2**53 - 1})
+    assert ok.to_json_obj()["seq"] == 9007199254740991
+    data = ok.to_json_obj()
+    data["seq"] = 2**53
+    with pytest.raises(EventValidationError, match="<= 9007199254740991 \\(JSON-safe integer\\)"):
+        TraceEvent.parse(data)
+    data = make_event(EventType.HUMAN_GATE_REQUESTED).to_json_obj()
+    data["payload"]["artifact_version"] = 2**31
+    with pytest.raises(EventValidationError, match="<= 2147483647 \\(Avro int\\)"):
+        TraceEvent.parse(data)

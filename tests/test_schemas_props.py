@@ -54,7 +54,7 @@ text = st.text(max_size=24)
 ident = st.text(min_size=1, max_size=16)
 opt_text = st.none() | text
 opt_ident = st.none() | ident
-longs = st.integers(min_value=0, max_value=2**63 - 1)
+longs = st.integers(min_value=0, max_value=2**53 - 1)
 small = st.integers(min_value=0, max_value=10**7)
 ints = st.integers(min_value=0, max_value=2**31 - 1)
 amounts = st.decimals(
