@@ -883,3 +883,38 @@ def test_longs_stay_json_safe() -> None:
     data["payload"]["artifact_version"] = 2**31
     with pytest.raises(EventValidationError, match="<= 2147483647 \\(Avro int\\)"):
         TraceEvent.parse(data)
+
+
+# The test vector published in the specification: one run_completed event.
+VECTOR_EVENT = TraceEvent(
+    event_id=UUID("0190f3a2-7c1e-7b3a-9d4e-2f6a8b1c0d9f"),
+    run_id="run-1",
+    seq=8,
+    type=EventType.RUN_COMPLETED,
+    ts=datetime(2026, 3, 14, 9, 26, 54, tzinfo=UTC),
+    agent_id="planner",
+    tenant="acme",
+    producer_id="sdk-py",
+    payload=RunCompleted(summary="ok"),
+)
+VECTOR_BODY = (
+    "48 30 31 39 30 66 33 61 32 2d 37 63 31 65 2d 37 62 33 61 2d 39 64 34 65 2d 32 66 36 61 "
+    "38 62 31 63 30 64 39 66 0a 72 75 6e 2d 31 10 12 e0 ac dc ba 9d 67 0e 70 6c 61 6e 6e 65 "
+    "72 08 61 63 6d 65 00 0c 73 64 6b 2d 70 79 04 00 12 02 04 6f 6b"
+)
+
+
+def test_wire_test_vectors(codec: Codec) -> None:
+    event_msg = bytes.fromhex("c3 01 13 de 9a 82 00 93 7f f2 " + VECTOR_BODY)
+    batch_msg = bytes.fromhex(
+        "c3 01 07 67 99 7d 9f 93 88 c7 0a 72 75 6e 2d 31 02 " + VECTOR_BODY + " 00"
+    )
+    assert codec.encode_event(VECTOR_EVENT) == event_msg
+    assert codec.encode_batch([VECTOR_EVENT]) == batch_msg
+    assert codec.decode(event_msg) == codec.decode(batch_msg) == [VECTOR_EVENT]
+    assert json.dumps(VECTOR_EVENT.to_json_obj(), sort_keys=True, separators=(",", ":")) == (
+        '{"agent_id":"planner","event_id":"0190f3a2-7c1e-7b3a-9d4e-2f6a8b1c0d9f",'
+        '"payload":{"summary":"ok"},"producer_id":"sdk-py","run_id":"run-1",'
+        '"schema_version":2,"seq":8,"tenant":"acme","ts":"2026-03-14T09:26:54.000Z",'
+        '"type":"run_completed"}'
+    )
