@@ -196,7 +196,8 @@ def _money_fmt(d: Decimal) -> str:
 def _canonical_amount(d: Decimal) -> Decimal:
     """Exact canonical Decimal (trailing zeros stripped, exponent <= 0), checked for range."""
     sign, digits, exp = d.as_tuple()
-    assert isinstance(exp, int)  # finite, checked by the caller
+    if not isinstance(exp, int):  # NaN / infinity
+        raise _fail("a finite decimal (NaN and infinity are not amounts)")
     n = len(digits)
     e = exp
     while e < 0 and n > 1 and digits[n - 1] == 0:
