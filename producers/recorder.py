@@ -531,6 +531,14 @@ class Recorder:
         self._idle.clear()
         self._wake.set()
 
+    def _cut_run(self, run_id: str) -> int:
+        buf = self._buffers.get(run_id)
+        if buf is None:
+            return 0
+        n = len(buf.events)
+        self._cut(buf)
+        return n
+
     def _cut_all(self) -> None:
         for buf in list(self._buffers.values()):
             self._cut(buf)
@@ -624,6 +632,14 @@ class Run:
     @property
     def open_steps(self) -> list[str]:
         return list(self._open_steps)
+
+    def send_now(self) -> int:
+        """Make this run's buffered events one message now; return how many (no waiting).
+
+        For callers that decide batch boundaries themselves (the simulator cuts by
+        virtual time); ``Recorder.flush()`` also waits for delivery.
+        """
+        return self.recorder._cut_run(self.run_id)
 
     def _check_running(self) -> None:
         if self._status != "running":
