@@ -8,6 +8,7 @@ strings, ints, bools and None.  Floats are refused: no hashed or billed field is
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from typing import Any
 
@@ -31,13 +32,23 @@ def _refuse_floats(value: Any, path: str) -> None:
 
 
 _FAST_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
-# A float token in orjson's compact output: after ':' ',' '[' or at the start, with a
-# fraction or an exponent, before ',' ']' '}' or the end.  It may also match inside a
-# string (then the precise path decides), but it never misses a float.
-_FLOAT_TOKEN = re.compile(rb"(?:^|[:,\[])-?\d+(?:\.\d+(?:[eE][+-]?\d+)?|[eE][+-]?\d+)(?=[,\]}]|$)")
 # UTF-8 lead bytes of U+E000..U+10FFFF: the only characters whose UTF-16 order (JCS key
 # order) differs from the code point order orjson sorts by.
 _ORDER_SENSITIVE = re.compile(rb"[\xee-\xf4]")
+
+
+def _no_float(value: str) -> Any:
+    raise ProcessorError(f"found number {value}; hashed data holds no floats, expected an integer")
+
+
+def load_json(data: bytes | str) -> Any:
+    """Parse JSON from outside (a bundle file, an envelope) for hashing: floats, NaN and
+    Infinity are refused, so nothing read this way can reach ``canonical_bytes`` with a float.
+    """
+    try:
+        return json.loads(data, parse_float=_no_float, parse_constant=_no_float)
+    except ValueError as exc:
+        raise ProcessorError(f"not JSON: {exc}") from exc
 
 
 def reference_canonical_bytes(obj: Any) -> bytes:
@@ -50,13 +61,17 @@ def reference_canonical_bytes(obj: Any) -> bytes:
 
 
 def canonical_bytes(obj: Any) -> bytes:
-    """RFC 8785 canonical JSON of ``obj``; raises ProcessorError on floats or non-JSON values.
+    """RFC 8785 canonical JSON of a float-free JSON value.
 
-    orjson with sorted keys produces JCS bytes for every value without floats whose
-    strings stay below U+E000 (string escapes are identical; integers are limited to
-    +-2^53 as JCS requires).  Anything else - a possible float, a ``null`` (orjson writes
-    NaN as null), a character at or above U+E000 - takes the reference path, so the
-    result is byte-identical to ``rfc8785.dumps`` whichever path ran.
+    Precondition: ``obj`` holds no floats.  Event objects from the contract (whose models
+    refuse floats) and everything built from them meet it; JSON from outside must be read
+    with :func:`load_json`, which refuses floats.  Use :func:`checked_canonical_bytes` for
+    values of unknown origin.
+
+    orjson with sorted keys produces JCS bytes for every such value whose strings stay
+    below U+E000 (string escapes are identical; integers are limited to the I-JSON range
+    as JCS requires).  Output with a character at or above U+E000 takes the reference
+    path, so the result is byte-identical to ``rfc8785.dumps`` either way.
     """
     try:
         out = orjson.dumps(obj, option=_FAST_OPTIONS)
@@ -64,9 +79,15 @@ def canonical_bytes(obj: Any) -> bytes:
         raise ProcessorError(
             f"cannot canonicalize value: {exc}; expected JSON values with integers within +-2^53"
         ) from exc
-    if b"null" in out or _FLOAT_TOKEN.search(out) or _ORDER_SENSITIVE.search(out):
-        return reference_canonical_bytes(obj)
-    return out
+    if out.isascii() or _ORDER_SENSITIVE.search(out) is None:
+        return out
+    return reference_canonical_bytes(obj)
+
+
+def checked_canonical_bytes(obj: Any) -> bytes:
+    """``canonical_bytes`` for values of unknown origin: floats are refused first."""
+    _refuse_floats(obj, "$")
+    return canonical_bytes(obj)
 
 
 def sha256(data: bytes) -> bytes:

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 import rfc8785
+from fleetledger.processors.canonical import canonical_bytes, checked_canonical_bytes, load_json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetledger.errors import ProcessorError
-from fleetledger.processors.canonical import canonical_bytes
 
 from . import eventdicts as ev
 
@@ -23,9 +23,12 @@ scalars = (
 )
 documents = st.recursive(
     scalars,
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(alphabet=st.characters(blacklist_categories=["Cs"])), children,
-                      max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(
+            st.text(alphabet=st.characters(blacklist_categories=["Cs"])), children, max_size=5
+        )
+    ),
     max_leaves=30,
 )
 
@@ -51,5 +54,16 @@ def test_identical_on_tricky_values(doc: Any) -> None:
 
 @pytest.mark.parametrize("bad", [1.5, {"a": [0.1]}, float("nan"), {"x": float("inf")}, 2**53])
 def test_floats_and_out_of_range_integers_are_refused(bad: Any) -> None:
-    with pytest.raises(ProcessorError, match="float|2\\^53"):
-        canonical_bytes(bad)
+    with pytest.raises(ProcessorError, match=r"float|2\^53"):
+        checked_canonical_bytes(bad)
+
+
+@pytest.mark.parametrize("text", ['{"a": 1.5}', "[1e3]", '{"x": NaN}', "[-Infinity]", "[1.0]"])
+def test_json_from_outside_cannot_carry_floats(text: str) -> None:
+    with pytest.raises(ProcessorError, match="no floats"):
+        load_json(text)
+
+
+def test_out_of_range_integers_are_refused_on_the_fast_path() -> None:
+    with pytest.raises(ProcessorError, match=r"2\^53"):
+        canonical_bytes({"n": 2**53})
