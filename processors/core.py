@@ -13,12 +13,13 @@ runtime passes in as a lookup.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
+
+import orjson
 
 from ..errors import ProcessorError
 from ..schemas import money_str
@@ -444,11 +445,11 @@ class Entry:
         }
 
     def to_bytes(self) -> bytes:
-        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
+        return orjson.dumps(self.to_json())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Entry:
-        return cls(**json.loads(data))
+        return cls(**orjson.loads(data))
 
 
 def entry_key(run_id: str, seq: int) -> str:
@@ -483,11 +484,11 @@ class RunState:
             "gap_flagged_at": self.gap_flagged_at,
             "fold": self.fold.to_json(),
         }
-        return json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode()
+        return orjson.dumps(d)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RunState:
-        d = json.loads(data)
+        d = orjson.loads(data)
         return cls(
             run_id=d["run_id"],
             next_seq=d["next_seq"],

@@ -9,10 +9,11 @@ tables and the embedded runtime with SQLite, inside its transaction.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
+
+import orjson
 
 from ..errors import FleetLedgerError, ProcessorError, SchemaError
 from ..schemas.codec import Codec
@@ -85,7 +86,7 @@ class Outputs:
 
 def dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON for output values (not the canonical form, which is for hashing)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(obj)
 
 
 def totals_record(state: RunState) -> Record:
