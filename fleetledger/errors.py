@@ -50,3 +50,16 @@ class ProcessorError(FleetLedgerError):
 
 class StoreError(FleetLedgerError):
     """The embedded store or a broker could not be reached or read."""
+
+
+class VerificationError(FleetLedgerError):
+    """Evidence (a bundle, a signed envelope, an inclusion proof) failed a check.
+
+    ``check`` names the failing check (``signature``, ``digest``, ``chain``...), ``where``
+    the place (``seq 7 event_hash``) when there is one.
+    """
+
+    def __init__(self, check: str, message: str, *, where: str | None = None) -> None:
+        self.check = check
+        self.where = where
+        super().__init__(f"{check}{f' ({where})' if where else ''}: {message}")

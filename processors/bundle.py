@@ -16,6 +16,8 @@ from typing import Any
 from ..errors import ProcessorError
 from .canonical import canonical_bytes, genesis
 from .core import CoreConfig, Entry, fold_events
+from .merkle import ALGORITHM as MERKLE_ALGORITHM
+from .merkle import leaf_hash, root_of_leaf_hashes
 
 BUNDLE_VERSION = "fleetledger.bundle/v1"
 DIGEST_ALGORITHM = "sha256"
@@ -28,6 +30,21 @@ def bundle_digest(bundle: dict[str, Any]) -> str:
     integrity.pop("digest", None)
     body = {**bundle, "integrity": integrity}
     return hashlib.sha256(canonical_bytes(body)).hexdigest()
+
+
+def event_leaf_hashes(event_hashes: Sequence[str]) -> list[bytes]:
+    """Merkle leaf hashes of a run: ``H(0x00 || event_hash)`` over the raw 32-byte hashes."""
+    return [leaf_hash(bytes.fromhex(h)) for h in event_hashes]
+
+
+def merkle_member(event_hashes: Sequence[str]) -> dict[str, Any]:
+    """The bundle's ``merkle`` member: RFC 9162 tree over the events' hashes in seq order."""
+    return {
+        "algorithm": MERKLE_ALGORITHM,
+        "leaf": "event_hash",
+        "size": len(event_hashes),
+        "root": root_of_leaf_hashes(event_leaf_hashes(event_hashes)).hex(),
+    }
 
 
 def _artifacts(entries: Sequence[Entry]) -> list[dict[str, Any]]:
@@ -134,6 +151,7 @@ def assemble(run_id: str, entries: Sequence[Entry], config: CoreConfig) -> dict[
             "head": entries[-1].entry_hash,
             "length": len(entries),
         },
+        "merkle": merkle_member([e.event_hash for e in entries]),
         "events": [
             {"seq": e.seq, "event_hash": e.event_hash, "entry_hash": e.entry_hash, "event": e.event}
             for e in entries
