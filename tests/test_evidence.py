@@ -1,0 +1,255 @@
+"""Offline verification: signed bundles pass; every tampering is refused with its reason."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fleetledger.processors import evidence, signing
+from fleetledger.processors.bundle import bundle_digest
+from fleetledger.processors.canonical import canonical_bytes
+
+from fleetledger.errors import VerificationError
+
+from .evidence_fixtures import simulated_bundles
+
+KEY = signing.generate_key()
+PUB = [KEY.public_key()]
+
+
+def signed(
+    bundle: dict[str, Any], key: Any = KEY, ptype: str = signing.BUNDLE_PAYLOAD_TYPE
+) -> bytes:
+    env = signing.sign_envelope(canonical_bytes(bundle), ptype, key)
+    return signing.envelope_bytes(env)
+
+
+def reason(data: bytes, keys: Any = PUB, files: dict[str, bytes] | None = None) -> str:
+    with pytest.raises(VerificationError) as info:
+        evidence.verify_file(data, keys, (files or {}).get)
+    return info.value.check
+
+
+def leaves(v: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    if isinstance(v, dict):
+        for k, x in v.items():
+            yield from leaves(x, (*path, k))
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            yield from leaves(x, (*path, i))
+    else:
+        yield path, v
+
+
+def mutated(bundle: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    b = copy.deepcopy(bundle)
+    target = b
+    for p in path[:-1]:
+        target = target[p]
+    if isinstance(value, str):
+        target[path[-1]] = value + "x" if value[-1:] != "x" else value[:-1] + "y"
+    elif isinstance(value, bool):
+        target[path[-1]] = not value
+    elif isinstance(value, int):
+        target[path[-1]] = value + 1
+    else:
+        target[path[-1]] = 0
+    return b
+
+
+def redigest(b: dict[str, Any]) -> dict[str, Any]:
+    b["integrity"]["digest"] = bundle_digest(b)
+    return b
+
+
+@pytest.fixture(scope="module")
+def bundle() -> dict[str, Any]:
+    # a run with gates, artifacts, recoveries and model calls
+    return max(simulated_bundles(), key=lambda b: (len(b["gates"]), len(b["events"])))
+
+
+def test_signed_bundle_and_statement_verify(bundle: dict[str, Any]) -> None:
+    files = dict(evidence.evidence_files(bundle, KEY))
+    assert len(files) == 3
+    for data in files.values():
+        got = evidence.verify_file(data, PUB, files.get)
+        assert got.run_id == bundle["run"]["run_id"]
+        assert got.digest == bundle["integrity"]["digest"]
+        assert got.signed_by == signing.keyid(KEY.public_key())
+    plain = evidence.verify_file(canonical_bytes(bundle), [], files.get)
+    assert plain.signed_by is None and plain.events == len(bundle["events"])
+
+
+def test_every_field_changed_in_a_signed_bundle_is_refused(bundle: dict[str, Any]) -> None:
+    data = signed(bundle)
+    env = json.loads(data)
+    count = 0
+    for path, value in leaves(bundle):
+        b = mutated(bundle, path, value)
+        # the envelope's payload replaced by the changed bundle, signature kept
+        env2 = {**env, "payload": base64.b64encode(canonical_bytes(b)).decode()}
+        assert reason(signing.envelope_bytes(env2)) == "signature", path
+        # re-signed by the trusted key, digest left as it was
+        want = "format" if path == ("bundle_version",) else "digest"
+        assert reason(signed(b)) == want, path
+        count += 1
+    assert count > 300
+
+
+def expected_deep_reason(path: tuple[Any, ...]) -> str | set[str]:
+    head = path[0]
+    if head == "events" and path[2:] == ("seq",):
+        return "seq"  # the outer seq is not hashed; numbering is checked after the chain
+    if head == "events" or path == ("run", "run_id"):
+        return "chain"
+    if head == "chain":
+        return "chain"
+    if head == "merkle":
+        return "merkle"
+    if head in ("totals", "costs"):
+        return "totals"
+    if head == "intercepts":
+        return "intercepts"
+    if head == "bundle_version":
+        return "format"
+    if head == "integrity":
+        return "digest"
+    return "derived"
+
+
+def test_every_field_changed_with_a_fresh_digest_names_its_check(bundle: dict[str, Any]) -> None:
+    for path, value in leaves(bundle):
+        if path[0] == "rules" or path == ("integrity", "digest"):
+            continue  # rules: see below; the digest itself: covered above
+        b = (
+            redigest(mutated(bundle, path, value))
+            if path[0] != "integrity"
+            else mutated(bundle, path, value)
+        )
+        assert reason(signed(b)) == expected_deep_reason(path), path
+
+
+def test_a_rule_change_that_changes_intercepts_is_refused() -> None:
+    runs = [b for b in simulated_bundles() if b["recovery"]]
+    assert runs
+    b = runs[0]
+    b["rules"]["max_recoveries"] = 0
+    assert reason(signed(redigest(b))) == "intercepts"
+
+
+def _rechain(b: dict[str, Any], renumber: bool) -> dict[str, Any]:
+    from fleetledger.processors.bundle import merkle_member
+    from fleetledger.processors.canonical import event_hash, genesis, link
+
+    prev = genesis(b["run"]["run_id"])
+    for i, item in enumerate(b["events"]):
+        if renumber:
+            item["seq"] = i
+            item["event"]["seq"] = i
+        eh = event_hash(item["event"])
+        prev = link(prev, eh)
+        item["event_hash"], item["entry_hash"] = eh.hex(), prev.hex()
+    b["chain"]["head"], b["chain"]["length"] = prev.hex(), len(b["events"])
+    b["merkle"] = merkle_member([e["event_hash"] for e in b["events"]])
+    return redigest(b)
+
+
+@pytest.mark.parametrize(
+    ("edit", "plain", "rechained", "renumbered"),
+    [
+        ("delete", "chain", "seq", "totals"),
+        ("insert", "chain", "seq", "totals"),
+        ("reorder", "chain", "seq", None),
+        ("truncate", "chain", "chain", "totals"),
+    ],
+)
+def test_event_edits(
+    bundle: dict[str, Any], edit: str, plain: str, rechained: str, renumbered: str
+) -> None:
+    def apply() -> dict[str, Any]:
+        b = copy.deepcopy(bundle)
+        ev = b["events"]
+        if edit == "delete":
+            del ev[3]
+        elif edit == "insert":
+            ev.insert(4, copy.deepcopy(ev[3]))
+        elif edit == "reorder":
+            ev[3], ev[4] = ev[4], ev[3]
+        else:
+            del ev[-1]
+        return b
+
+    assert reason(signed(apply())) == "digest"
+    assert reason(signed(redigest(apply()))) == plain
+    b = _rechain(apply(), renumber=False)
+    if edit == "truncate":
+        b["chain"]["length"] += 1
+        b = redigest(b)
+    assert reason(signed(b)) == rechained
+    if renumbered is not None:
+        # a consistent re-signed bundle with an event less or more: the re-fold differs
+        assert reason(signed(_rechain(apply(), renumber=True))) == renumbered
+
+
+def test_payload_type_keys_and_nothing_to_check(bundle: dict[str, Any]) -> None:
+    data = signed(bundle)
+    env = json.loads(data)
+    swapped = {**env, "payloadType": "application/json"}
+    assert reason(signing.envelope_bytes(swapped)) == "signature"
+    assert reason(signed(bundle, ptype="application/json")) == "payload type"
+    assert reason(signed(bundle, key=signing.generate_key())) == "signature"
+    assert reason(data, keys=[]) == "signature"  # never the envelope's own key
+    empty = copy.deepcopy(bundle)
+    empty["events"] = []
+    assert reason(signed(redigest(empty))) == "empty"
+    # a non-canonical payload (same JSON, other bytes) signed by the trusted key
+    pretty = json.dumps(bundle, indent=1).encode()
+    env3 = signing.sign_envelope(pretty, signing.BUNDLE_PAYLOAD_TYPE, KEY)
+    assert reason(signing.envelope_bytes(env3)) == "canonical"
+    # unsigned bundle with keys: needs its signed sibling
+    assert reason(canonical_bytes(bundle)) == "signature"
+
+
+def test_any_single_byte_change_to_any_file_is_refused(bundle: dict[str, Any]) -> None:
+    files = dict(evidence.evidence_files(bundle, KEY))
+    for name, data in files.items():
+        step = max(1, len(data) // 400)
+        for i in range(0, len(data), step):
+            for new in (data[i] ^ 0x01, 0x20):
+                if new == data[i]:
+                    continue
+                changed = data[:i] + bytes([new]) + data[i + 1 :]
+                others = {**files, name: changed}
+                with pytest.raises(VerificationError):
+                    evidence.verify_file(changed, PUB, others.get)
+
+
+def test_inclusion_proofs(bundle: dict[str, Any]) -> None:
+    files = dict(evidence.evidence_files(bundle, KEY))
+    att = json.loads(next(v for k, v in files.items() if k.endswith(".intoto.json")))
+    digest = bundle["integrity"]["digest"]
+    for seq in range(len(bundle["events"])):
+        proof = evidence.make_proof(bundle, seq, att)
+        got = evidence.verify_proof(proof, bundle_digest_hex=digest, trusted=PUB)
+        assert got.merkle_root == bundle["merkle"]["root"]
+    proof = evidence.make_proof(bundle, 2, att)
+    with pytest.raises(VerificationError, match=r"^binding"):
+        evidence.verify_proof(proof, bundle_digest_hex=digest)  # nothing trusted
+    with pytest.raises(VerificationError, match=r"^digest"):
+        evidence.verify_proof(proof, bundle_digest_hex="0" * 64, trusted=PUB)
+    bad = copy.deepcopy(proof)
+    bad["event"]["ts"] = "2020-01-01T00:00:00.000Z"
+    with pytest.raises(VerificationError, match=r"^event"):
+        evidence.verify_proof(bad, bundle_digest_hex=digest, trusted=PUB)
+    from fleetledger.processors.canonical import event_hash
+
+    bad["event_hash"] = event_hash(bad["event"]).hex()  # consistent, but not in the tree
+    with pytest.raises(VerificationError, match=r"^proof"):
+        evidence.verify_proof(bad, bundle_digest_hex=digest, trusted=PUB)
+    other = signing.generate_key().public_key()
+    with pytest.raises(VerificationError, match=r"^signature"):
+        evidence.verify_proof(proof, bundle_digest_hex=digest, trusted=[other])
