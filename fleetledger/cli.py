@@ -136,10 +136,13 @@ def demo(
     seed: Annotated[int, typer.Option(help="simulator seed (same seed, same bundles)")] = 7,
     out: Annotated[Path, typer.Option(help="folder for <run_id>.bundle.json")] = Path("bundles"),
     broker: BrokerOpt = None,
+    sign: Annotated[Path | None, typer.Option("--sign", help="Ed25519 key: signed bundles")] = None,
 ) -> None:
     """Simulate a fleet into the embedded store, process it, and report."""
+    from .evidence_cli import load_signing_key, write_evidence
     from .processors.runtimes.embedded import EmbeddedReader
 
+    key = load_signing_key(sign) if sign is not None else None
     settings = _settings(ctx, broker=broker)
     path = _embedded_path(settings, create=True)
     console: Console = ctx.obj.console
@@ -153,7 +156,7 @@ def demo(
         written = 0
         for run_id, value in reader.bundles():
             if run_id in wanted:
-                _write_bundle(out / f"{run_id}.bundle.json", json.loads(value))
+                write_evidence(out, json.loads(value), key)
                 written += 1
         totals = [t for t in reader.totals() if t["run_id"] in wanted]
         intercepts = [i for i in reader.intercepts() if i["run_id"] in wanted]
@@ -191,20 +194,28 @@ def worker(
     broker: BrokerOpt = None,
     once: Annotated[bool, typer.Option(help="embedded: drain the log and exit")] = False,
     poll: Annotated[float, typer.Option(help="embedded: seconds between polls")] = 0.5,
+    archive: Annotated[Path | None, typer.Option("--archive", help="compliance archive")] = None,
+    sign: Annotated[Path | None, typer.Option("--sign", help="Ed25519 key for the archive")] = None,
 ) -> None:
     """Run the processors: the Faust worker on Kafka, or the embedded loop on SQLite."""
+    from .evidence_cli import archive_sink
+
+    sink = archive_sink(archive, sign)
     settings = _settings(ctx, broker=broker)
     url = settings.broker_url()
     if url.kind == "kafka":
         from .processors.runtimes.faust_app import run_worker
 
+        if sink is not None:
+            raise ConfigError("--archive on Kafka: found a kafka:// broker, expected the "
+                              "embedded store (the Kafka worker does not archive yet)")
         run_worker(settings)
         return
     path = _embedded_path(settings, create=True)
     from .processors.runtimes.embedded import EmbeddedRuntime
     from .schemas.codec import Codec
 
-    with EmbeddedRuntime(path, Codec(), _core_config(settings)) as runtime:
+    with EmbeddedRuntime(path, Codec(), _core_config(settings), archive=sink) as runtime:
         try:
             while True:
                 stats = runtime.process_available()
@@ -369,6 +380,11 @@ def _print_intercepts(console: Console, items: list[dict[str, Any]], *, limit: i
     if len(ordered) > limit:
         table.caption = f"{len(ordered) - limit} more not shown"
     console.print(table)
+
+
+from .evidence_cli import register as _register_evidence  # noqa: E402
+
+_register_evidence(app)
 
 
 def main(argv: list[str] | None = None) -> int:

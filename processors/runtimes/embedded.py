@@ -19,6 +19,7 @@ from typing import Any
 from ...errors import StoreError
 from ...schemas.codec import Codec
 from ...sqlitelog import SqliteLog, connect
+from ..archive import ArchiveSink
 from ..core import CoreConfig
 from ..pipeline import Outputs, Pipeline, SourcePosition
 
@@ -112,7 +113,9 @@ class EmbeddedRuntime:
         consumer: str = "processor",
         batch_size: int = 500,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        archive: ArchiveSink | None = None,
     ) -> None:
+        self._archive = archive
         self._conn = open_store(path)
         self._log = SqliteLog(self._conn)
         self._consumer = consumer
@@ -198,6 +201,9 @@ class EmbeddedRuntime:
             [(r.key, r.key.rsplit(":", 2)[0], r.value) for r in out.intercepts],
         )
         for r in out.bundles:
+            if self._archive is not None:
+                # before the commit: a crash re-archives the same bytes (write-once, idempotent)
+                self._archive.write(r.value)
             digest = json.loads(r.value)["integrity"]["digest"]
             c.execute(
                 "INSERT INTO bundles(run_id, digest, value) VALUES (?, ?, ?) "
