@@ -40,6 +40,7 @@ def test_demo_sign_verify_tamper_prove(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["verify", paths[1]]) == 2
     assert "no trusted key" in capsys.readouterr().out
     assert main(["verify", "out/nothing.json"]) == 2
+    assert "cannot be read" in capsys.readouterr().out
     # one changed byte in any file
     for p in files:
         data = p.read_bytes()
