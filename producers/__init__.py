@@ -12,6 +12,7 @@ from .pricing import (
     load_price_table,
 )
 from .recorder import Clock, IdFactory, Recorder, Run, Step, content_hash, utc_now
+from .simulator import SHAPES, SIM_EPOCH, SimulationSummary, VirtualClock, simulate
 from .sync import SyncRecorder, SyncRun, SyncStep
 from .transports import (
     KafkaTransport,
@@ -25,6 +26,8 @@ from .transports import (
 
 __all__ = [
     "CURRENT_PRICE_TABLE",
+    "SHAPES",
+    "SIM_EPOCH",
     "Clock",
     "IdFactory",
     "KafkaTransport",
@@ -33,17 +36,20 @@ __all__ = [
     "PriceTable",
     "Recorder",
     "Run",
+    "SimulationSummary",
     "SqliteTransport",
     "Step",
     "SyncRecorder",
     "SyncRun",
     "SyncStep",
     "Transport",
+    "VirtualClock",
     "available_price_tables",
     "content_hash",
     "ensure_topic",
     "events_topic",
     "load_price_table",
     "make_transport",
+    "simulate",
     "utc_now",
 ]

@@ -16,6 +16,7 @@ Transports keep their own queue bounded: ``send`` waits when it is full.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -95,23 +96,33 @@ class MemoryTransport:
 class SqliteTransport:
     """Appends messages to the embedded log (:class:`fleetledger.sqlitelog.SqliteLog`).
 
-    Messages are queued in memory and written many per transaction, on ``flush`` or
-    when ``max_queued_messages`` are waiting.  Every SQLite call runs on one dedicated
-    worker thread (the connection belongs to it), so the event loop never blocks on
-    disk I/O.  A failed transaction leaves none of its rows visible.
+    Messages are queued in memory and written many per transaction: when
+    ``max_queued_messages`` are waiting, ``linger_ms`` after the first queued one (so a
+    quiet producer's events still reach the log promptly), and on ``flush``.  Every
+    SQLite call runs on one dedicated worker thread (the connection belongs to it), so
+    the event loop never blocks on disk I/O.  Rows are appended in send order; a failed
+    transaction leaves none of its rows visible, and its error surfaces on the next
+    ``send`` or ``flush``.
     """
 
-    def __init__(self, path: Path | str, *, max_queued_messages: int = 256) -> None:
+    def __init__(
+        self, path: Path | str, *, max_queued_messages: int = 256, linger_ms: int = 20
+    ) -> None:
         if max_queued_messages < 1:
             raise ConfigError(
                 f"max_queued_messages: found {max_queued_messages}, expected at least 1"
             )
+        if linger_ms < 0:
+            raise ConfigError(f"linger_ms: found {linger_ms}, expected at least 0")
         self.path = Path(path)
         self.max_queued_messages = max_queued_messages
+        self.linger_ms = linger_ms
         self._queue: list[tuple[str, bytes]] = []
         self._executor: ThreadPoolExecutor | None = None
         self._log: SqliteLog | None = None
         self._lock = asyncio.Lock()
+        self._timer: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
         self._closed = False
 
     async def _call(self, fn: Any, *args: Any) -> Any:
@@ -138,14 +149,33 @@ class SqliteTransport:
         assert self._log is not None
         self._log.append(rows)
 
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            exc = self._error
+            raise DeliveryError(
+                f"cannot append to the embedded log {str(self.path)!r}: {_describe(exc)}"
+            ) from exc
+
     async def _write(self) -> None:
         async with self._lock:
             if not self._queue:
                 return
             rows, self._queue = self._queue, []
-            await self._call(self._append, rows)
+            try:
+                await self._call(self._append, rows)
+            except Exception as exc:
+                if self._error is None:
+                    self._error = exc
+                raise
+
+    async def _write_later(self) -> None:
+        await asyncio.sleep(self.linger_ms / 1000)
+        self._timer = None
+        with contextlib.suppress(Exception):  # kept in self._error, raised on send/flush
+            await self._write()
 
     async def send(self, key: str, value: bytes) -> None:
+        self._raise_error()
         if self._closed:
             raise DeliveryError(
                 f"sqlite transport for {str(self.path)!r} is closed; found a send, expected none"
@@ -153,17 +183,24 @@ class SqliteTransport:
         self._queue.append((key, value))
         if len(self._queue) >= self.max_queued_messages:
             await self._write()
+        elif self._timer is None:
+            self._timer = asyncio.create_task(self._write_later())
 
     async def flush(self) -> None:
+        self._raise_error()
         await self._write()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        timer, self._timer = self._timer, None
+        if timer is not None:  # at most linger_ms; its error, if any, is in self._error
+            await timer
         if self._executor is None:
             return
         try:
+            self._raise_error()
             await self._write()
         finally:
             if self._log is not None:

@@ -80,6 +80,25 @@ async def test_sqlite_transport_groups_messages_and_is_durable_after_flush(
         await transport.send("a", b"5")
 
 
+async def test_sqlite_transport_writes_a_quiet_producer_after_its_linger(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "quiet.db"
+    transport = SqliteTransport(db, linger_ms=10)
+    await transport.start()
+    reader = SqliteLog.open(db)
+    try:
+        await transport.send("run-q", b"only one")
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if reader.end_offset():
+                break
+        assert reader.read(0, 10) == [(1, "run-q", b"only one")]
+    finally:
+        reader.close()
+        await transport.close()
+
+
 async def test_sqlite_transport_failure_is_a_delivery_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
