@@ -136,11 +136,11 @@ class Pipeline:
     def handle(self, value: bytes, position: SourcePosition, now: datetime) -> Outputs:
         """Process one message.  Undecodable input becomes a dead letter, never an exception."""
         try:
-            events = self._codec.decode(value)
+            objs = self._codec.decode_objs(value)
         except SchemaError as exc:
             return Outputs(deadletters=[DeadLetter(value, position, str(exc))])
         try:
-            return self._apply_all([e.to_json_obj() for e in events], now)
+            return self._apply_all(objs, now)
         except FleetLedgerError as exc:
             return Outputs(deadletters=[DeadLetter(value, position, str(exc))])
 
