@@ -498,11 +498,13 @@ class _Script:
             amount = amount.quantize(_PROVIDER_COST_SCALE, rounding=ROUND_HALF_UP)
         c.cost += amount
         salt = rng.getrandbits(64)
-        inputs = {"step": step.id, "turn": turn, "messages": 2 + 2 * turn}
+        # JSON text with sorted keys, as the SDK would serialize a mapping
+        inputs = f'{{"messages":{2 + 2 * turn},"step":"{step.id}","turn":{turn}}}'
         outputs = (
             None
             if error is not None
-            else {"finish_reason": "tool_calls" if step.tools else "stop", "chars": output * 4}
+            else f'{{"chars":{output * 4},"finish_reason":'
+            f'"{"tool_calls" if step.tools else "stop"}"}}'
         )
         return self.act(
             "model_io",
@@ -546,8 +548,8 @@ class _Script:
             name=name,
             call_id=call_id,
             duration_ms=duration,
-            inputs={"tool": name, "arg": rng.getrandbits(32)},
-            outputs=None if error else {"ok": True, "items": rng.randrange(0, 50)},
+            inputs=f'{{"arg":{rng.getrandbits(32)},"tool":"{name}"}}',
+            outputs=None if error else f'{{"items":{rng.randrange(0, 50)},"ok":true}}',
             outcome=ToolOutcome.ERROR if error else ToolOutcome.SUCCESS,
             error_type=error,
         )
