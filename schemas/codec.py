@@ -251,7 +251,7 @@ class Codec:
         for i, rec in enumerate(records):
             try:
                 objs.append(record_to_json_obj(rec))
-            except Rejected:
+            except (Rejected, TypeError, ValueError, KeyError):
                 where = () if entry.kind == "event" else ("events", i)
                 try:  # the model names the field, the value and the expectation
                     objs.append(_parse_event(rec, where).to_json_obj())

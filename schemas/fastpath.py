@@ -209,7 +209,8 @@ def record_to_json_obj(rec: Mapping[str, Any]) -> dict[str, Any]:
     payload = rec.get("payload")
     if isinstance(payload, tuple) and len(payload) == 2:
         payload = payload[1]
-    chosen = _PAYLOADS.get(rec.get("type"))  # type: ignore[arg-type]
+    etype = rec.get("type")
+    chosen = _PAYLOADS.get(etype) if isinstance(etype, str) else None
     if chosen is None or payload is None:
         raise Rejected
     envelope = {k: v for k, v in rec.items() if k != "payload"}
