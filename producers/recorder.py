@@ -79,6 +79,7 @@ from pydantic import BaseModel, ValidationError
 
 from fleetledger.config import Settings, load_settings
 from fleetledger.errors import (
+    ConfigError,
     DeliveryError,
     EventValidationError,
     FleetLedgerError,
@@ -132,7 +133,9 @@ def _json_text(value: JsonText, field: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str
+        )
     except (TypeError, ValueError) as exc:
         raise EventValidationError(
             f"{field}: found {type(value).__name__} that is not JSON-serializable ({exc}), "
@@ -189,6 +192,9 @@ class Recorder:
     default run ids).  Both can be overridden per run, so a simulator can drive a run
     by a virtual clock and seeded ids.  ``linger_ms=None`` disables the time-based
     cut, which makes message boundaries depend only on what was recorded.
+
+    A recorder belongs to one event loop and is not thread-safe; agents in threads
+    share a :class:`~fleetledger.producers.sync.SyncRecorder` instead.
     """
 
     def __init__(
@@ -206,11 +212,11 @@ class Recorder:
         prices: PriceTable | None = None,
     ) -> None:
         if batch_max_events < 1:
-            raise ValueError(f"batch_max_events: found {batch_max_events}, expected >= 1")
+            raise ConfigError(f"batch_max_events: found {batch_max_events}, expected >= 1")
         if max_buffered_events < 1:
-            raise ValueError(f"max_buffered_events: found {max_buffered_events}, expected >= 1")
+            raise ConfigError(f"max_buffered_events: found {max_buffered_events}, expected >= 1")
         if linger_ms is not None and linger_ms < 0:
-            raise ValueError(f"linger_ms: found {linger_ms}, expected >= 0 or None")
+            raise ConfigError(f"linger_ms: found {linger_ms}, expected >= 0 or None")
         self.transport = transport
         self.codec = codec if codec is not None else Codec()
         self.producer_id = producer_id if producer_id is not None else default_producer_id()

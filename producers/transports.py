@@ -41,13 +41,13 @@ __all__ = [
     "make_transport",
 ]
 
-#: Configs of the events topic when the SDK creates it.  The events are the source of
-#: truth every ledger view is rebuilt from, so they are kept for ever (``-1``) and
-#: deleted only by an operator; ``delete`` (not ``compact``) because every event
-#: matters, not just the latest per run.
+#: Configs of the events topic when the SDK creates it: the same as the worker's
+#: declared topic layout, so whichever side creates the topic first, it is the same.
+#: Events are input, kept 7 days (``delete``, not ``compact``: every event matters); the
+#: hash-chained ledger topic is the record kept for ever.
 EVENTS_TOPIC_CONFIGS: dict[str, str] = {
     "cleanup.policy": "delete",
-    "retention.ms": "-1",
+    "retention.ms": str(7 * 24 * 60 * 60 * 1000),
 }
 
 

@@ -14,6 +14,7 @@ from fleetledger.producers import (
     Recorder,
     SqliteTransport,
     available_price_tables,
+    events_topic,
     load_price_table,
     make_transport,
 )
@@ -132,6 +133,18 @@ def test_from_url_takes_batching_knobs_from_settings(tmp_path: Path) -> None:
     assert rec.producer_id == "p"
     rec2 = Recorder.from_url(f"sqlite:///{tmp_path}/x.db", linger_ms=None)
     assert rec2.linger_ms is None
+
+
+def test_events_topic_configs_match_the_worker_layout() -> None:
+    from fleetledger.processors.runtimes.kafka_io import topic_specs
+    from fleetledger.producers.transports import EVENTS_TOPIC_CONFIGS
+
+    settings = load_settings(topic_prefix="acme", partitions=6)
+    events = topic_specs(settings).events
+    assert events.name == events_topic(settings) == "acme.events"
+    assert dict(events.configs) == EVENTS_TOPIC_CONFIGS
+    transport = KafkaTransport.from_settings(settings)
+    assert transport.partitions == events.partitions == 6
 
 
 def test_compression_needs_its_library() -> None:
