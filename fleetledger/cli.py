@@ -80,13 +80,7 @@ def _embedded_path(settings: Settings, *, create: bool) -> Path:
 def _core_config(settings: Settings) -> Any:
     from .processors.core import CoreConfig
 
-    return CoreConfig(
-        budget_ratio=settings.budget_warn_ratio,
-        intervention_rate=settings.intervention_rate,
-        intervention_min_gates=settings.intervention_min_gates,
-        max_recoveries=settings.max_recoveries,
-        gap_timeout_s=settings.gap_timeout_s,
-    )
+    return CoreConfig.from_settings(settings)
 
 
 def _progress(console: Console) -> Progress:
@@ -298,12 +292,6 @@ def costs(
 # ------------------------------------------------------------------------ rendering
 
 
-def _write_bundle(path: Path, bundle: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(bundle, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 def _fmt_ms(ms: int | None) -> str:
     if ms is None:
         return "-"
@@ -395,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         # Client libraries log connection failures themselves; the CLI reports them once.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
-        app(args=args, standalone_mode=False, prog_name="fleetledger")
+        # Without standalone mode click returns a typer.Exit's code instead of raising it.
+        result = app(args=args, standalone_mode=False, prog_name="fleetledger")
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
@@ -419,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
