@@ -339,7 +339,19 @@ class Recorder:
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
             self._sender = asyncio.create_task(self._send_loop(), name="fleetledger-sender")
+            self._sender.add_done_callback(self._sender_done)
             self._state = "started"
+
+    def _sender_done(self, task: asyncio.Task[None]) -> None:
+        """A sender that stops before close() (cancelled, crashed) fails the recorder."""
+        if self._stopping and not task.cancelled() and task.exception() is None:
+            return
+        if task.cancelled():
+            self._fail(RuntimeError("the sender task was cancelled"), "delivery")
+        elif task.exception() is not None:
+            self._fail(task.exception(), "delivery")  # type: ignore[arg-type]
+        elif self._error is None:
+            self._fail(RuntimeError("the sender task stopped"), "delivery")
 
     async def flush(self) -> None:
         """Send every buffered event and wait until the transport has them durably."""
@@ -375,7 +387,8 @@ class Recorder:
                 self._stopping = True
                 self._wake.set()
                 if self._sender is not None:
-                    await self._sender
+                    # asyncio.wait: the sender's own failure is in self._error already
+                    await asyncio.wait([self._sender])
                 if self._error is None:
                     try:
                         await self.transport.flush()

@@ -14,7 +14,11 @@ batching, backpressure, delivery errors) are exactly those of the async API::
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
+import logging
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from types import TracebackType
@@ -28,6 +32,8 @@ from .recorder import Recorder, Run, Step
 from .transports import Transport
 
 __all__ = ["SyncRecorder", "SyncRun", "SyncStep"]
+
+log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -70,6 +76,15 @@ class _LoopThread:
             self.thread.join()
 
 
+def _close_at_exit(ref: weakref.ReferenceType[SyncRecorder]) -> None:
+    rec = ref()
+    if rec is not None and not rec._closed:
+        try:
+            rec.close()
+        except Exception as exc:  # at exit there is nobody left to raise to
+            log.error("recording at exit failed: %s", exc)
+
+
 class SyncRecorder:
     """The blocking twin of :class:`Recorder` (same arguments, no ``await``)."""
 
@@ -80,6 +95,9 @@ class SyncRecorder:
     def _setup(self, factory: Callable[[], Recorder]) -> None:
         self._closed = False
         self._thread = _LoopThread()
+        # flush what was recorded if the program exits without close()
+        self._atexit = functools.partial(_close_at_exit, weakref.ref(self))
+        atexit.register(self._atexit)
 
         async def build() -> Recorder:
             return factory()
@@ -115,6 +133,7 @@ class SyncRecorder:
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self._atexit)
         try:
             self._call(self.recorder.close())
         finally:

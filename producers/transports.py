@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -93,6 +94,53 @@ class MemoryTransport:
         self.closed = True
 
 
+def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.cancelled():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+class _Worker:
+    """One daemon thread running blocking calls in order for an event loop.
+
+    Not a ``ThreadPoolExecutor``: those refuse work once interpreter shutdown has begun,
+    and a recorder closed from an exit hook still has to write its last rows.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, args, loop, fut = item
+            try:
+                result = fn(*args)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(_settle, fut, False, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, fut, True, result)
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((fn, args, loop, fut))
+        return await fut
+
+    def stop(self) -> None:
+        """Finish the queued calls, then end the thread."""
+        self._queue.put(None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+
 class SqliteTransport:
     """Appends messages to the embedded log (:class:`fleetledger.sqlitelog.SqliteLog`).
 
@@ -118,7 +166,7 @@ class SqliteTransport:
         self.max_queued_messages = max_queued_messages
         self.linger_ms = linger_ms
         self._queue: list[tuple[str, bytes]] = []
-        self._executor: ThreadPoolExecutor | None = None
+        self._worker: _Worker | None = None
         self._log: SqliteLog | None = None
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
@@ -126,23 +174,22 @@ class SqliteTransport:
         self._closed = False
 
     async def _call(self, fn: Any, *args: Any) -> Any:
-        if self._executor is None:
+        if self._worker is None:
             raise DeliveryError(
                 f"sqlite transport for {str(self.path)!r} is not started; "
                 "found a call before start(), expected start() first"
             )
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        return await self._worker.call(fn, *args)
 
     async def start(self) -> None:
-        if self._executor is not None:
+        if self._worker is not None:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetledger-sqlite")
+        self._worker = _Worker("fleetledger-sqlite")
         try:
             self._log = await self._call(SqliteLog.open, self.path)
         except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            self._worker.stop()
+            self._worker = None
             raise
 
     def _append(self, rows: Sequence[tuple[str, bytes]]) -> None:
@@ -197,7 +244,7 @@ class SqliteTransport:
         timer, self._timer = self._timer, None
         if timer is not None:  # at most linger_ms; its error, if any, is in self._error
             await timer
-        if self._executor is None:
+        if self._worker is None:
             return
         try:
             self._raise_error()
@@ -206,8 +253,8 @@ class SqliteTransport:
             if self._log is not None:
                 await self._call(self._log.close)
                 self._log = None
-            self._executor.shutdown(wait=True)
-            self._executor = None
+            self._worker.stop()
+            self._worker = None
 
 
 def kafka_compression(name: str) -> str | None:

@@ -661,3 +661,18 @@ async def test_failed_recorder_raises_when_leaving_its_context() -> None:
         async with make_recorder(transport) as rec:
             run = await rec.start_run(agent_id="a", workflow=WORKFLOW)
             await run.complete()
+
+
+async def test_a_sender_that_stops_early_fails_the_recorder_instead_of_hanging() -> None:
+    rec = make_recorder(linger_ms=None)
+    run = await rec.start_run(agent_id="a", workflow=WORKFLOW)
+    assert rec._sender is not None
+    rec._sender.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await rec._sender
+    with pytest.raises(DeliveryError, match="cancelled"):
+        await asyncio.wait_for(rec.flush(), timeout=5)
+    with pytest.raises(DeliveryError):
+        await run.complete()
+    with pytest.raises(DeliveryError):
+        await rec.close()

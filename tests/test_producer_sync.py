@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -111,3 +113,23 @@ def test_sync_delivery_failure_surfaces_on_flush_and_close() -> None:
     with pytest.raises(DeliveryError, match="no route to broker"):
         rec.close()
     assert not rec._thread.thread.is_alive()
+
+
+def test_sync_recorder_flushes_at_interpreter_exit_without_close(tmp_path: Path) -> None:
+    db = tmp_path / "exit.db"
+    script = f"""
+from fleetledger.producers import SyncRecorder
+from fleetledger.schemas import WorkflowSnapshot
+rec = SyncRecorder.from_url("sqlite:///{db}", linger_ms=None)
+run = rec.start_run(agent_id="a", workflow=WorkflowSnapshot(name="w", revision="1"))
+run.tool_call(name="t", duration_ms=1)
+# no close(): the exit hook flushes
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    log = SqliteLog.open(db, create=False)
+    rows = log.read(0, 10)
+    log.close()
+    assert [e.seq for _, _, v in rows for e in Codec().decode(v)] == [0, 1]
