@@ -318,6 +318,9 @@ class Recorder:
         return self._error
 
     # ------------------------------------------------------------------ lifecycle
+    def _started(self) -> bool:
+        return self._state == "started"
+
     async def start(self) -> None:
         """Connect the transport and start the sender (idempotent)."""
         if self._state == "started":
@@ -327,7 +330,7 @@ class Recorder:
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
         async with self._start_lock:
-            if self._state == "started":
+            if self._started():  # another task started it while this one waited
                 return
             try:
                 await self.transport.start()

@@ -31,7 +31,7 @@ import math
 import random
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -470,7 +470,7 @@ class _Script:
         elif rng.random() < 0.12:  # shared system prompt hit
             cached = min(prompt, rng.choice((1024, 2048, 4096)))
         outcome = ModelOutcome.SUCCESS
-        response_model = price.snapshot or price.model
+        response_model: str | None = price.snapshot or price.model
         if error is not None:
             outcome = ModelOutcome.ERROR
             output = 0
@@ -588,7 +588,7 @@ class _Script:
 
     def run_step(
         self, index: int, step: _StepSpec
-    ) -> Iterator[_Action]:  # returns the run failure, if any
+    ) -> Generator[_Action, None, tuple[str, str, str | None] | None]:  # the run failure
         c = self.c
         rng = c.rng
         doomed_here = c.doom is not None and c.doom_step == index
@@ -690,7 +690,7 @@ class _Script:
             reason=reason,
         )
 
-    def resilient_model_call(self, step: _StepSpec, turn: int) -> Iterator[_Action]:
+    def resilient_model_call(self, step: _StepSpec, turn: int) -> Generator[_Action, None, None]:
         """A model call that may fail, be retried (L1) and escalate (L2) after two errors."""
         c = self.c
         rng = c.rng
@@ -719,7 +719,7 @@ class _Script:
             yield self.model_call(step, turn)
             return
 
-    def resilient_tool_call(self, step: _StepSpec, name: str) -> Iterator[_Action]:
+    def resilient_tool_call(self, step: _StepSpec, name: str) -> Generator[_Action, None, None]:
         c = self.c
         for attempt in range(1, 4):
             if c.rng.random() < 0.06 and attempt < 3:
@@ -730,7 +730,7 @@ class _Script:
             yield self.tool_call(step, name)
             return
 
-    def step_work(self, step: _StepSpec) -> Iterator[_Action]:
+    def step_work(self, step: _StepSpec) -> Generator[_Action, None, tuple[str, str] | None]:
         """The body of a step; returns (error_type, message) when the step errs by itself."""
         c = self.c
         rng = c.rng
@@ -780,7 +780,7 @@ class _Script:
 
     def artifact_flow(
         self, step: _StepSpec, attempt: int, version: int, doomed: bool
-    ) -> Iterator[_Action]:
+    ) -> Generator[_Action, None, tuple[str, int]]:
         """Declared -> generated -> schema_valid -> verified -> (gate) -> pinned."""
         c = self.c
         rng = c.rng
@@ -862,7 +862,7 @@ class _Script:
 
     def gate(
         self, step: _StepSpec, artifact: str | None, version: int | None, force_reject: bool
-    ) -> Iterator[_Action]:
+    ) -> Generator[_Action, None, GateDecision]:
         c = self.c
         rng = c.rng
         policy = step.gate or GatePolicy.CHECKPOINT
