@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -9,6 +11,9 @@ from fleetledger.producers import KafkaTransport, Recorder, ensure_topic, events
 from fleetledger.schemas import Codec, EventType, WorkflowSnapshot, WorkflowStep
 
 from fleetledger.config import load_settings
+from fleetledger.errors import DeliveryError
+
+from .kafka_broker import TansuBroker
 
 pytestmark = pytest.mark.kafka
 
@@ -107,3 +112,28 @@ async def test_ensure_topic_creates_the_events_topic_once(
         EventType.RUN_STARTED,
         EventType.RUN_COMPLETED,
     ]
+
+
+async def test_a_broker_that_goes_away_surfaces_as_delivery_error() -> None:
+    """A private broker (this test stops it), not the session's shared one."""
+    broker = TansuBroker(max_lifetime_s=300)
+    broker.start()
+    try:
+        await ensure_topic(broker.bootstrap, "gone.events", partitions=1)
+        transport = KafkaTransport(
+            broker.bootstrap, "gone.events", enable_idempotence=False, request_timeout_ms=2_000
+        )
+        rec = Recorder(transport, linger_ms=None)
+        await rec.start()
+        run = await rec.start_run(agent_id="a", workflow=WORKFLOW)
+        await rec.flush()  # delivered while the broker is up
+        broker.stop()
+        await run.tool_call(name="fetch", duration_ms=1)
+        with pytest.raises(DeliveryError, match=r"Kafka did not acknowledge.*gone\.events"):
+            await asyncio.wait_for(rec.flush(), timeout=60)
+        with pytest.raises(DeliveryError):
+            await run.complete()
+        with pytest.raises(DeliveryError):
+            await asyncio.wait_for(rec.close(), timeout=60)
+    finally:
+        broker.cleanup()
