@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint clean
+.PHONY: help install demo test test-fast lint clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test-fast: $(STAMP) ## everything but the Kafka integration tests
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check fleetledger schemas producers processors tests
+
+bench: $(STAMP) ## throughput benchmark with same-run baselines (own broker; bench/results.md)
+	$(BIN)/python -m bench
 
 clean: ## remove the virtualenv, the embedded store and generated bundles
 	rm -rf $(VENV) fleetledger.db fleetledger.db-wal fleetledger.db-shm bundles archive

@@ -1,0 +1,201 @@
+"""Benchmark traffic: fleet-simulator output captured once per shape, replayed as bytes.
+
+Two shapes (:data:`SHAPES`):
+
+* ``few_busy`` - the simulator's ``few_busy`` preset (long, dense runs).  A busy run
+  records faster than the SDK's linger, so its messages are cut by size
+  (``batch_max_events``) or at the end of the run: the simulator runs with its virtual
+  linger off.
+* ``many_slow`` - the ``many_slow`` preset (short runs spread thin, many open at once).
+  Events are far apart, so the SDK's linger cuts almost every event into its own message.
+
+``default`` is the simulator's default fleet (what ``fleetledger demo`` records).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any
+
+import fastavro
+from fleetledger.producers import MemoryTransport, Recorder
+from fleetledger.producers.simulator import SHAPES as SIM_SHAPES
+from fleetledger.producers.simulator import simulate
+from fleetledger.schemas.codec import HEADER_LEN, Codec
+
+MAGIC = b"\xc3\x01"
+
+#: shape -> (simulator preset, virtual linger in ms: None = cut by size/end of run only,
+#: "recorder" = the recorder's linger)
+SHAPES: dict[str, tuple[str, Any]] = {
+    "few_busy": ("few_busy", None),
+    "many_slow": ("many_slow", "recorder"),
+    "default": ("default", "recorder"),
+}
+
+
+@dataclass
+class Traffic:
+    """Messages (key = run id, value = single-object EventBatch) in publish order."""
+
+    shape: str
+    runs: int
+    events: int
+    messages: list[tuple[str, bytes]]
+    seconds: float  # simulate() wall time into memory
+    _records: list[tuple[str, list[dict[str, Any]]]] | None = field(default=None, repr=False)
+
+    @property
+    def events_per_message(self) -> float:
+        return self.events / len(self.messages) if self.messages else 0.0
+
+    @property
+    def bytes(self) -> int:
+        return sum(len(v) for _, v in self.messages)
+
+    def records(self, codec: Codec) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Each message's event records (fastavro dicts), decoded once and cached."""
+        if self._records is None:
+            self._records = [(k, codec.decode_records(v)) for k, v in self.messages]
+        return self._records
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "shape": self.shape,
+            "runs": self.runs,
+            "events": self.events,
+            "messages": len(self.messages),
+            "events_per_message": round(self.events_per_message, 2),
+            "mean_message_bytes": round(self.bytes / max(1, len(self.messages))),
+        }
+
+
+def simulate_kwargs(shape: str) -> dict[str, Any]:
+    preset, linger = SHAPES[shape]
+    kw: dict[str, Any] = dict(SIM_SHAPES[preset])
+    if linger != "recorder":
+        kw["linger_ms"] = linger
+    return kw
+
+
+async def _generate(shape: str, runs: int, seed: int) -> Traffic:
+    transport = MemoryTransport()
+    recorder = Recorder(transport, producer_id="fleetledger-bench")
+    t0 = time.perf_counter()
+    async with recorder:
+        summary = await simulate(recorder, runs=runs, seed=seed, **simulate_kwargs(shape))
+    seconds = time.perf_counter() - t0
+    return Traffic(shape, runs, summary.events, list(transport.messages), seconds)
+
+
+def generate(shape: str, runs: int, seed: int = 11) -> Traffic:
+    """Simulate ``runs`` runs of ``shape`` into memory (deterministic for the seed)."""
+    return asyncio.run(_generate(shape, runs, seed))
+
+
+# --------------------------------------------------------------------------- re-encoding
+
+
+class Encoder:
+    """Plain fastavro single-object encoding with the current writer schemas."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.batch = codec.schema("batch")
+        self.event = codec.schema("event")
+
+    def encode_batch(self, run_id: str, records: list[dict[str, Any]]) -> bytes:
+        buf = BytesIO()
+        buf.write(MAGIC)
+        buf.write(self.batch.fingerprint)
+        fastavro.schemaless_writer(buf, self.batch.schema, {"run_id": run_id, "events": records})
+        return buf.getvalue()
+
+    def encode_event(self, record: dict[str, Any]) -> bytes:
+        buf = BytesIO()
+        buf.write(MAGIC)
+        buf.write(self.event.fingerprint)
+        fastavro.schemaless_writer(buf, self.event.schema, record)
+        return buf.getvalue()
+
+
+class Decoder:
+    """Plain fastavro decoding of single-object messages (the current writer schemas)."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.batch = codec.schema("batch").schema
+        self.event = codec.schema("event").schema
+
+    def batch_events(self, value: bytes) -> int:
+        buf = BytesIO(value)
+        buf.seek(HEADER_LEN)
+        rec = fastavro.schemaless_reader(buf, self.batch, None, return_record_name=False)
+        return len(rec["events"])  # type: ignore[call-overload,index]
+
+    def event_record(self, value: bytes) -> dict[str, Any]:
+        buf = BytesIO(value)
+        buf.seek(HEADER_LEN)
+        rec: dict[str, Any] = fastavro.schemaless_reader(  # type: ignore[assignment]
+            buf, self.event, None, return_record_name=False
+        )
+        return rec
+
+
+def single_event_messages(traffic: Traffic, codec: Codec) -> list[tuple[str, bytes]]:
+    """The same events, one single-object TraceEvent per message, in the same order."""
+    enc = Encoder(codec)
+    return [(k, enc.encode_event(r)) for k, recs in traffic.records(codec) for r in recs]
+
+
+def cloned_fleet(
+    base: Traffic, codec: Codec, *, runs: int, events: int, events_per_message: int = 10
+) -> Iterator[list[tuple[str, bytes]]]:
+    """``runs`` concurrent runs cloned from ``base``'s runs (new run and event ids), about
+    ``events`` events in all, emitted round-robin so that every run stays open until the
+    last rounds; yields chunks of messages of ``events_per_message`` events each."""
+    import uuid
+
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for run_id, recs in base.records(codec):
+        by_run.setdefault(run_id, []).extend(recs)
+    templates = [recs for recs in by_run.values() if len(recs) >= 2]
+    per_run = max(2, events // runs)
+    enc = Encoder(codec)
+    scripts: list[list[dict[str, Any]]] = []
+    for i in range(runs):
+        tpl = templates[i % len(templates)]
+        # repeat the middle of the template to reach per_run events, keep start and end
+        body = tpl[1:-1] or tpl[:1]
+        seq_events = [tpl[0]]
+        while len(seq_events) < per_run - 1:
+            seq_events.extend(body[: per_run - 1 - len(seq_events)])
+        seq_events.append(tpl[-1])
+        scripts.append(seq_events)
+    run_ids = [f"clone-{i:06d}-{uuid.uuid4().hex[:8]}" for i in range(runs)]
+    pos = [0] * runs
+    remaining = runs
+    while remaining:
+        chunk: list[tuple[str, bytes]] = []
+        remaining = 0
+        for i in range(runs):
+            script = scripts[i]
+            start = pos[i]
+            if start >= len(script):
+                continue
+            end = min(len(script), start + events_per_message)
+            rid = run_ids[i]
+            recs = []
+            for seq in range(start, end):
+                r = dict(script[seq])
+                r["run_id"] = rid
+                r["seq"] = seq
+                r["event_id"] = uuid.UUID(int=(i << 32) | seq, version=4)
+                recs.append(r)
+            pos[i] = end
+            chunk.append((rid, enc.encode_batch(rid, recs)))
+            if end < len(script):
+                remaining += 1
+        yield chunk
