@@ -9,15 +9,17 @@ tables and the embedded runtime with SQLite, inside its transaction.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
 
-from ..errors import FleetLedgerError, ProcessorError, SchemaError
+from ..errors import FleetLedgerError, ProcessorError
 from ..schemas.codec import Codec
 from .bundle import assemble
+from .canonical import event_hash
 from .core import CoreConfig, Entry, Intercept, RunState, apply, check_gap
 
 
@@ -135,24 +137,53 @@ class Pipeline:
 
     def handle(self, value: bytes, position: SourcePosition, now: datetime) -> Outputs:
         """Process one message.  Undecodable input becomes a dead letter, never an exception."""
-        try:
-            objs = self._codec.decode_objs(value)
-        except SchemaError as exc:
-            return Outputs(deadletters=[DeadLetter(value, position, str(exc))])
-        try:
-            return self._apply_all(objs, now)
-        except FleetLedgerError as exc:
-            return Outputs(deadletters=[DeadLetter(value, position, str(exc))])
+        return self.handle_many([(value, position)], now)
+
+    def handle_many(
+        self, messages: Iterable[tuple[bytes, SourcePosition]], now: datetime
+    ) -> Outputs:
+        """Process messages in log order, persisting each touched run's state once.
+
+        A message that cannot be decoded, validated or hashed becomes a dead letter before
+        anything of it is applied, so a bad message never leaves a run half-updated and
+        never stops the messages after it.  Totals are emitted once per touched run.
+        """
+        out = Outputs()
+        states: dict[str, RunState] = {}
+        for value, position in messages:
+            try:
+                objs = self._codec.decode_objs(value)
+                hashes = [event_hash(obj) for obj in objs]
+            except FleetLedgerError as exc:
+                out.deadletters.append(DeadLetter(value, position, str(exc)))
+                continue
+            self._apply_objs(objs, hashes, states, now, out)
+        self._persist(states, out)
+        return out
 
     def _apply_all(self, objs: list[dict[str, Any]], now: datetime) -> Outputs:
-        out = Outputs(events=len(objs))
+        """Apply already-decoded event objects (tests and tools)."""
+        out = Outputs()
         states: dict[str, RunState] = {}
-        for obj in objs:
+        self._apply_objs(objs, [event_hash(o) for o in objs], states, now, out)
+        self._persist(states, out)
+        return out
+
+    def _apply_objs(
+        self,
+        objs: list[dict[str, Any]],
+        hashes: list[bytes],
+        states: dict[str, RunState],
+        now: datetime,
+        out: Outputs,
+    ) -> None:
+        out.events += len(objs)
+        for obj, h in zip(objs, hashes, strict=True):
             run_id = obj["run_id"]
             state = states.get(run_id)
             if state is None:
                 state = states[run_id] = self._load(run_id)
-            result = apply(state, obj, self._lookup, self._config, now)
+            result = apply(state, obj, self._lookup, self._config, now, h)
             if result.duplicate:
                 out.duplicates += 1
             for entry in result.entries:
@@ -162,6 +193,8 @@ class Pipeline:
             out.intercepts += [intercept_record(i) for i in result.intercepts]
             if result.materialize:
                 out.bundles.append(self._materialize(state))
+
+    def _persist(self, states: dict[str, RunState], out: Outputs) -> None:
         for run_id, state in states.items():
             if state.pending:
                 self._gapped.add(run_id)
@@ -169,7 +202,6 @@ class Pipeline:
                 self._gapped.discard(run_id)
             self._states.put(run_id, state.to_bytes())
             out.totals.append(totals_record(state))
-        return out
 
     def _materialize(self, state: RunState) -> Record:
         assert state.terminal_seq is not None

@@ -12,7 +12,7 @@ import pytest
 import rfc8785
 from fleetledger.processors.bundle import assemble, bundle_digest
 from fleetledger.processors.core import CoreConfig, Entry
-from fleetledger.processors.pipeline import Pipeline, SourcePosition
+from fleetledger.processors.pipeline import Pipeline
 from fleetledger.processors.runtimes.embedded import EmbeddedReader, EmbeddedRuntime
 from fleetledger.schemas import Codec, TraceEvent
 
@@ -122,21 +122,22 @@ def test_a_crash_mid_batch_neither_loses_nor_duplicates(
     log.append(fleet())
     log.close()
     rt = EmbeddedRuntime(db, CODEC, CoreConfig(), clock=lambda: NOW, batch_size=4)
-    original = Pipeline.handle
+    original = Pipeline.handle_many
     calls = {"n": 0}
 
-    def crashing(self: Pipeline, value: bytes, position: SourcePosition, now: datetime) -> Any:
+    def crashing(self: Pipeline, messages: Any, now: datetime) -> Any:
         calls["n"] += 1
-        if calls["n"] == 7:
+        if calls["n"] == 2:  # the second batch: its writes are in flight when the power goes
+            original(self, messages, now)
             raise RuntimeError("power cut")
-        return original(self, value, position, now)
+        return original(self, messages, now)
 
-    monkeypatch.setattr(Pipeline, "handle", crashing)
+    monkeypatch.setattr(Pipeline, "handle_many", crashing)
     with pytest.raises(RuntimeError):
         rt.process_available()
     assert rt.committed_offset() == 4  # the first batch committed, the second rolled back
     rt.close()
-    monkeypatch.setattr(Pipeline, "handle", original)
+    monkeypatch.setattr(Pipeline, "handle_many", original)
     rt = EmbeddedRuntime(db, CODEC, CoreConfig(), clock=lambda: NOW, batch_size=4)
     stats = rt.process_available()
     rt.close()

@@ -55,40 +55,68 @@ def open_store(path: Path, *, create: bool = True) -> sqlite3.Connection:
     return conn
 
 
-class _SqliteStates:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
+class _SqliteTable:
+    """A port over one SQLite table whose writes are staged and flushed once per batch.
 
-    def get(self, run_id: str) -> bytes | None:
-        row = self._conn.execute(
-            "SELECT value FROM run_state WHERE run_id = ?", (run_id,)
-        ).fetchone()
+    Reads see staged writes; ``flush`` writes them with one ``executemany`` inside the
+    batch's transaction (so they commit, or roll back, with the consumer offset).
+    """
+
+    def __init__(self, conn: sqlite3.Connection, select: str, upsert: str) -> None:
+        self._conn = conn
+        self._select = select
+        self._upsert = upsert
+        self._staged: dict[tuple[Any, ...], bytes] = {}
+
+    def _get(self, key: tuple[Any, ...]) -> bytes | None:
+        staged = self._staged.get(key)
+        if staged is not None:
+            return staged
+        row = self._conn.execute(self._select, key).fetchone()
         return None if row is None else bytes(row[0])
 
-    def put(self, run_id: str, value: bytes) -> None:
-        self._conn.execute(
+    def _put(self, key: tuple[Any, ...], value: bytes) -> None:
+        self._staged[key] = value
+
+    def flush(self) -> None:
+        if self._staged:
+            self._conn.executemany(self._upsert, [(*k, v) for k, v in self._staged.items()])
+            self._staged.clear()
+
+    def discard(self) -> None:
+        self._staged.clear()
+
+
+class _SqliteStates(_SqliteTable):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(
+            conn,
+            "SELECT value FROM run_state WHERE run_id = ?",
             "INSERT INTO run_state(run_id, value) VALUES (?, ?) "
             "ON CONFLICT(run_id) DO UPDATE SET value = excluded.value",
-            (run_id, value),
         )
 
+    def get(self, run_id: str) -> bytes | None:
+        return self._get((run_id,))
 
-class _SqliteEntries:
+    def put(self, run_id: str, value: bytes) -> None:
+        self._put((run_id,), value)
+
+
+class _SqliteEntries(_SqliteTable):
     def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def get(self, run_id: str, seq: int) -> bytes | None:
-        row = self._conn.execute(
-            "SELECT value FROM ledger WHERE run_id = ? AND seq = ?", (run_id, seq)
-        ).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def put(self, run_id: str, seq: int, value: bytes) -> None:
-        self._conn.execute(
+        super().__init__(
+            conn,
+            "SELECT value FROM ledger WHERE run_id = ? AND seq = ?",
             "INSERT INTO ledger(run_id, seq, value) VALUES (?, ?, ?) "
             "ON CONFLICT(run_id, seq) DO UPDATE SET value = excluded.value",
-            (run_id, seq, value),
         )
+
+    def get(self, run_id: str, seq: int) -> bytes | None:
+        return self._get((run_id, seq))
+
+    def put(self, run_id: str, seq: int, value: bytes) -> None:
+        self._put((run_id, seq), value)
 
 
 @dataclass
@@ -121,9 +149,9 @@ class EmbeddedRuntime:
         self._consumer = consumer
         self._batch_size = batch_size
         self._clock = clock
-        self._pipeline = Pipeline(
-            codec, config, _SqliteStates(self._conn), _SqliteEntries(self._conn)
-        )
+        self._states = _SqliteStates(self._conn)
+        self._entries = _SqliteEntries(self._conn)
+        self._pipeline = Pipeline(codec, config, self._states, self._entries)
 
     def close(self) -> None:
         self._conn.close()
@@ -155,13 +183,14 @@ class EmbeddedRuntime:
                     self._conn.execute("ROLLBACK")
                     return None
                 now = self._clock()
-                for offset, _key, value in rows:
-                    out = self._pipeline.handle(
-                        bytes(value), SourcePosition(LOG_TOPIC, 0, offset), now
-                    )
-                    self._write(out, stats)
-                    stats.messages += 1
+                out = self._pipeline.handle_many(
+                    ((bytes(v), SourcePosition(LOG_TOPIC, 0, off)) for off, _k, v in rows), now
+                )
+                self._write(out, stats)
+                stats.messages += len(rows)
                 self._write(self._pipeline.tick(now), stats)
+                self._states.flush()
+                self._entries.flush()
                 self._conn.execute(
                     'INSERT INTO consumer_offsets(consumer, "offset") VALUES (?, ?) '
                     'ON CONFLICT(consumer) DO UPDATE SET "offset" = excluded."offset"',
@@ -169,6 +198,8 @@ class EmbeddedRuntime:
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
+                self._states.discard()
+                self._entries.discard()
                 self._conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
