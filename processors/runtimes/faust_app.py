@@ -8,14 +8,15 @@ time) with:
   ``StateStore``/``EntryStore`` ports;
 * ONE agent that reads raw messages, calls ``pipeline.handle(value, position, now)``,
   publishes the returned outputs with :class:`~.kafka_io.KafkaSink`, and only then records
-  the new state in the tables and acknowledges the message;
-* a timer that calls ``pipeline.tick(now)`` (stale sequence gaps).
+  the new state in the tables and advances the partition's processed offset;
+* a timer that calls ``pipeline.tick(now)`` (stale sequence gaps) and one that commits
+  the processed offsets.
 
-Delivery is at-least-once: a message is acknowledged (its offset becomes committable)
-only after its outputs were acknowledged by the broker and its state was written, so a
-crash at any point makes the message be processed again, and the pipeline's state
-(dedupe by run and sequence) plus keyed, idempotent outputs make that harmless.  No Kafka
-transactions and no idempotent producer are required.
+Delivery is at-least-once: the committed offset of the events topic only covers messages
+whose outputs the broker acknowledged and whose state was sent to the changelogs (flushed
+before every commit), so a crash at any point makes a message be processed again, and the
+pipeline's state (dedupe by run and sequence) plus keyed, idempotent outputs make that
+harmless.  No Kafka transactions and no idempotent producer are required.
 
 ``run_worker(settings)`` runs it until SIGTERM/SIGINT.  For tests and operators without
 the CLI: ``python -m fleetledger.processors.runtimes.faust_app --broker kafka://host:9092``.
@@ -36,7 +37,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import faust
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as AIOTopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from faust.types import TP
 from mode import CrashingSupervisor
 
 from ...config import Settings, load_settings
@@ -64,6 +69,10 @@ CONNECT_TIMEOUT_S = 20.0
 PUBLISH_ATTEMPTS = 8
 #: Seconds between ``pipeline.tick`` calls (capped by half the gap timeout).
 TICK_INTERVAL_S = 5.0
+#: Seconds between commits of the events topic's processed offsets.
+COMMIT_INTERVAL_S = 1.0
+#: Longest wait when reading input messages the consumer did not deliver.
+GAP_READ_TIMEOUT_S = 30.0
 
 AGENT_NAME = "fleetledger.process"
 
@@ -125,12 +134,17 @@ class _StagedTable:
     def staged_runs(self) -> set[str]:
         return {run_id for run_id, _ in self._staged.values()}
 
-    def flush(self, partition_of: Callable[[str], int]) -> None:
-        """Write staged values to the table and send them to its changelog partition."""
+    def flush(self, partition_of: Callable[[str], int]) -> list[asyncio.Future[Any]]:
+        """Write staged values to the table and send them to its changelog partition.
+
+        Returns the changelog sends (futures resolved when the broker acknowledged them).
+        """
         staged, self._staged = self._staged, {}
+        sent: list[asyncio.Future[Any]] = []
         for key, (run_id, value) in staged.items():
             self._table.data[key] = value
-            self._table.send_changelog(partition_of(run_id), key, value)
+            sent.append(self._table.send_changelog(partition_of(run_id), key, value))
+        return sent
 
     def discard(self) -> None:
         self._staged.clear()
@@ -166,7 +180,17 @@ class TableEntryStore:
 
 
 class FaustRuntime:
-    """What the agent and the timer share: pipeline, stores, sink and one lock."""
+    """What the agent and the timers share: pipeline, stores, sink, input offsets, a lock.
+
+    The input offsets of the events topic are tracked and committed here, not by Faust:
+    messages are processed in offset order per partition, and the committed offset only
+    covers messages whose outputs were published and whose state was sent to the
+    changelogs.  Faust's own bookkeeping treats an offset it did not deliver -- which
+    happens when a fetch races the seek at the end of table recovery -- as a gap to skip,
+    and commits past it.  Here, a message delivered ahead of the partition's next offset
+    makes the runtime read the undelivered ones directly from the broker and process
+    them first; a message behind it was already processed and is dropped.
+    """
 
     def __init__(
         self,
@@ -185,16 +209,24 @@ class FaustRuntime:
         self._state_table = state_table
         self._entry_table = entry_table
         self._lock = asyncio.Lock()
+        self._commit_lock = asyncio.Lock()
         self._sink_started = False
         self._reset = True
         self._partition_of_run: dict[str, int] = {}
+        self._next: dict[TP, int] = {}
+        self._committed: dict[TP, int] = {}
+        self._admin: AIOKafkaAdminClient | None = None
+        self._reader: AIOKafkaConsumer | None = None
         self.states: TableStateStore
         self.entries: TableEntryStore
         self.pipeline: Pipeline
         self.messages = 0
+        self.redelivered = 0
+        self.gap_reads = 0
 
+    # ------------------------------------------------------------------ lifecycle
     def request_reset(self) -> None:
-        """Drop in-memory pipeline state (after a rebalance) before the next message."""
+        """Drop in-memory pipeline state and input positions before the next message."""
         self._reset = True
 
     def _maybe_reset(self) -> None:
@@ -203,6 +235,8 @@ class FaustRuntime:
             self.entries = TableEntryStore(self._entry_table)
             self.pipeline = self._factory(self.states, self.entries)
             self._partition_of_run.clear()
+            self._next.clear()
+            self._committed.clear()
             self._reset = False
 
     async def _ensure_sink(self) -> None:
@@ -210,11 +244,109 @@ class FaustRuntime:
             await self.sink.start(timeout_s=CONNECT_TIMEOUT_S)
             self._sink_started = True
 
+    async def on_revoked(self) -> None:
+        """Rebalance: finish the current message, commit, forget positions and state."""
+        async with self._lock:
+            await self.commit()
+            self.request_reset()
+
     async def stop(self) -> None:
+        """Shutdown: finish the current message, commit, close the clients."""
+        async with self._lock:
+            try:
+                await self.commit()
+            except Exception as exc:  # the consumer is gone after a crash
+                log.warning("final commit skipped: %s", exc)
+            self.request_reset()
         if self._sink_started:
             self._sink_started = False
             await self.sink.stop()
+        admin, self._admin = self._admin, None
+        reader, self._reader = self._reader, None
+        with contextlib.suppress(Exception):
+            if admin is not None:
+                await admin.close()
+        with contextlib.suppress(Exception):
+            if reader is not None:
+                await reader.stop()
 
+    # ------------------------------------------------------------------ input offsets
+    async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        """Admin client (committed offsets) and a group-less consumer (gap reads)."""
+        if self._admin is None or self._reader is None:
+            bootstrap = self.settings.broker_url().bootstrap
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=bootstrap,
+                request_timeout_ms=int(CONNECT_TIMEOUT_S * 1000),
+                client_id="fleetledger-worker-offsets",
+            )
+            reader = AIOKafkaConsumer(
+                bootstrap_servers=bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                request_timeout_ms=int(CONNECT_TIMEOUT_S * 1000),
+                client_id="fleetledger-worker-gaps",
+            )
+            await admin.start()
+            await reader.start()
+            self._admin, self._reader = admin, reader
+        return self._admin, self._reader
+
+    async def _start_offset(self, tp: TP) -> int:
+        """The group's committed offset of ``tp``, else the partition's first offset."""
+        admin, reader = await self._clients()
+        atp = AIOTopicPartition(tp.topic, tp.partition)
+        found = await admin.list_consumer_group_offsets(self.settings.group_id, partitions=[atp])
+        for meta in found.values():
+            if meta.offset >= 0:
+                return int(meta.offset)
+        earliest = await reader.beginning_offsets([atp])
+        return int(earliest.get(atp, 0))
+
+    async def _read_missing(self, tp: TP, start: int, stop: int) -> list[tuple[int, bytes]]:
+        """Messages ``start <= offset < stop`` of ``tp``, read directly from the broker."""
+        _, reader = await self._clients()
+        atp = AIOTopicPartition(tp.topic, tp.partition)
+        earliest = int((await reader.beginning_offsets([atp])).get(atp, 0))
+        if earliest > start:
+            log.warning(
+                "%s:%d: offsets %d..%d were deleted before they were processed",
+                tp.topic,
+                tp.partition,
+                start,
+                earliest - 1,
+            )
+            start = earliest
+        reader.assign([atp])
+        reader.seek(atp, start)
+        found: list[tuple[int, bytes]] = []
+        deadline = asyncio.get_running_loop().time() + GAP_READ_TIMEOUT_S
+        while await reader.position(atp) < stop:
+            if asyncio.get_running_loop().time() > deadline:
+                raise StoreError(
+                    f"{tp.topic}:{tp.partition}: offsets {start}..{stop - 1} were not delivered "
+                    f"and could not be read within {GAP_READ_TIMEOUT_S:g}s; expected them "
+                    "readable from the broker"
+                )
+            batch = await reader.getmany(atp, timeout_ms=500)
+            for m in batch.get(atp, []):
+                if start <= m.offset < stop:
+                    found.append((m.offset, m.value or b""))
+        return found
+
+    async def commit(self) -> None:
+        """Commit the next offset of every partition that advanced since the last commit."""
+        async with self._commit_lock:
+            pending = {tp: o for tp, o in self._next.items() if o > self._committed.get(tp, -1)}
+            if not pending:
+                return
+            # Flushes Faust's producer (table changelogs) first, then commits as a group
+            # member; partitions no longer assigned are left out.
+            await self.app.consumer._commit_offsets(pending)
+            self._committed.update(pending)
+
+    # ------------------------------------------------------------------ processing
     def _partition(self, run_id: str) -> int:
         found = self._partition_of_run.get(run_id)
         if found is None:
@@ -238,31 +370,65 @@ class FaustRuntime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _flush(self, partition: int | None) -> None:
+    def _remember(self, partition: int) -> None:
         for store in (self.states.staged, self.entries.staged):
-            if partition is not None:
-                for run_id in store.staged_runs():
-                    self._partition_of_run[run_id] = partition
-            store.flush(self._partition)
+            for run_id in store.staged_runs():
+                self._partition_of_run[run_id] = partition
 
     async def process(self, value: bytes, topic: str, partition: int, offset: int) -> None:
-        """Handle one input message: pipeline, publish, then persist its state."""
-        from ..pipeline import SourcePosition
-
+        """Handle one delivered message (and any earlier ones that were not delivered)."""
+        tp = TP(topic, partition)
         async with self._lock:
             self._maybe_reset()
-            try:
-                outputs = self.pipeline.handle(
-                    value, SourcePosition(topic, partition, offset), datetime.now(UTC)
+            expected = self._next.get(tp)
+            if expected is None:
+                expected = self._next[tp] = await self._start_offset(tp)
+                self._committed.setdefault(tp, expected)
+            if offset < expected:
+                self.redelivered += 1
+                return
+            if offset > expected:
+                missing = await self._read_missing(tp, expected, offset)
+                log.info(
+                    "%s:%d: offsets %d..%d were not delivered; read %d of them directly",
+                    topic,
+                    partition,
+                    expected,
+                    offset - 1,
+                    len(missing),
                 )
-                await self._publish(outputs)
-            except BaseException:
-                self.states.staged.discard()
-                self.entries.staged.discard()
-                self.request_reset()
-                raise
-            self._flush(partition)
-            self.messages += 1
+                self.gap_reads += len(missing)
+                for missed_offset, missed_value in missing:
+                    await self._handle(tp, missed_offset, missed_value)
+            await self._handle(tp, offset, value)
+
+    async def _handle(self, tp: TP, offset: int, value: bytes) -> None:
+        """Pipeline, publish, persist the new state, advance the partition's offset.
+
+        Order matters for crash safety: ledger entries reach their changelog (and the
+        outputs their topics) before the run state that refers to them is sent, so a
+        recovered state never points at entries that were lost.
+        """
+        from ..pipeline import SourcePosition
+
+        log.debug("message %s:%d:%d (%d bytes)", tp.topic, tp.partition, offset, len(value))
+        try:
+            outputs = self.pipeline.handle(
+                value, SourcePosition(tp.topic, tp.partition, offset), datetime.now(UTC)
+            )
+            self._remember(tp.partition)
+            entries_sent = self.entries.staged.flush(self._partition)
+            await self._publish(outputs)
+            if entries_sent:
+                await asyncio.gather(*entries_sent)
+        except BaseException:
+            self.states.staged.discard()
+            self.entries.staged.discard()
+            self.request_reset()
+            raise
+        self.states.staged.flush(self._partition)
+        self._next[tp] = offset + 1
+        self.messages += 1
 
     async def tick(self) -> None:
         """Stale-gap checks: publish their intercepts, then persist the state they changed."""
@@ -270,14 +436,17 @@ class FaustRuntime:
             self._maybe_reset()
             try:
                 outputs = self.pipeline.tick(datetime.now(UTC))
+                entries_sent = self.entries.staged.flush(self._partition)
                 if outputs.intercepts or outputs.totals or outputs.deadletters:
                     await self._publish(outputs)
+                if entries_sent:
+                    await asyncio.gather(*entries_sent)
             except BaseException:
                 self.states.staged.discard()
                 self.entries.staged.discard()
                 self.request_reset()
                 raise
-            self._flush(None)
+            self.states.staged.flush(self._partition)
 
 
 def _ensure_kafka(settings: Settings) -> str:
@@ -344,6 +513,8 @@ def build_app(
         partitions=topics.events.partitions,
         replicas=topics.events.replication_factor,
         config=dict(topics.events.configs),
+        # Offsets of the events topic are committed by FaustRuntime, not by Faust.
+        acks=False,
     )
 
     def table(name: str, spec: Any) -> Any:
@@ -377,14 +548,12 @@ def build_app(
     app.fleetledger_runtime = runtime  # type: ignore[attr-defined]
 
     async def process(stream: Any) -> None:
-        manual = stream.noack()
-        async for event in manual.events():
+        async for event in stream.events():
             message = event.message
             await runtime.process(event.value, message.topic, message.partition, message.offset)
-            await manual.ack(event)
 
-    # A failure that survived the publish retries stops the worker (the failed message is
-    # not acknowledged, so it is processed again after a restart).
+    # A failure that survived the publish retries stops the worker; the failed message's
+    # offset is not committed, so it is processed again after a restart.
     app.agent(events, name=AGENT_NAME, supervisor_strategy=CrashingSupervisor)(process)
 
     interval = max(0.5, min(TICK_INTERVAL_S, settings.gap_timeout_s / 2))
@@ -394,9 +563,14 @@ def build_app(
 
     app.timer(interval, name="fleetledger.tick")(tick)
 
+    async def commit() -> None:
+        await runtime.commit()
+
+    app.timer(COMMIT_INTERVAL_S, name="fleetledger.commit")(commit)
+
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
-        runtime.request_reset()
+        await runtime.on_revoked()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _on_shutdown(sender: Any, *args: Any, **kwargs: Any) -> None:
