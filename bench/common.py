@@ -332,7 +332,7 @@ async def produce_raw(
     messages: Sequence[tuple[str, bytes]],
     partitions: int,
     *,
-    compression: str | None = "gzip",
+    compression: str | None = "lz4",
 ) -> float:
     """Publish pre-encoded messages (key = run id) with ``create_batch``/``send_batch``,
     each to the run's partition; return the seconds it took (acknowledged, acks=all)."""

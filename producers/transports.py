@@ -274,7 +274,7 @@ def kafka_compression(name: str) -> str | None:
     if not check():
         raise ConfigError(
             f"compression {name!r}: found its Python library missing, expected it installed "
-            "(or use FLEETLEDGER_COMPRESSION=gzip)"
+            "(it ships with fleetledger; or use FLEETLEDGER_COMPRESSION=gzip)"
         )
     return name
 
@@ -358,7 +358,7 @@ class KafkaTransport:
         topic: str,
         *,
         enable_idempotence: bool = True,
-        compression: str = "gzip",
+        compression: str = "lz4",
         linger_ms: int = 5,
         max_request_size: int = 1_048_576,
         request_timeout_ms: int = 30_000,
