@@ -33,7 +33,6 @@ from pydantic_core import PydanticCustomError, PydanticUndefined
 from .models import PAYLOAD_TYPES, TraceEvent, _money_fmt, _ts_fmt
 
 Conv = Callable[[Any], Any]
-_OMIT = object()
 
 
 class Rejected(Exception):
@@ -124,7 +123,7 @@ def _compile(ann: Any, meta: list[Any]) -> Conv:
         inner = _compile(args[0], meta) if len(args) == 1 else _reject
 
         def optional(v: Any) -> Any:
-            return _OMIT if v is None else inner(v)
+            return None if v is None else inner(v)  # a null inside a container stays
 
         return optional
     if origin is tuple:
@@ -158,41 +157,102 @@ def _default(info: FieldInfo) -> Any:
 
 
 _MODELS: dict[type[BaseModel], Conv] = {}
+_MISSING = object()
+
+
+def _flat_meta(ann: Any, meta: list[Any]) -> tuple[Any, list[Any], bool]:
+    """(base annotation, constraint metadata, optional?) with Annotated/Optional peeled."""
+    optional = False
+    while True:
+        origin = get_origin(ann)
+        if origin is Annotated:
+            ann, *more = get_args(ann)
+            meta = [*meta, *more]
+        elif origin in (Union, UnionType):
+            args = [a for a in get_args(ann) if a is not NoneType]
+            if len(args) != 1:
+                return ann, meta, optional
+            optional, ann = True, args[0]
+        else:
+            break
+    flat: list[Any] = []
+    for m in meta:
+        flat += m.metadata if isinstance(m, FieldInfo) else [m]
+    return ann, flat, optional
+
+
+def _inline_check(base: Any, meta: list[Any], consts: dict[str, Any], i: int) -> str | None:
+    """Python statements checking ``x`` (and rebinding it to its JSON value), or None."""
+    if any(isinstance(m, PlainValidator) for m in meta):
+        return None
+    ge = next((m.ge for m in meta if isinstance(m, Ge)), None)
+    le = next((m.le for m in meta if isinstance(m, Le)), None)
+    min_length = next(
+        (m.min_length for m in meta if isinstance(m, StringConstraints) and m.min_length), 0
+    )
+    if base is str:
+        if min_length:
+            return f"if type(x) is not str or len(x) < {min_length}: raise Rejected"
+        return "if type(x) is not str: raise Rejected"
+    if base is bool:
+        return "if type(x) is not bool: raise Rejected"
+    if base is int:
+        lo = ge if ge is not None else -(2**63)
+        hi = le if le is not None else 2**63
+        return f"if type(x) is not int or not ({lo} <= x <= {hi}): raise Rejected"
+    if isinstance(base, type) and issubclass(base, Enum):
+        consts[f"E{i}"] = {**{e.value: e.value for e in base}, **{e: e.value for e in base}}
+        return "\n".join(
+            [
+                "try:",
+                f"    x = E{i}.get(x, _MISSING)",
+                "except TypeError:",
+                "    raise Rejected from None",
+                "if x is _MISSING: raise Rejected",
+            ]
+        )
+    return None
 
 
 def _model(cls: type[BaseModel]) -> Conv:
+    """Generate one straight-line function per model: no per-field calls for scalars."""
     found = _MODELS.get(cls)
     if found is not None:
         return found
-    fields: list[tuple[str, Conv, bool, Any]] = []
-
-    def convert(v: Any) -> Any:
-        if not isinstance(v, Mapping):
-            raise Rejected
-        out: dict[str, Any] = {}
-        seen = 0
-        for name, conv, required, default in fields:
-            if name in v:
-                seen += 1
-                raw = v[name]
-            elif required:
-                raise Rejected
-            else:
-                raw = default
-            value = conv(raw)
-            if value is not _OMIT:
-                out[name] = value
-        if seen != len(v):  # extra="forbid"
-            raise Rejected
-        return out
-
-    _MODELS[cls] = convert  # before compiling fields: records may nest
-    for name, info in cls.model_fields.items():
+    consts: dict[str, Any] = {"Rejected": Rejected, "_MISSING": _MISSING, "Mapping": Mapping}
+    lines = [
+        "def convert(v):",
+        "    if type(v) is not dict and not isinstance(v, Mapping): raise Rejected",
+        "    get = v.get",
+        "    n = 0",
+        "    out = {}",
+    ]
+    for i, (name, info) in enumerate(cls.model_fields.items()):
         if name == "payload":
             continue
         required = info.default is PydanticUndefined and info.default_factory is None
-        conv = _compile(info.annotation, list(info.metadata))
-        fields.append((name, conv, required, None if required else _default(info)))
+        base, meta, optional = _flat_meta(info.annotation, list(info.metadata))
+        lines.append(f"    x = get({name!r}, _MISSING)")
+        if required:
+            lines += ["    if x is _MISSING: raise Rejected", "    n += 1"]
+        else:
+            consts[f"D{i}"] = _default(info)
+            lines += [f"    if x is _MISSING: x = D{i}", "    else: n += 1"]
+        check = _inline_check(base, meta, consts, i)
+        if check is None:  # validators, UUIDs, nested records, sequences, mappings
+            consts[f"C{i}"] = _compile(base, meta)
+            check = f"x = C{i}(x)"
+        body = [f"    {line}" for line in check.split("\n")] + [f"    out[{name!r}] = x"]
+        if optional:
+            lines.append("    if x is not None:")
+            lines += [f"    {line}" for line in body]
+        else:
+            lines += body
+    lines += ["    if n != len(v): raise Rejected", "    return out"]
+    namespace = dict(consts)
+    exec(compile("\n".join(lines), f"<fastpath {cls.__name__}>", "exec"), namespace)
+    convert: Conv = namespace["convert"]
+    _MODELS[cls] = convert
     return convert
 
 
