@@ -1,6 +1,6 @@
 """Median time per event of the fast canonicalizer and of rfc8785 on simulated events.
 
-    .venv/bin/python bench/canonical.py [--runs 40] [--seed 7] [--repeat 5]
+.venv/bin/python bench/canonical.py [--runs 40] [--seed 7] [--repeat 5]
 """
 
 from __future__ import annotations

@@ -57,6 +57,8 @@ class Sizes:
     demo_events: int  # events of the `fleetledger demo` check (0: skip)
     naive_events: int  # events through the naive Faust agent (its rate is shape-independent)
     wait_s: float  # longest wait for a worker to account for all events
+    verify_events: int = 100_000  # events of the bundle `fleetledger verify` checks
+    verify_signed: int = 200  # signed demo bundles verified per repetition
 
 
 FULL = Sizes(
@@ -91,6 +93,8 @@ SMOKE = Sizes(
     demo_events=0,
     naive_events=300,
     wait_s=60.0,
+    verify_events=2_000,
+    verify_signed=10,
 )
 
 

@@ -38,7 +38,14 @@ from .bundle import (
     event_leaf_hashes,
     merkle_member,
 )
-from .canonical import canonical_bytes, checked_canonical_bytes, event_hash, genesis, link
+from .canonical import (
+    canonical_bytes,
+    checked_canonical_bytes,
+    event_hash,
+    genesis,
+    link,
+    load_json,
+)
 from .core import CoreConfig, Entry
 from .merkle import root_from_inclusion
 from .signing import (
@@ -129,20 +136,19 @@ def make_proof(
 # --------------------------------------------------------------------------- parsing
 
 
-def _no_float(text: str) -> Any:
-    raise ValueError(f"found number {text}, expected integers only (hashed data holds no floats)")
-
-
 def parse_json(data: bytes, what: str) -> Any:
+    """Parse evidence JSON; floats, NaN and Infinity are refused (so the values it returns
+    can be canonicalized without a float check)."""
     try:
-        return json.loads(data.decode("utf-8"), parse_float=_no_float, parse_constant=_no_float)
-    except (UnicodeDecodeError, ValueError) as exc:
+        return load_json(data.decode("utf-8"))
+    except (UnicodeDecodeError, ProcessorError) as exc:
         raise VerificationError("json", f"{what} is not UTF-8 JSON: {exc}") from exc
 
 
 def require_canonical(data: bytes, obj: Any, what: str) -> None:
+    """``data`` must be exactly the canonical form of ``obj`` (parsed by :func:`parse_json`)."""
     try:
-        canon = checked_canonical_bytes(obj)
+        canon = canonical_bytes(obj)
     except ProcessorError as exc:
         raise VerificationError("canonical", f"{what} has no canonical form: {exc}") from exc
     if canon != data:
@@ -196,8 +202,11 @@ def _member(bundle: dict[str, Any], name: str, kind: type) -> Any:
     return value
 
 
-def verify_bundle(bundle: Any) -> Verified:
-    """Checks 4-8 on a bundle value (see the module docstring)."""
+def verify_bundle(bundle: Any, *, parsed: bool = False) -> Verified:
+    """Checks 4-8 on a bundle value (see the module docstring).
+
+    ``parsed``: the value came from :func:`parse_json`, which already refused floats.
+    """
     if not isinstance(bundle, dict):
         raise VerificationError(
             "format", f"found a {type(bundle).__name__}, expected a bundle object"
@@ -231,7 +240,8 @@ def verify_bundle(bundle: Any) -> Verified:
                 where=f"integrity.{name}",
             )
     try:
-        checked_canonical_bytes(bundle)
+        if not parsed:
+            checked_canonical_bytes(bundle)
         digest = bundle_digest(bundle)
     except ProcessorError as exc:
         raise VerificationError("canonical", f"bundle has no canonical form: {exc}") from exc
@@ -381,7 +391,7 @@ def verify_bundle(bundle: Any) -> Verified:
 def verify_bundle_bytes(data: bytes, what: str = "bundle") -> Verified:
     bundle = parse_json(data, what)
     require_canonical(data, bundle, what)
-    return verify_bundle(bundle)
+    return verify_bundle(bundle, parsed=True)
 
 
 # --------------------------------------------------------------------------- envelopes

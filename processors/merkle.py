@@ -31,14 +31,25 @@ def _split(n: int) -> int:
 
 
 def root_of_leaf_hashes(hashes: Sequence[bytes]) -> bytes:
-    """MTH over already-hashed leaves."""
-    n = len(hashes)
-    if n == 0:
+    """MTH over already-hashed leaves.
+
+    Computed bottom-up: pair neighbours level by level and carry an unpaired last node up
+    unchanged.  This equals the recursive definition (split at the largest power of two
+    below n) and does n - 1 node hashes without slicing.
+    """
+    if not hashes:
         return hashlib.sha256(b"").digest()
-    if n == 1:
-        return hashes[0]
-    k = _split(n)
-    return node_hash(root_of_leaf_hashes(hashes[:k]), root_of_leaf_hashes(hashes[k:]))
+    level = list(hashes)
+    sha = hashlib.sha256
+    while len(level) > 1:
+        odd = level[-1] if len(level) % 2 else None
+        level = [
+            sha(NODE_PREFIX + level[i] + level[i + 1]).digest()
+            for i in range(0, len(level) - 1, 2)
+        ]
+        if odd is not None:
+            level.append(odd)
+    return level[0]
 
 
 def merkle_root(leaves: Sequence[bytes]) -> bytes:

@@ -1,0 +1,144 @@
+"""Measurement 6: offline verification.
+
+* ``fleetledger verify``'s check of one bundle of ``verify_events`` events (digest, chain,
+  seq, Merkle root, re-derived totals and intercepts), in events/s, against the floor of
+  any verifier: parsing the file and hashing every event's canonical JSON once.
+* Signed bundles (DSSE envelopes of demo-sized bundles) verified per second, against raw
+  Ed25519 verification of the same signing inputs.
+
+Bundles are built by the real pipeline (in-memory ports) from simulated traffic, so they
+are what a worker publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fleetledger.processors.canonical import canonical_bytes
+from fleetledger.processors.core import CoreConfig
+from fleetledger.processors.evidence import evidence_files, verify_bundle_bytes, verify_file
+from fleetledger.processors.pipeline import Pipeline, SourcePosition
+from fleetledger.processors.signing import pae
+from fleetledger.producers import MemoryTransport, Recorder
+from fleetledger.producers.simulator import simulate
+from fleetledger.schemas import Codec
+
+from .common import Figure, Sizes, log
+
+
+class _Mem:
+    def __init__(self) -> None:
+        self.d: dict[Any, bytes] = {}
+
+    def get(self, *key: Any) -> bytes | None:
+        return self.d.get(key)
+
+    def put(self, *args: Any) -> None:
+        self.d[args[:-1]] = args[-1]
+
+
+def _bundles(runs: int, seed: int) -> list[dict[str, Any]]:
+    async def record() -> list[tuple[str, bytes]]:
+        transport = MemoryTransport()
+        async with Recorder(transport, linger_ms=None) as rec:
+            await simulate(rec, runs=runs, seed=seed)
+        return list(transport.messages)
+
+    messages = asyncio.run(record())
+    pipe = Pipeline(Codec(), CoreConfig(), _Mem(), _Mem())
+    out = pipe.handle_many(
+        ((v, SourcePosition("bench", 0, i)) for i, (_k, v) in enumerate(messages)),
+        datetime.now(UTC),
+    )
+    return [orjson.loads(r.value) for r in out.bundles]
+
+
+def _big_bundle(events: int) -> bytes:
+    """One run of ``events`` events: simulated events of many runs re-sequenced as one run."""
+    from fleetledger.processors.bundle import assemble
+    from fleetledger.processors.canonical import event_hash, genesis, link
+    from fleetledger.processors.core import Entry
+
+    template = _bundles(max(4, events // 400), seed=101)
+    pool = [e["event"] for b in template for e in b["events"][1:-1]]
+    first = template[0]["events"][0]["event"]
+    last = template[0]["events"][-1]["event"]
+    run_id = "run-bench-verify"
+    objs = [first] + [pool[i % len(pool)] for i in range(events - 2)] + [last]
+    entries = []
+    prev = genesis(run_id)
+    for seq, src in enumerate(objs):
+        obj = {**src, "run_id": run_id, "seq": seq}
+        h = event_hash(obj)
+        cur = link(prev, h)
+        entries.append(Entry(run_id, seq, h.hex(), prev.hex(), cur.hex(), obj))
+        prev = cur
+    return canonical_bytes(assemble(run_id, entries, CoreConfig()))
+
+
+def _hash_floor(data: bytes) -> float:
+    started = time.perf_counter()
+    bundle = orjson.loads(data)
+    for e in bundle["events"]:
+        hashlib.sha256(canonical_bytes(e["event"])).digest()
+    return time.perf_counter() - started
+
+
+def run(sizes: Sizes) -> list[Figure]:
+    n = sizes.verify_events
+    log(f"verify: building a {n:,}-event bundle")
+    big = _big_bundle(n)
+    events = Figure(
+        "verify.bundle_events",
+        f"fleetledger verify, one bundle of {n:,} events (vs parse + hash every event)",
+        "events/s",
+        baseline_name="parse the file + sha256(JCS(event)) of every event",
+        target=">= 200,000 events/s",
+        target_check=lambda r: r["median"] >= 200_000,
+    )
+    for _ in range(sizes.reps):
+        started = time.perf_counter()
+        facts = verify_bundle_bytes(big)
+        took = time.perf_counter() - started
+        assert facts.events == n
+        events.add(n / took, n / _hash_floor(big))
+
+    log(f"verify: signing {sizes.verify_signed} demo bundles")
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    signed: list[tuple[bytes, bytes]] = []
+    for bundle in _bundles(sizes.verify_signed, seed=202)[: sizes.verify_signed]:
+        files = dict(evidence_files(bundle, key))
+        stem = next(name for name in files if name.endswith(".dsse.json"))
+        signed.append((files[stem], files[stem.replace(".dsse.json", ".bundle.json")]))
+    envelopes = [orjson.loads(env) for env, _ in signed]
+    inputs = [(e, pae(e["payloadType"], _b64(e["payload"]))) for e in envelopes]
+    per_s = Figure(
+        "verify.signed_bundles",
+        f"signed bundles verified per second ({len(signed)} demo-sized DSSE envelopes)",
+        "bundles/s",
+        baseline_name="Ed25519 verify of the same signing inputs only",
+    )
+    for _ in range(sizes.reps):
+        started = time.perf_counter()
+        for env, _bundle in signed:
+            verify_file(env, [public], lambda _name: None)
+        took = time.perf_counter() - started
+        started = time.perf_counter()
+        for env, message in inputs:
+            public.verify(_b64(env["signatures"][0]["sig"]), message)
+        raw = time.perf_counter() - started
+        per_s.add(len(signed) / took, len(signed) / raw)
+    return [events, per_s]
+
+
+def _b64(text: str) -> bytes:
+    import base64
+
+    return base64.b64decode(text)
