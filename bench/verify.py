@@ -23,24 +23,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fleetledger.processors.canonical import canonical_bytes
 from fleetledger.processors.core import CoreConfig
 from fleetledger.processors.evidence import evidence_files, verify_bundle_bytes, verify_file
-from fleetledger.processors.pipeline import Pipeline, SourcePosition
+from fleetledger.processors.memory import memory_pipeline
+from fleetledger.processors.pipeline import SourcePosition
 from fleetledger.processors.signing import pae
 from fleetledger.producers import MemoryTransport, Recorder
 from fleetledger.producers.simulator import simulate
-from fleetledger.schemas import Codec
 
 from .common import Figure, Sizes, log
-
-
-class _Mem:
-    def __init__(self) -> None:
-        self.d: dict[Any, bytes] = {}
-
-    def get(self, *key: Any) -> bytes | None:
-        return self.d.get(key)
-
-    def put(self, *args: Any) -> None:
-        self.d[args[:-1]] = args[-1]
 
 
 def _bundles(runs: int, seed: int) -> list[dict[str, Any]]:
@@ -51,7 +40,7 @@ def _bundles(runs: int, seed: int) -> list[dict[str, Any]]:
         return list(transport.messages)
 
     messages = asyncio.run(record())
-    pipe = Pipeline(Codec(), CoreConfig(), _Mem(), _Mem())
+    pipe = memory_pipeline()
     out = pipe.handle_many(
         ((v, SourcePosition("bench", 0, i)) for i, (_k, v) in enumerate(messages)),
         datetime.now(UTC),

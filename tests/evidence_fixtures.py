@@ -8,23 +8,10 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from fleetledger.processors.core import CoreConfig
-from fleetledger.processors.pipeline import Pipeline, SourcePosition
+from fleetledger.processors.memory import memory_pipeline
+from fleetledger.processors.pipeline import SourcePosition
 from fleetledger.producers import MemoryTransport, Recorder
 from fleetledger.producers.simulator import simulate
-from fleetledger.schemas import Codec
-
-
-class _Dict:
-    def __init__(self) -> None:
-        self.d: dict[Any, bytes] = {}
-
-    def get(self, *key: Any) -> bytes | None:
-        return self.d.get(key)
-
-    def put(self, *args: Any) -> None:
-        *key, value = args
-        self.d[tuple(key)] = value
 
 
 async def _messages(runs: int, seed: int) -> list[tuple[str, bytes]]:
@@ -41,7 +28,7 @@ def simulated_messages(runs: int = 12, seed: int = 5) -> tuple[tuple[str, bytes]
 
 @cache
 def _bundles(runs: int, seed: int) -> tuple[bytes, ...]:
-    pipe = Pipeline(Codec(), CoreConfig(), _Dict(), _Dict())  # type: ignore[arg-type]
+    pipe = memory_pipeline()
     now = datetime(2027, 1, 1, tzinfo=UTC)
     out = []
     for i, (_key, value) in enumerate(simulated_messages(runs, seed)):

@@ -12,6 +12,7 @@ import pytest
 import rfc8785
 from fleetledger.processors.bundle import assemble, bundle_digest
 from fleetledger.processors.core import CoreConfig, Entry
+from fleetledger.processors.memory import memory_pipeline
 from fleetledger.processors.pipeline import Pipeline
 from fleetledger.processors.runtimes.embedded import EmbeddedReader, EmbeddedRuntime
 from fleetledger.schemas import Codec, TraceEvent
@@ -145,23 +146,12 @@ def test_a_crash_mid_batch_neither_loses_nor_duplicates(
     assert snapshot(db) == reference(tmp_path)
 
 
-class MemStore:
-    def __init__(self) -> None:
-        self.d: dict[Any, bytes] = {}
-
-    def get(self, *key: Any) -> bytes | None:
-        return self.d.get(key)
-
-    def put(self, *args: Any) -> None:
-        self.d[args[:-1]] = args[-1]
-
-
 def test_a_100k_event_run_materializes_in_linear_work() -> None:
     r = "run-long"
     objs = [ev.started(r)]
     objs += [ev.model_io(r, s, "0.000001", step=f"s{s % 7}") for s in range(1, 100_000)]
     objs.append(ev.completed(r, len(objs)))
-    pipe = Pipeline(CODEC, CoreConfig(), MemStore(), MemStore())
+    pipe = memory_pipeline()
     out = pipe._apply_all(objs, NOW)
     assert len(out.entries) == 100_001 and len(out.bundles) == 1
     bundle = json.loads(out.bundles[0].value)
@@ -170,7 +160,7 @@ def test_a_100k_event_run_materializes_in_linear_work() -> None:
 
 
 def test_assemble_refuses_a_broken_chain() -> None:
-    pipe = Pipeline(CODEC, CoreConfig(), MemStore(), MemStore())
+    pipe = memory_pipeline()
     out = pipe._apply_all(ev.simple_run(), NOW)
     pipe_entries = [Entry.from_bytes(r.value) for r in out.entries]
     broken = [*pipe_entries[:2], *pipe_entries[3:]]
