@@ -568,19 +568,7 @@ def apply(
                 f"run {state.run_id!r}: no stored entry for committed seq {seq}; "
                 "the entry store and the run state disagree"
             )
-        if stored.event_hash == h:
-            result.duplicate = True
-        else:
-            result.intercepts.append(
-                _integrity(
-                    state,
-                    obj,
-                    "equivocation",
-                    seq,
-                    f"a different event at committed seq {seq}: hash {h[:16]}..., "
-                    f"committed {stored.event_hash[:16]}...",
-                )
-            )
+        _compare(state, obj, h, stored.event_hash, "committed", result)
         return result
 
     if state.terminal_seq is not None:
@@ -597,19 +585,7 @@ def apply(
 
     held = state.pending.get(seq)
     if held is not None:
-        if held["hash"] == h:
-            result.duplicate = True
-        else:
-            result.intercepts.append(
-                _integrity(
-                    state,
-                    obj,
-                    "equivocation",
-                    seq,
-                    f"a different event at held seq {seq}: hash {h[:16]}..., "
-                    f"held {held['hash'][:16]}...",
-                )
-            )
+        _compare(state, obj, h, held["hash"], "held", result)
         return result
 
     if seq > state.next_seq:
@@ -639,6 +615,26 @@ def apply(
         state.pending.clear()
         state.gap_since = None
     return result
+
+
+def _compare(
+    state: RunState, obj: dict[str, Any], h: str, known: str, where: str, result: ApplyResult
+) -> None:
+    """A redelivery of a known seq: identical -> duplicate; different -> equivocation."""
+    if known == h:
+        result.duplicate = True
+        return
+    seq = obj["seq"]
+    result.intercepts.append(
+        _integrity(
+            state,
+            obj,
+            "equivocation",
+            seq,
+            f"a different event at {where} seq {seq}: hash {h[:16]}..., "
+            f"{where} {known[:16]}...",
+        )
+    )
 
 
 def _commit(
