@@ -6,9 +6,10 @@ time) with:
 * the events topic and two tables (per-run state and ledger entries, raw bytes, their
   changelogs co-partitioned with the events topic) behind the pipeline's
   ``StateStore``/``EntryStore`` ports;
-* ONE agent that reads raw messages, calls ``pipeline.handle(value, position, now)``,
-  publishes the returned outputs with :class:`~.kafka_io.KafkaSink`, and only then records
-  the new state in the tables and advances the partition's processed offset;
+* ONE agent that reads raw messages (in small batches, ``take_events``), calls
+  ``pipeline.handle_many([(value, position), ...], now)``, publishes the returned outputs
+  with :class:`~.kafka_io.KafkaSink`, and only then records the new state in the tables
+  and advances the partitions' processed offsets;
 * a timer that calls ``pipeline.tick(now)`` (stale sequence gaps) and one that commits
   the processed offsets.
 
@@ -31,7 +32,7 @@ import logging
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,10 @@ PUBLISH_ATTEMPTS = 8
 TICK_INTERVAL_S = 5.0
 #: Seconds between commits of the events topic's processed offsets.
 COMMIT_INTERVAL_S = 1.0
+#: Most input messages handled (and published) together.
+BATCH_MAX_MESSAGES = 100
+#: Longest wait for more input messages before handling what has arrived.
+BATCH_WITHIN_S = 0.02
 #: Longest wait when reading input messages the consumer did not deliver.
 GAP_READ_TIMEOUT_S = 30.0
 
@@ -134,16 +139,21 @@ class _StagedTable:
     def staged_runs(self) -> set[str]:
         return {run_id for run_id, _ in self._staged.values()}
 
-    def flush(self, partition_of: Callable[[str], int]) -> list[asyncio.Future[Any]]:
+    async def flush(
+        self, partition_of: Callable[[str], int], sink: KafkaSink
+    ) -> list[asyncio.Future[Any]]:
         """Write staged values to the table and send them to its changelog partition.
 
-        Returns the changelog sends (futures resolved when the broker acknowledged them).
+        The changelog records go through the output producer (batched, one future per
+        record, resolved when the broker acknowledged it) rather than Faust's one-by-one
+        producer buffer; recovery reads them like any changelog record.
         """
         staged, self._staged = self._staged, {}
+        topic = self._table.changelog_topic.get_topic_name()
         sent: list[asyncio.Future[Any]] = []
         for key, (run_id, value) in staged.items():
             self._table.data[key] = value
-            sent.append(self._table.send_changelog(partition_of(run_id), key, value))
+            sent.append(await sink.send_raw(topic, partition_of(run_id), key, value))
         return sent
 
     def discard(self) -> None:
@@ -285,6 +295,7 @@ class FaustRuntime:
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                fetch_max_wait_ms=50,
                 request_timeout_ms=int(CONNECT_TIMEOUT_S * 1000),
                 client_id="fleetledger-worker-gaps",
             )
@@ -303,6 +314,52 @@ class FaustRuntime:
                 return int(meta.offset)
         earliest = await reader.beginning_offsets([atp])
         return int(earliest.get(atp, 0))
+
+    async def _complete_recovery(self, partition: int) -> None:
+        """Apply the tail of both changelogs' ``partition`` that table recovery may miss.
+
+        Recovery reads a changelog up to the high watermark the broker reports.  Some
+        Kafka-protocol brokers (Tansu 0.6) report the base offset of the last record batch
+        + 1 instead of the last offset + 1, which would leave the rest of that batch
+        unapplied: run state recovered without the ledger entries it refers to.  So the
+        records from the reported end - 1 to the real end are read here (by position, which
+        does not depend on the reported end) and applied in order; they are the newest
+        records of the partition, so their values win.  Against a correct broker this
+        re-applies one record.
+        """
+        _, reader = await self._clients()
+        for table in (self._state_table, self._entry_table):
+            atp = AIOTopicPartition(table.changelog_topic.get_topic_name(), partition)
+            reader.assign([atp])
+            reported = int((await reader.end_offsets([atp])).get(atp, 0))
+            if reported == 0:
+                continue
+            reader.seek(atp, reported - 1)
+            deadline = asyncio.get_running_loop().time() + GAP_READ_TIMEOUT_S
+            applied = 0
+            # The fetch at ``reported - 1`` returns the whole batch holding it: the last
+            # batch of the partition (no one else writes to it while it is assigned here).
+            while not applied:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise StoreError(
+                        f"changelog {atp.topic}:{partition} could not be read to its end "
+                        f"within {GAP_READ_TIMEOUT_S:g}s; expected the broker to serve it"
+                    )
+                batch = await reader.getmany(atp, timeout_ms=500)
+                for m in batch.get(atp, []):
+                    if m.value is None:
+                        table.data.pop(m.key, None)
+                    else:
+                        table.data[m.key] = m.value
+                    applied += 1
+            if applied > 1:
+                log.info(
+                    "%s:%d: applied %d changelog records past the reported end %d",
+                    atp.topic,
+                    partition,
+                    applied - 1,
+                    reported,
+                )
 
     async def _read_missing(self, tp: TP, start: int, stop: int) -> list[tuple[int, bytes]]:
         """Messages ``start <= offset < stop`` of ``tp``, read directly from the broker."""
@@ -341,8 +398,11 @@ class FaustRuntime:
             pending = {tp: o for tp, o in self._next.items() if o > self._committed.get(tp, -1)}
             if not pending:
                 return
-            # Flushes Faust's producer (table changelogs) first, then commits as a group
-            # member; partitions no longer assigned are left out.
+            # Every changelog record sent so far is acknowledged before the offsets that
+            # cover it are committed.  Then Faust commits as a group member (flushing its
+            # own producer first); partitions no longer assigned are left out.
+            if self._sink_started:
+                await self.sink.flush()
             await self.app.consumer._commit_offsets(pending)
             self._committed.update(pending)
 
@@ -371,22 +431,38 @@ class FaustRuntime:
                 delay = min(delay * 2, 5.0)
 
     def _remember(self, partition: int) -> None:
+        """Runs staged for the first time live in ``partition`` (their events' partition)."""
         for store in (self.states.staged, self.entries.staged):
             for run_id in store.staged_runs():
-                self._partition_of_run[run_id] = partition
+                self._partition_of_run.setdefault(run_id, partition)
 
     async def process(self, value: bytes, topic: str, partition: int, offset: int) -> None:
-        """Handle one delivered message (and any earlier ones that were not delivered)."""
-        tp = TP(topic, partition)
-        async with self._lock:
-            self._maybe_reset()
-            expected = self._next.get(tp)
+        """Handle one delivered message; see :meth:`process_batch`."""
+        await self.process_batch([(value, topic, partition, offset)])
+
+    async def _admit(
+        self, messages: Sequence[tuple[bytes, str, int, int]]
+    ) -> dict[TP, list[tuple[int, bytes]]]:
+        """The messages to process now, per partition in offset order, with no gaps.
+
+        Messages behind a partition's next offset were processed already and are dropped;
+        offsets the consumer skipped are read directly from the broker.
+        """
+        admitted: dict[TP, list[tuple[int, bytes]]] = {}
+        next_offset: dict[TP, int] = {}
+        for value, topic, partition, offset in messages:
+            tp = TP(topic, partition)
+            expected = next_offset.get(tp)
             if expected is None:
-                expected = self._next[tp] = await self._start_offset(tp)
-                self._committed.setdefault(tp, expected)
+                expected = self._next.get(tp)
+                if expected is None:
+                    await self._complete_recovery(tp.partition)
+                    expected = self._next[tp] = await self._start_offset(tp)
+                    self._committed.setdefault(tp, expected)
             if offset < expected:
                 self.redelivered += 1
-                return
+                continue
+            batch = admitted.setdefault(tp, [])
             if offset > expected:
                 missing = await self._read_missing(tp, expected, offset)
                 log.info(
@@ -398,37 +474,54 @@ class FaustRuntime:
                     len(missing),
                 )
                 self.gap_reads += len(missing)
-                for missed_offset, missed_value in missing:
-                    await self._handle(tp, missed_offset, missed_value)
-            await self._handle(tp, offset, value)
+                batch.extend(missing)
+            batch.append((offset, value))
+            next_offset[tp] = offset + 1
+        return admitted
 
-    async def _handle(self, tp: TP, offset: int, value: bytes) -> None:
-        """Pipeline, publish, persist the new state, advance the partition's offset.
+    async def process_batch(self, messages: Sequence[tuple[bytes, str, int, int]]) -> None:
+        """Handle delivered ``(value, topic, partition, offset)`` messages, in order.
 
-        Order matters for crash safety: ledger entries reach their changelog (and the
-        outputs their topics) before the run state that refers to them is sent, so a
-        recovered state never points at entries that were lost.
+        One pipeline call per partition, one publish for the batch.  Order matters for
+        crash safety: ledger entries reach their changelog (and the outputs their topics)
+        before the run state that refers to them is sent, so a recovered state never
+        points at entries that were lost; offsets advance last.
         """
-        from ..pipeline import SourcePosition
+        from ..pipeline import Outputs, SourcePosition
 
-        log.debug("message %s:%d:%d (%d bytes)", tp.topic, tp.partition, offset, len(value))
-        try:
-            outputs = self.pipeline.handle(
-                value, SourcePosition(tp.topic, tp.partition, offset), datetime.now(UTC)
-            )
-            self._remember(tp.partition)
-            entries_sent = self.entries.staged.flush(self._partition)
-            await self._publish(outputs)
-            if entries_sent:
-                await asyncio.gather(*entries_sent)
-        except BaseException:
-            self.states.staged.discard()
-            self.entries.staged.discard()
-            self.request_reset()
-            raise
-        self.states.staged.flush(self._partition)
-        self._next[tp] = offset + 1
-        self.messages += 1
+        async with self._lock:
+            self._maybe_reset()
+            admitted = await self._admit(messages)
+            if not admitted:
+                return
+            now = datetime.now(UTC)
+            outputs = Outputs()
+            try:
+                for tp, batch in admitted.items():
+                    log.debug(
+                        "messages %s:%d:%d..%d", tp.topic, tp.partition, batch[0][0], batch[-1][0]
+                    )
+                    outputs.extend(
+                        self.pipeline.handle_many(
+                            [(v, SourcePosition(tp.topic, tp.partition, o)) for o, v in batch],
+                            now,
+                        )
+                    )
+                    self._remember(tp.partition)
+                await self._ensure_sink()
+                entries_sent = await self.entries.staged.flush(self._partition, self.sink)
+                await self._publish(outputs)
+                if entries_sent:
+                    await asyncio.gather(*entries_sent)
+            except BaseException:
+                self.states.staged.discard()
+                self.entries.staged.discard()
+                self.request_reset()
+                raise
+            await self.states.staged.flush(self._partition, self.sink)
+            for tp, batch in admitted.items():
+                self._next[tp] = batch[-1][0] + 1
+                self.messages += len(batch)
 
     async def tick(self) -> None:
         """Stale-gap checks: publish their intercepts, then persist the state they changed."""
@@ -436,7 +529,8 @@ class FaustRuntime:
             self._maybe_reset()
             try:
                 outputs = self.pipeline.tick(datetime.now(UTC))
-                entries_sent = self.entries.staged.flush(self._partition)
+                await self._ensure_sink()
+                entries_sent = await self.entries.staged.flush(self._partition, self.sink)
                 if outputs.intercepts or outputs.totals or outputs.deadletters:
                     await self._publish(outputs)
                 if entries_sent:
@@ -446,7 +540,7 @@ class FaustRuntime:
                 self.entries.staged.discard()
                 self.request_reset()
                 raise
-            self.states.staged.flush(self._partition)
+            await self.states.staged.flush(self._partition, self.sink)
 
 
 def _ensure_kafka(settings: Settings) -> str:
@@ -548,9 +642,10 @@ def build_app(
     app.fleetledger_runtime = runtime  # type: ignore[attr-defined]
 
     async def process(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            await runtime.process(event.value, message.topic, message.partition, message.offset)
+        async for events in stream.take_events(BATCH_MAX_MESSAGES, within=BATCH_WITHIN_S):
+            await runtime.process_batch(
+                [(e.value, e.message.topic, e.message.partition, e.message.offset) for e in events]
+            )
 
     # A failure that survived the publish retries stops the worker; the failed message's
     # offset is not committed, so it is processed again after a restart.

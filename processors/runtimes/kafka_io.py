@@ -481,6 +481,28 @@ class KafkaSink:
     def _partition(self, topic: str, run_id: str) -> int:
         return partition_for(run_id, self._partitions[topic])
 
+    async def send_raw(
+        self, topic: str, partition: int, key: bytes, value: bytes | None
+    ) -> asyncio.Future[Any]:
+        """Queue one record for an explicit partition; the future resolves on broker ack."""
+        producer = self._producer
+        if producer is None:
+            raise StoreError("Kafka sink is not started; expected start() before send_raw()")
+        try:
+            fut: asyncio.Future[Any] = await producer.send(
+                topic, value=value, key=key, partition=partition
+            )
+        except KafkaError as exc:
+            raise StoreError(
+                f"cannot send to {topic!r} on Kafka at {self._bootstrap}: {exc}"
+            ) from exc
+        return fut
+
+    async def flush(self) -> None:
+        """Wait until every record sent so far is acknowledged (or failed)."""
+        if self._producer is not None:
+            await self._producer.flush()
+
     async def publish(self, outputs: Outputs) -> int:
         """Send every output record; return how many were sent once all are acknowledged."""
         producer = self._producer
