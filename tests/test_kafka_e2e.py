@@ -71,7 +71,7 @@ WAIT_S = 60.0
 
 @dataclass
 class Worker:
-    """A worker subprocess, stopped by its own PID."""
+    """A ``fleetledger worker`` subprocess (settings from its environment), stopped by PID."""
 
     settings: Settings
     log_path: Path
@@ -93,7 +93,7 @@ class Worker:
         }
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fleetledger.processors.runtimes.faust_app"],
+                [str(Path(sys.executable).with_name("fleetledger")), "worker"],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -408,13 +408,7 @@ def run_embedded(path: Path, events: list[KafkaRecord], settings: Settings) -> E
         log.append([((r.key or b"").decode("utf-8", "replace"), r.value or b"") for r in events])
     finally:
         log.close()
-    config = CoreConfig(
-        budget_ratio=settings.budget_warn_ratio,
-        intervention_rate=settings.intervention_rate,
-        intervention_min_gates=settings.intervention_min_gates,
-        max_recoveries=settings.max_recoveries,
-        gap_timeout_s=settings.gap_timeout_s,
-    )
+    config = CoreConfig.from_settings(settings)
     with EmbeddedRuntime(path, Codec(), config) as runtime:
         stats = runtime.process_available()
     with EmbeddedReader(path) as reader:

@@ -89,13 +89,7 @@ def default_pipeline_factory(settings: Settings) -> PipelineFactory:
     from ..pipeline import Pipeline
 
     codec = Codec()
-    config = CoreConfig(
-        budget_ratio=settings.budget_warn_ratio,
-        intervention_rate=settings.intervention_rate,
-        intervention_min_gates=settings.intervention_min_gates,
-        max_recoveries=settings.max_recoveries,
-        gap_timeout_s=settings.gap_timeout_s,
-    )
+    config = CoreConfig.from_settings(settings)
 
     def factory(states: StateStore, entries: EntryStore) -> Pipeline:
         return Pipeline(codec, config, states, entries)
