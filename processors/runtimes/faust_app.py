@@ -397,7 +397,7 @@ class FaustRuntime:
             # own producer first); partitions no longer assigned are left out.
             if self._sink_started:
                 await self.sink.flush()
-            await self.app.consumer._commit_offsets(pending)
+            await self.app.consumer._commit_offsets(pending)  # type: ignore[attr-defined]
             self._committed.update(pending)
 
     # ------------------------------------------------------------------ processing
