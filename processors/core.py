@@ -482,6 +482,18 @@ class RunState:
     gap_since: str | None = None
     gap_flagged_at: int | None = None
     fold: RunFold = field(default_factory=lambda: RunFold(run_id=""))
+    #: After the bundle is materialized a runtime may drop the run's entries; the event
+    #: hashes (hex, 64 characters per seq) stay here to judge late redeliveries.
+    sealed: str | None = None
+
+    def seal(self, event_hashes: list[str]) -> None:
+        """Keep only the event hashes of a finished run (its entries may then be dropped)."""
+        self.sealed = "".join(event_hashes)
+
+    def sealed_hash(self, seq: int) -> str | None:
+        if self.sealed is None or not 0 <= seq < len(self.sealed) // 64:
+            return None
+        return self.sealed[seq * 64 : (seq + 1) * 64]
 
     @classmethod
     def new(cls, run_id: str) -> RunState:
@@ -498,6 +510,8 @@ class RunState:
             "gap_flagged_at": self.gap_flagged_at,
             "fold": self.fold.to_json(),
         }
+        if self.sealed is not None:
+            d["sealed"] = self.sealed
         return orjson.dumps(d)
 
     @classmethod
@@ -512,6 +526,7 @@ class RunState:
             gap_since=d["gap_since"],
             gap_flagged_at=d["gap_flagged_at"],
             fold=RunFold.from_json(d["fold"]),
+            sealed=d.get("sealed"),
         )
 
 
@@ -563,12 +578,13 @@ def apply(
 
     if seq < state.next_seq:
         stored = lookup(state.run_id, seq)
-        if stored is None:
+        known = stored.event_hash if stored is not None else state.sealed_hash(seq)
+        if known is None:
             raise ProcessorError(
                 f"run {state.run_id!r}: no stored entry for committed seq {seq}; "
                 "the entry store and the run state disagree"
             )
-        _compare(state, obj, h, stored.event_hash, "committed", result)
+        _compare(state, obj, h, known, "committed", result)
         return result
 
     if state.terminal_seq is not None:

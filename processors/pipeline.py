@@ -73,6 +73,9 @@ class Outputs:
     intercepts: list[Record] = field(default_factory=list)
     bundles: list[Record] = field(default_factory=list)
     deadletters: list[DeadLetter] = field(default_factory=list)
+    #: (run_id, entries) of runs sealed in this call: once the state that seals them is
+    #: durable, a runtime may drop their entries 0..entries-1 from its entry store.
+    sealed: list[tuple[str, int]] = field(default_factory=list)
     duplicates: int = 0
     events: int = 0
 
@@ -82,6 +85,7 @@ class Outputs:
         self.intercepts += other.intercepts
         self.bundles += other.bundles
         self.deadletters += other.deadletters
+        self.sealed += other.sealed
         self.duplicates += other.duplicates
         self.events += other.events
 
@@ -115,12 +119,22 @@ class Pipeline:
     """Decode -> apply -> materialize; one instance per runtime, fed in log order."""
 
     def __init__(
-        self, codec: Codec, config: CoreConfig, states: StateStore, entries: EntryStore
+        self,
+        codec: Codec,
+        config: CoreConfig,
+        states: StateStore,
+        entries: EntryStore,
+        *,
+        seal_finished: bool = False,
     ) -> None:
+        """``seal_finished``: keep a finished run's event hashes in its state and report
+        it in ``Outputs.sealed``, so a runtime whose entry store lives in memory can drop
+        the entries (late redeliveries are still judged against the sealed hashes)."""
         self._codec = codec
         self._config = config
         self._states = states
         self._entries = entries
+        self._seal_finished = seal_finished
         self._gapped: set[str] = set()
 
     @property
@@ -192,7 +206,7 @@ class Pipeline:
                 out.entries.append(Record(entry.key, raw))
             out.intercepts += [intercept_record(i) for i in result.intercepts]
             if result.materialize:
-                out.bundles.append(self._materialize(state))
+                out.bundles.append(self._materialize(state, out))
 
     def _persist(self, states: dict[str, RunState], out: Outputs) -> None:
         for run_id, state in states.items():
@@ -203,7 +217,7 @@ class Pipeline:
             self._states.put(run_id, state.to_bytes())
             out.totals.append(totals_record(state))
 
-    def _materialize(self, state: RunState) -> Record:
+    def _materialize(self, state: RunState, out: Outputs) -> Record:
         assert state.terminal_seq is not None
         entries = []
         for seq in range(state.terminal_seq + 1):
@@ -215,6 +229,9 @@ class Pipeline:
                 )
             entries.append(entry)
         bundle = assemble(state.run_id, entries, self._config)
+        if self._seal_finished:
+            state.seal([e.event_hash for e in entries])
+            out.sealed.append((state.run_id, len(entries)))
         return Record(state.run_id, dumps(bundle))
 
     def tick(self, now: datetime) -> Outputs:

@@ -252,3 +252,17 @@ def test_state_is_constant_size_in_the_number_of_events() -> None:
         if seq in (100, 2000):
             sizes.append(len(led.state.to_bytes()))
     assert sizes[1] - sizes[0] < 64  # only counters grow by a few digits
+
+
+def test_a_sealed_run_judges_late_redeliveries_without_its_entries() -> None:
+    led = Ledger("run-1")
+    run = ev.simple_run()
+    for obj in run:
+        led.feed(obj)
+    led.state.seal([led.entries[s].event_hash for s in range(len(run))])
+    led.state = RunState.from_bytes(led.state.to_bytes())
+    led.entries.clear()  # a runtime dropped them once the sealed state was durable
+    led.feed(run[2])
+    assert led.duplicates == 1 and led.intercepts == []
+    led.feed(ev.model_io("run-1", 2, "9"))
+    assert led.kinds() == ["equivocation"]

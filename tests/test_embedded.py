@@ -166,3 +166,18 @@ def test_assemble_refuses_a_broken_chain() -> None:
     broken = [*pipe_entries[:2], *pipe_entries[3:]]
     with pytest.raises(Exception, match="expected seq 2"):
         assemble("run-1", broken, CoreConfig())
+
+
+def test_sealing_reports_finished_runs_and_keeps_their_hashes() -> None:
+    from fleetledger.processors.core import RunState
+    from fleetledger.processors.memory import MemoryEntries, MemoryStates
+
+    states, entries = MemoryStates(), MemoryEntries()
+    pipe = Pipeline(CODEC, CoreConfig(), states, entries, seal_finished=True)
+    out = pipe._apply_all(ev.simple_run(), NOW)
+    assert out.sealed == [("run-1", 5)]
+    state = RunState.from_bytes(states.values["run-1"])
+    assert state.sealed_hash(4) == Entry.from_bytes(entries.values[("run-1", 4)]).event_hash
+    entries.values.clear()
+    again = pipe._apply_all(ev.simple_run(), NOW)
+    assert again.duplicates == 5 and again.intercepts == [] and again.bundles == []

@@ -92,7 +92,8 @@ def default_pipeline_factory(settings: Settings) -> PipelineFactory:
     config = CoreConfig.from_settings(settings)
 
     def factory(states: StateStore, entries: EntryStore) -> Pipeline:
-        return Pipeline(codec, config, states, entries)
+        # The entries table lives in memory: seal finished runs so their entries can go.
+        return Pipeline(codec, config, states, entries, seal_finished=True)
 
     return factory
 
@@ -152,6 +153,13 @@ class _StagedTable:
 
     def discard(self) -> None:
         self._staged.clear()
+
+    async def drop(self, keys: Sequence[bytes], partition: int, sink: KafkaSink) -> None:
+        """Remove keys from the table and tombstone them in its changelog."""
+        topic = self._table.changelog_topic.get_topic_name()
+        for key in keys:
+            self._table.data.pop(key, None)
+            await sink.send_raw(topic, partition, key, None)
 
 
 class TableStateStore:
@@ -512,7 +520,14 @@ class FaustRuntime:
                 self.entries.staged.discard()
                 self.request_reset()
                 raise
-            await self.states.staged.flush(self._partition, self.sink)
+            states_sent = await self.states.staged.flush(self._partition, self.sink)
+            if outputs.sealed:
+                # Only once the states that seal these runs are acknowledged may their
+                # entries go: a recovered state then never refers to dropped entries.
+                await asyncio.gather(*states_sent)
+                for run_id, count in outputs.sealed:
+                    keys = [_entry_key(run_id, seq) for seq in range(count)]
+                    await self.entries.staged.drop(keys, self._partition(run_id), self.sink)
             for tp, batch in admitted.items():
                 self._next[tp] = batch[-1][0] + 1
                 self.messages += len(batch)
