@@ -200,10 +200,7 @@ def worker(
     if url.kind == "kafka":
         from .processors.runtimes.faust_app import run_worker
 
-        if sink is not None:
-            raise ConfigError("--archive on Kafka: found a kafka:// broker, expected the "
-                              "embedded store (the Kafka worker does not archive yet)")
-        run_worker(settings)
+        run_worker(settings, archive=sink)
         return
     path = _embedded_path(settings, create=True)
     from .processors.runtimes.embedded import EmbeddedRuntime

@@ -49,6 +49,7 @@ from fleetledger.processors.runtimes.kafka_io import (
     read_compacted,
     topic_specs,
 )
+from fleetledger.processors.signing import generate_key, private_pem, public_pem
 from fleetledger.producers import Recorder
 from fleetledger.producers.simulator import simulate
 from fleetledger.schemas.codec import Codec
@@ -77,6 +78,7 @@ class Worker:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
 
     def start(self) -> None:
         s = self.settings
@@ -93,7 +95,7 @@ class Worker:
         }
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [str(Path(sys.executable).with_name("fleetledger")), "worker"],
+                [str(Path(sys.executable).with_name("fleetledger")), "worker", *self.args],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -251,7 +253,19 @@ async def scenario(kafka_bootstrap: str, scenario_dir: Path) -> AsyncIterator[Sc
     )
     topics = topic_specs(settings)
     await ensure_topics(kafka_bootstrap, topics.all())
-    worker = Worker(settings, scenario_dir / "worker.log")
+    key = generate_key()
+    (scenario_dir / "signer.pem").write_bytes(private_pem(key))
+    (scenario_dir / "signer.pub.pem").write_bytes(public_pem(key.public_key()))
+    worker = Worker(
+        settings,
+        scenario_dir / "worker.log",
+        args=[
+            "--archive",
+            str(scenario_dir / "compliance"),
+            "--sign",
+            str(scenario_dir / "signer.pem"),
+        ],
+    )
     worker.start()
     # The worker object may be replaced by a test (restart); stop whichever is current.
     holder: list[Worker] = [worker]
@@ -514,3 +528,28 @@ async def test_sigkill_mid_stream_loses_and_doubles_nothing(scenario: Scenario) 
     assert {k: bundle_of(v)["integrity"]["digest"] for k, v in bundles.items()} == (
         embedded.digests
     )
+
+
+async def test_the_worker_archives_signed_bundles_that_verify_offline(scenario: Scenario) -> None:
+    root = scenario.tmp / "compliance"
+    bundles = sorted(root.rglob("*.bundle.json"))
+    archived = {p.name.removesuffix(".bundle.json") for p in bundles}
+    assert set(scenario.run_ids) <= archived
+    for path in bundles:
+        # <archive>/<tenant>/<yyyy>/<mm>/<dd>/<run_id>.bundle.json, with its envelope beside
+        assert len(path.relative_to(root).parts) == 5
+        assert path.with_name(path.name.replace(".bundle.json", ".dsse.json")).exists()
+    files = [str(p) for p in root.rglob("*.json")]
+    res = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("fleetledger")),
+            "verify",
+            *files,
+            "--key",
+            str(scenario.tmp / "signer.pub.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]

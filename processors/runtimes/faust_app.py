@@ -58,6 +58,7 @@ from .kafka_io import (
 )
 
 if TYPE_CHECKING:
+    from ..archive import ArchiveSink
     from ..pipeline import EntryStore, Outputs, Pipeline, StateStore
 
 log = logging.getLogger("fleetledger.worker")
@@ -212,7 +213,9 @@ class FaustRuntime:
         state_table: Any,
         entry_table: Any,
         pipeline_factory: PipelineFactory,
+        archive: ArchiveSink | None = None,
     ) -> None:
+        self.archive = archive
         self.app = app
         self.settings = settings
         self.topics = topics
@@ -511,6 +514,10 @@ class FaustRuntime:
                     )
                     self._remember(tp.partition)
                 await self._ensure_sink()
+                if self.archive is not None and outputs.bundles:
+                    # Archived (write-once, atomic) before they are published, as in the
+                    # embedded runtime: a crash in between archives them again, unchanged.
+                    await asyncio.to_thread(self._archive_all, outputs)
                 entries_sent = await self.entries.staged.flush(self._partition, self.sink)
                 await self._publish(outputs)
                 if entries_sent:
@@ -531,6 +538,11 @@ class FaustRuntime:
             for tp, batch in admitted.items():
                 self._next[tp] = batch[-1][0] + 1
                 self.messages += len(batch)
+
+    def _archive_all(self, outputs: Outputs) -> None:
+        assert self.archive is not None
+        for record in outputs.bundles:
+            self.archive.write(record.value)
 
     async def tick(self) -> None:
         """Stale-gap checks: publish their intercepts, then persist the state they changed."""
@@ -595,6 +607,7 @@ def build_app(
     *,
     pipeline_factory: PipelineFactory | None = None,
     datadir: Path | None = None,
+    archive: ArchiveSink | None = None,
 ) -> faust.App:
     """A new Faust app for ``settings`` (a ``kafka://`` broker); see the module docstring.
 
@@ -647,7 +660,7 @@ def build_app(
 
     state_table = table("runstate", state_spec)
     entry_table = table("entries", entries_spec)
-    runtime = FaustRuntime(app, settings, topics, state_table, entry_table, factory)
+    runtime = FaustRuntime(app, settings, topics, state_table, entry_table, factory, archive)
     app.fleetledger_runtime = runtime  # type: ignore[attr-defined]
 
     async def process(stream: Any) -> None:
@@ -737,6 +750,7 @@ def run_worker(
     *,
     pipeline_factory: PipelineFactory | None = None,
     connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    archive: ArchiveSink | None = None,
 ) -> None:
     """Run the worker until SIGTERM/SIGINT (clean shutdown: offsets of finished messages
     committed, producers flushed).
@@ -758,7 +772,9 @@ def run_worker(
                 loop.run_until_complete(
                     ensure_topics(bootstrap, specs, timeout_s=connect_timeout_s)
                 )
-            app = build_app(settings, pipeline_factory=pipeline_factory, datadir=datadir)
+            app = build_app(
+                settings, pipeline_factory=pipeline_factory, datadir=datadir, archive=archive
+            )
             worker = _Worker(app, level=level, loop=loop, quiet=True)
             log.info(
                 "worker %s consuming %s (%d partitions)",
