@@ -48,7 +48,8 @@ __all__ = [
 #: hash-chained ledger topic is the record kept for ever.
 EVENTS_TOPIC_CONFIGS: dict[str, str] = {
     "cleanup.policy": "delete",
-    "retention.ms": str(7 * 24 * 60 * 60 * 1000),
+    "retention.ms": "-1",
+    "retention.bytes": "-1",
 }
 
 

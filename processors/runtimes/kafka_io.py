@@ -83,8 +83,8 @@ TOPIC_LAYOUT: tuple[TopicTemplate, ...] = (
     TopicTemplate(
         "events",
         "run_id",
-        "input: single-object Avro EventBatch messages from the SDK",
-        _configs(cleanup_policy="delete", retention_ms=str(7 * DAY_MS)),
+        "input: single-object Avro EventBatch messages from the SDK (kept: the source of truth)",
+        _configs(cleanup_policy="delete", retention_ms="-1", retention_bytes="-1"),
     ),
     TopicTemplate(
         "ledger",
@@ -171,8 +171,13 @@ def topic_name(prefix: str, role: str) -> str:
 
 
 def max_record_bytes(settings: Settings) -> int:
-    """Largest record the worker publishes (bundles above ``max_message_bytes`` are archived)."""
-    return settings.max_message_bytes + MESSAGE_OVERHEAD_BYTES
+    """Largest record the worker publishes (bundles above ``max_message_bytes`` are archived).
+
+    At least the largest events message the SDK may send (its request size) plus header
+    room, so that any input message fits the dead-letter topic unchanged.
+    """
+    largest_input = max(settings.max_message_bytes + 100_000, 1_048_576)
+    return largest_input + MESSAGE_OVERHEAD_BYTES
 
 
 def topic_specs(settings: Settings) -> TopicSet:
