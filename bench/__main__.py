@@ -12,7 +12,16 @@ from pathlib import Path
 from .common import FULL, SMOKE, Figure, broker, log
 from .report import build, write
 
-MEASUREMENTS = ("producer", "processor", "embedded", "scaleout", "latency", "verify", "memory")
+MEASUREMENTS = (
+    "producer",
+    "processor",
+    "embedded",
+    "scaleout",
+    "latency",
+    "verify",
+    "memory",
+    "canonical",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     from . import embedded, latency, memory, processor, producer, scaleout
     from .traffic import generate
 
+    if "canonical" in wanted:
+        from . import canonical
+
+        log("canonical JSON")
+        figures += canonical.run(sizes)
     if "verify" in wanted:
         from . import verify
 

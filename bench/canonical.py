@@ -1,6 +1,7 @@
 """Median time per event of the fast canonicalizer and of rfc8785 on simulated events.
 
-.venv/bin/python bench/canonical.py [--runs 40] [--seed 7] [--repeat 5]
+Part of ``python -m bench`` (measurement "canonical"), or on its own:
+``.venv/bin/python -m bench.canonical [--runs 40] [--seed 7] [--repeat 5]``
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from fleetledger.processors.canonical import canonical_bytes
 from fleetledger.producers import MemoryTransport, Recorder
 from fleetledger.producers.simulator import simulate
 from fleetledger.schemas import Codec
+
+from .common import Figure, Sizes
 
 
 async def _events(runs: int, seed: int) -> list[dict[str, Any]]:
@@ -34,6 +37,26 @@ def per_event_us(fn: Any, events: list[dict[str, Any]], repeat: int) -> float:
             fn(e)
             samples.append(time.perf_counter_ns() - t)
     return statistics.median(samples) / 1000
+
+
+def run(sizes: Sizes) -> list[Figure]:
+    """Events/s of canonical_bytes against rfc8785.dumps, same events, each repetition."""
+    events = asyncio.run(_events(sizes.embedded_runs // 4 or 4, 7))
+    if any(canonical_bytes(e) != rfc8785.dumps(e) for e in events):
+        raise SystemExit("canonical_bytes differs from rfc8785 on a simulated event")
+    fig = Figure(
+        "canonical.events",
+        f"RFC 8785 canonical JSON of simulated events ({len(events):,}, byte-identical)",
+        "events/s",
+        baseline_name="rfc8785.dumps (the reference implementation) on the same events",
+        target=">= 20x rfc8785",
+        target_check=lambda r: bool(r.get("ratio")) and r["ratio"]["median"] >= 20,
+    )
+    for _ in range(sizes.reps):
+        fast = per_event_us(canonical_bytes, events, 1)
+        ref = per_event_us(rfc8785.dumps, events, 1)
+        fig.add(1e6 / fast, 1e6 / ref)
+    return [fig]
 
 
 def main() -> None:

@@ -194,8 +194,8 @@ def worker(
     """Run the processors: the Faust worker on Kafka, or the embedded loop on SQLite."""
     from .evidence_cli import archive_sink
 
-    sink = archive_sink(archive, sign)
     settings = _settings(ctx, broker=broker)
+    sink = archive_sink(archive or settings.compliance_archive, sign or settings.signing_key)
     url = settings.broker_url()
     if url.kind == "kafka":
         from .processors.runtimes.faust_app import run_worker

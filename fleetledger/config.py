@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
@@ -85,6 +85,12 @@ class Settings(BaseSettings):
         900_000, ge=10_000, description="larger bundles go to the archive with a manifest"
     )
     archive_dir: Path = Field(Path("archive"), description="folder for oversized bundles")
+    compliance_archive: Path | None = Field(
+        None, description="worker: archive every bundle under this folder (--archive)"
+    )
+    signing_key: Path | None = Field(
+        None, description="Ed25519 private key (PEM) signing archived bundles (--sign)"
+    )
     group_id: str = Field("fleetledger-worker", description="Kafka consumer group of workers")
     batch_max_events: int = Field(500, ge=1, description="SDK: most events in one message")
     linger_ms: int = Field(5, ge=0, description="SDK: wait to fill a batch")
@@ -98,6 +104,11 @@ class Settings(BaseSettings):
     max_recoveries: int = Field(3, ge=0, description="retries/escalations above which to intercept")
     session_timeout_s: float = Field(30.0, gt=0, description="worker consumer session timeout")
     verbose: bool = Field(False, description="tracebacks and debug logs")
+
+    @field_validator("compliance_archive", "signing_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        return None if v == "" else v
 
     def broker_url(self) -> BrokerURL:
         return parse_broker_url(self.broker)

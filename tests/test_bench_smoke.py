@@ -35,6 +35,9 @@ EXPECTED = {
     "memory.peak_rss_mib",
     "memory.bytes_per_event",
     "memory.projected_1m_mib",
+    "verify.bundle_events",
+    "verify.signed_bundles",
+    "canonical.events",
 }
 
 

@@ -132,3 +132,19 @@ def test_export_formats_and_worker_archive(
         for _run, value in reader.bundles():
             assert sink.write(value) == []  # reprocessing: nothing rewritten
     assert {p: p.read_bytes() for p in archived} == before
+
+
+def test_worker_archive_and_key_from_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keys", "generate", "--out", "k"]) == 0
+    assert main(["simulate", "--runs", "3", "--seed", "2", "--broker", "sqlite:///s.db"]) == 0
+    monkeypatch.setenv("FLEETLEDGER_COMPLIANCE_ARCHIVE", str(tmp_path / "compliance"))
+    monkeypatch.setenv("FLEETLEDGER_SIGNING_KEY", str(tmp_path / "k.pem"))
+    assert main(["worker", "--once", "--broker", "sqlite:///s.db"]) == 0
+    files = sorted((tmp_path / "compliance").rglob("*.json"))
+    assert len([p for p in files if p.name.endswith(".dsse.json")]) == 3
+    capsys.readouterr()
+    assert main(["verify", *map(str, files), "--key", "k.pub.pem"]) == 0
+    monkeypatch.setenv("FLEETLEDGER_SIGNING_KEY", "")  # empty means unset (Compose)
+    assert main(["worker", "--once", "--broker", "sqlite:///s.db"]) == 0
