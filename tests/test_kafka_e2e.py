@@ -553,3 +553,28 @@ async def test_the_worker_archives_signed_bundles_that_verify_offline(scenario: 
         timeout=120,
     )
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+async def test_read_commands_on_kafka_match_the_topics(scenario: Scenario) -> None:
+    env = {
+        **os.environ,
+        "FLEETLEDGER_BROKER": scenario.settings.broker,
+        "FLEETLEDGER_TOPIC_PREFIX": scenario.settings.topic_prefix,
+    }
+    exe = str(Path(sys.executable).with_name("fleetledger"))
+
+    def cli(*args: str) -> str:
+        res = subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=120)
+        assert res.returncode == 0, res.stderr[-2000:]
+        return res.stdout
+
+    report = json.loads(cli("costs", "--json"))
+    runs_in_report = sum(line["runs"] for line in report["by_agent"])
+    assert runs_in_report == len(scenario.totals)
+    run_id = scenario.run_ids[0]
+    shown = json.loads(cli("show", run_id))
+    published = json.loads(scenario.bundles[run_id])
+    is_manifest = published.get("kind") == "bundle-manifest"  # archived: read from the file
+    expected = published["digest"] if is_manifest else published["integrity"]["digest"]
+    assert shown["integrity"]["digest"] == expected
+    assert run_id[:20] in cli("runs", "--limit", "1000")
