@@ -22,9 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ from aiokafka.partitioner import murmur2
 
 from ...config import Settings
 from ...errors import StoreError
+from ..archive import write_atomic
 
 if TYPE_CHECKING:
     from ..pipeline import DeadLetter, Outputs, Record
@@ -333,28 +332,6 @@ def archive_file_name(run_id: str) -> str:
     if _SAFE_RUN_ID.fullmatch(run_id):
         return f"{run_id}.bundle.json"
     return f"sha256-{hashlib.sha256(run_id.encode()).hexdigest()}.bundle.json"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def archive_bundle(archive_dir: Path, run_id: str, value: bytes) -> bytes:
