@@ -568,9 +568,13 @@ async def test_read_commands_on_kafka_match_the_topics(scenario: Scenario) -> No
         assert res.returncode == 0, res.stderr[-2000:]
         return res.stdout
 
+    totals_topic = scenario.topics.totals.name
+    before = len(await read_compacted(scenario.bootstrap, totals_topic))
     report = json.loads(cli("costs", "--json"))
+    after = len(await read_compacted(scenario.bootstrap, totals_topic))
     runs_in_report = sum(line["runs"] for line in report["by_agent"])
-    assert runs_in_report == len(scenario.totals)
+    # other tests of this module may still be adding runs: the report lies between two reads
+    assert before <= runs_in_report <= after and runs_in_report >= len(scenario.run_ids)
     run_id = scenario.run_ids[0]
     shown = json.loads(cli("show", run_id))
     published = json.loads(scenario.bundles[run_id])
