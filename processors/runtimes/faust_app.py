@@ -513,31 +513,45 @@ class FaustRuntime:
                         )
                     )
                     self._remember(tp.partition)
-                await self._ensure_sink()
-                if self.archive is not None and outputs.bundles:
-                    # Archived (write-once, atomic) before they are published, as in the
-                    # embedded runtime: a crash in between archives them again, unchanged.
-                    await asyncio.to_thread(self._archive_all, outputs)
-                entries_sent = await self.entries.staged.flush(self._partition, self.sink)
-                await self._publish(outputs)
-                if entries_sent:
-                    await asyncio.gather(*entries_sent)
             except BaseException:
-                self.states.staged.discard()
-                self.entries.staged.discard()
-                self.request_reset()
+                self._abandon()
                 raise
-            states_sent = await self.states.staged.flush(self._partition, self.sink)
-            if outputs.sealed:
-                # Only once the states that seal these runs are acknowledged may their
-                # entries go: a recovered state then never refers to dropped entries.
-                await asyncio.gather(*states_sent)
-                for run_id, count in outputs.sealed:
-                    keys = [_entry_key(run_id, seq) for seq in range(count)]
-                    await self.entries.staged.drop(keys, self._partition(run_id), self.sink)
+            await self._persist(outputs)
             for tp, batch in admitted.items():
                 self._next[tp] = batch[-1][0] + 1
                 self.messages += len(batch)
+
+    def _abandon(self) -> None:
+        """Forget staged writes and in-memory pipeline state after a failure."""
+        self.states.staged.discard()
+        self.entries.staged.discard()
+        self.request_reset()
+
+    async def _persist(self, outputs: Outputs) -> None:
+        """Archive, publish and persist one step's outputs, in crash-safe order.
+
+        Bundles are archived (write-once, atomic) before anything is published, as in the
+        embedded runtime; ledger entries reach their changelog (and the outputs their
+        topics) before the run state that refers to them is sent; a sealed run's entries
+        are dropped only once the state that seals it is acknowledged.
+        """
+        try:
+            await self._ensure_sink()
+            if self.archive is not None and outputs.bundles:
+                await asyncio.to_thread(self._archive_all, outputs)
+            entries_sent = await self.entries.staged.flush(self._partition, self.sink)
+            await self._publish(outputs)
+            if entries_sent:
+                await asyncio.gather(*entries_sent)
+        except BaseException:
+            self._abandon()
+            raise
+        states_sent = await self.states.staged.flush(self._partition, self.sink)
+        if outputs.sealed:
+            await asyncio.gather(*states_sent)
+            for run_id, count in outputs.sealed:
+                keys = [_entry_key(run_id, seq) for seq in range(count)]
+                await self.entries.staged.drop(keys, self._partition(run_id), self.sink)
 
     def _archive_all(self, outputs: Outputs) -> None:
         assert self.archive is not None
@@ -550,18 +564,10 @@ class FaustRuntime:
             self._maybe_reset()
             try:
                 outputs = self.pipeline.tick(datetime.now(UTC))
-                await self._ensure_sink()
-                entries_sent = await self.entries.staged.flush(self._partition, self.sink)
-                if outputs.intercepts or outputs.totals or outputs.deadletters:
-                    await self._publish(outputs)
-                if entries_sent:
-                    await asyncio.gather(*entries_sent)
             except BaseException:
-                self.states.staged.discard()
-                self.entries.staged.discard()
-                self.request_reset()
+                self._abandon()
                 raise
-            await self.states.staged.flush(self._partition, self.sink)
+            await self._persist(outputs)
 
 
 def _ensure_kafka(settings: Settings) -> str:
