@@ -12,7 +12,6 @@ import logging
 import sys
 import time
 import traceback
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -295,14 +294,6 @@ def _fmt_ms(ms: int | None) -> str:
     return f"{ms / 1000:.1f}s" if ms < 120_000 else f"{ms / 60_000:.1f}m"
 
 
-def _duration(t: dict[str, Any]) -> int | None:
-    if not t.get("started_at") or not t.get("ended_at"):
-        return None
-    a = datetime.fromisoformat(t["started_at"])
-    b = datetime.fromisoformat(t["ended_at"])
-    return int((b - a).total_seconds() * 1000)
-
-
 def _print_runs(console: Console, totals: list[dict[str, Any]], *, limit: int) -> None:
     table = Table(title=f"Runs ({len(totals)})", title_justify="left")
     for col in ("run", "agent", "status", "duration", "events", "cost", "cur"):
@@ -315,7 +306,7 @@ def _print_runs(console: Console, totals: list[dict[str, Any]], *, limit: int) -
             t["run_id"],
             t["agent_id"],
             f"[{style.get(t['status'], '')}]{t['status']}",
-            _fmt_ms(_duration(t)),
+            _fmt_ms(t.get("duration_ms")),
             str(t["events"]),
             t["cost"],
             t.get("currency") or "",

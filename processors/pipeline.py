@@ -105,6 +105,7 @@ def totals_record(state: RunState) -> Record:
         "through_seq": state.next_seq - 1,
         "started_at": fold.started_at,
         "ended_at": fold.ended_at,
+        "duration_ms": fold.duration_ms(),
         "budget": fold.budget,
         **fold.totals_json(),
     }
