@@ -27,6 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 from fleetledger.config import Settings
 from fleetledger.errors import ConfigError, DeliveryError, StoreError
 from fleetledger.sqlitelog import SqliteLog
+from fleetledger.topics import layout, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,9 @@ __all__ = [
 
 #: Configs of the events topic when the SDK creates it: the same as the worker's
 #: declared topic layout, so whichever side creates the topic first, it is the same.
-#: Events are input, kept 7 days (``delete``, not ``compact``: every event matters); the
-#: hash-chained ledger topic is the record kept for ever.
-EVENTS_TOPIC_CONFIGS: dict[str, str] = {
-    "cleanup.policy": "delete",
-    "retention.ms": "-1",
-    "retention.bytes": "-1",
-}
+#: The events topic's declared configs (the worker's layout; it is the source of truth,
+#: kept with no retention limit), used when the SDK creates the topic first.
+EVENTS_TOPIC_CONFIGS: dict[str, str] = dict(layout("events").configs)
 
 
 @runtime_checkable
@@ -68,7 +65,7 @@ class Transport(Protocol):
 
 def events_topic(settings: Settings) -> str:
     """Name of the events topic: ``<prefix>.events``."""
-    return f"{settings.topic_prefix}.events"
+    return topic_name(settings.topic_prefix, "events")
 
 
 class MemoryTransport:

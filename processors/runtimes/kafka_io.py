@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -36,14 +36,12 @@ from aiokafka.partitioner import murmur2
 
 from ...config import Settings
 from ...errors import StoreError
+from ...topics import ROLES, TOPIC_LAYOUT, TopicTemplate, topic_name
 from ..archive import write_atomic
 
 if TYPE_CHECKING:
     from ..pipeline import DeadLetter, Outputs, Record
 
-Role = Literal["events", "ledger", "totals", "intercepts", "bundles", "deadletter"]
-
-DAY_MS = 24 * 60 * 60 * 1000
 
 #: Header names of a dead letter (values are UTF-8 text).
 HEADER_ERROR = "fleetledger.error"
@@ -57,67 +55,6 @@ MANIFEST_KIND = "bundle-manifest"
 #: Headroom between the bundle size limit and the broker/producer message limits
 #: (record framing, key and headers).
 MESSAGE_OVERHEAD_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class TopicTemplate:
-    """A topic of the layout, before a prefix and partition count are applied."""
-
-    role: Role
-    key: str
-    description: str
-    configs: Mapping[str, str]
-
-    @property
-    def compacted(self) -> bool:
-        return "compact" in self.configs.get("cleanup.policy", "")
-
-
-def _configs(**kv: str) -> Mapping[str, str]:
-    return MappingProxyType({k.replace("_", "."): v for k, v in kv.items()})
-
-
-#: Every topic, in pipeline order.  Names are ``<prefix>.<role>``.
-TOPIC_LAYOUT: tuple[TopicTemplate, ...] = (
-    TopicTemplate(
-        "events",
-        "run_id",
-        "input: single-object Avro EventBatch messages from the SDK (kept: the source of truth)",
-        _configs(cleanup_policy="delete", retention_ms="-1", retention_bytes="-1"),
-    ),
-    TopicTemplate(
-        "ledger",
-        "run_id:seq (seq zero-padded to 12 digits)",
-        "hash-chained ledger entries (JSON), per run in seq order",
-        _configs(cleanup_policy="delete", retention_ms="-1", retention_bytes="-1"),
-    ),
-    TopicTemplate(
-        "totals",
-        "run_id",
-        "latest totals of each run (JSON), idempotent upserts",
-        _configs(cleanup_policy="compact"),
-    ),
-    TopicTemplate(
-        "intercepts",
-        "run_id:kind:seq",
-        "intercepts raised by the rules (JSON)",
-        _configs(cleanup_policy="compact"),
-    ),
-    TopicTemplate(
-        "bundles",
-        "run_id",
-        "run bundle of each finished run (JSON), or a manifest of an archived bundle",
-        _configs(cleanup_policy="compact"),
-    ),
-    TopicTemplate(
-        "deadletter",
-        "source topic:partition:offset",
-        "input messages that could not be processed: original bytes + error headers",
-        _configs(cleanup_policy="delete", retention_ms=str(30 * DAY_MS)),
-    ),
-)
-
-ROLES: tuple[Role, ...] = tuple(t.role for t in TOPIC_LAYOUT)
 
 
 @dataclass(frozen=True)
@@ -163,10 +100,6 @@ class TopicSet:
             raise StoreError(f"found topic role {role!r}, expected one of {', '.join(ROLES)}")
         spec: TopicSpec = getattr(self, role)
         return spec
-
-
-def topic_name(prefix: str, role: str) -> str:
-    return f"{prefix}.{role}"
 
 
 def max_record_bytes(settings: Settings) -> int:
