@@ -4,7 +4,7 @@
 # (`docker run IMAGE simulate --runs 100`, `docker compose run --rm cli runs`).
 #
 # The project is installed exactly the way the README installs it on a fresh machine: the
-# Makefile's `install` target (a virtualenv in .venv, `pip install -e '.[test,dev]'`), the
+# Makefile's `install` target (a virtualenv in .venv, the three distributions editable), the
 # same recipe `make demo` and `make test` run first.  There is no second install path.
 FROM python:3.11-slim
 

@@ -11,10 +11,10 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml schemas/pyproject.toml producers/pyproject.toml processors/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet -e ./schemas -e './producers[kafka]' -e './processors[test,dev]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install fleetledger with its test tools
@@ -29,7 +29,7 @@ test-fast: $(STAMP) ## everything but the Kafka integration tests
 	$(BIN)/python -m pytest -q -m "not kafka" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff
-	$(BIN)/ruff check fleetledger schemas producers processors tests
+	$(BIN)/ruff check schemas producers processors tests bench
 
 bench: $(STAMP) ## throughput benchmark with same-run baselines (own broker; bench/results.md)
 	$(BIN)/python -m bench

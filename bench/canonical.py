@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import rfc8785
+
 from fleetledger.processors.canonical import canonical_bytes
 from fleetledger.producers import MemoryTransport, Recorder
 from fleetledger.producers.simulator import simulate

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from fleetledger.config import Settings, load_settings
+from fleetledger.kernel.config import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # the broker helper lives in the test package

@@ -21,13 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from fleetledger.kernel.sqlitelog import SqliteLog
 from fleetledger.processors.core import CoreConfig
 from fleetledger.processors.runtimes.embedded import EmbeddedRuntime
 from fleetledger.producers import Recorder, SqliteTransport
 from fleetledger.producers.simulator import simulate
 from fleetledger.schemas.codec import Codec
-
-from fleetledger.sqlitelog import SqliteLog
 
 from .common import Figure, Sizes, console_script, log
 from .traffic import Decoder, simulate_kwargs

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
 from fleetledger.processors.runtimes.kafka_io import partition_for, topic_specs
 from fleetledger.schemas.codec import Codec
 

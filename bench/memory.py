@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+
 from fleetledger.processors.runtimes.kafka_io import partition_for, topic_specs
 from fleetledger.schemas.codec import Codec
 

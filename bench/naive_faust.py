@@ -28,6 +28,7 @@ from typing import Any
 import fastavro
 import faust
 import rfc8785
+
 from fleetledger.schemas.codec import HEADER_LEN, Codec
 
 

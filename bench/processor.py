@@ -23,6 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from fleetledger.processors.runtimes.kafka_io import TopicSpec, ensure_topics, topic_specs
 from fleetledger.schemas.codec import Codec
 

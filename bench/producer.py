@@ -18,6 +18,7 @@ import asyncio
 import time
 
 from aiokafka import AIOKafkaProducer
+
 from fleetledger.processors.runtimes.kafka_io import partition_for
 from fleetledger.producers import Recorder
 from fleetledger.producers.simulator import simulate

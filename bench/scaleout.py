@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
+
 from fleetledger.processors.runtimes.kafka_io import topic_specs
 
 from .common import (

@@ -22,6 +22,7 @@ from io import BytesIO
 from typing import Any
 
 import fastavro
+
 from fleetledger.producers import MemoryTransport, Recorder
 from fleetledger.producers.simulator import SHAPES as SIM_SHAPES
 from fleetledger.producers.simulator import simulate

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from fleetledger.processors.canonical import canonical_bytes
 from fleetledger.processors.core import CoreConfig
 from fleetledger.processors.evidence import evidence_files, verify_bundle_bytes, verify_file

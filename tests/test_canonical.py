@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 import rfc8785
-from fleetledger.processors.canonical import canonical_bytes, checked_canonical_bytes, load_json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetledger.errors import ProcessorError
+from fleetledger.kernel.errors import ProcessorError
+from fleetledger.processors.canonical import canonical_bytes, checked_canonical_bytes, load_json
 
 from . import eventdicts as ev
 

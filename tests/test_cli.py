@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from fleetledger.processors.bundle import bundle_digest
 
-from fleetledger.cli import main
+from fleetledger.cli.commands import main
+from fleetledger.processors.bundle import bundle_digest
 
 ENV_KEYS = [k for k in os.environ if k.startswith("FLEETLEDGER_")]
 

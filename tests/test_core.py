@@ -8,6 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fleetledger.processors.core import (
     CoreConfig,
     Entry,
@@ -16,8 +19,6 @@ from fleetledger.processors.core import (
     check_gap,
     fold_events,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from . import eventdicts as ev
 

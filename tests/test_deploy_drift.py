@@ -34,10 +34,10 @@ from typing import Any
 
 import pytest
 import yaml
+
+from fleetledger.kernel.config import Settings, load_settings, parse_broker_url
 from fleetledger.processors.runtimes.faust_app import build_app
 from fleetledger.processors.runtimes.kafka_io import topic_specs, worker_state_specs
-
-from fleetledger.config import Settings, load_settings, parse_broker_url
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -45,6 +45,8 @@ BASE = DEPLOY / "base"
 OVERLAYS = sorted(p.parent for p in (DEPLOY / "overlays").glob("*/kustomization.yaml"))
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
+#: The folders that each build one distribution (``make install`` installs them all).
+DISTRIBUTIONS = ("schemas", "producers", "processors")
 OPERATIONS = ROOT / "docs" / "operations.md"
 
 PREFIX = "FLEETLEDGER_"
@@ -506,7 +508,7 @@ def test_dockerfile_runs_the_worker_as_a_non_root_user() -> None:
     cmd = [i.args for i in instructions if i.keyword == "CMD"]
     assert yaml.safe_load(entry[-1]) == ["fleetledger"]
     assert yaml.safe_load(cmd[-1]) == ["worker"]
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    pyproject = tomllib.loads((ROOT / "processors" / "pyproject.toml").read_text(encoding="utf-8"))
     assert "fleetledger" in pyproject["project"]["scripts"]
 
 
@@ -530,13 +532,16 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
 def test_dockerignore_keeps_what_make_install_needs() -> None:
     lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     patterns = [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    needed = {"Makefile", "pyproject.toml", pyproject["project"]["readme"]}
-    setuptools = pyproject["tool"]["setuptools"]
-    for package, directory in setuptools["package-dir"].items():
-        needed.add(f"{directory}/__init__.py")
-        for glob in setuptools.get("package-data", {}).get(package, []):
-            needed.update(str(p.relative_to(ROOT)) for p in (ROOT / directory).glob(glob))
+    needed = {"Makefile", "pyproject.toml", "README.md"}
+    for dist in DISTRIBUTIONS:
+        needed.add(f"{dist}/pyproject.toml")
+        pyproject = tomllib.loads((ROOT / dist / "pyproject.toml").read_text(encoding="utf-8"))
+        setuptools = pyproject["tool"]["setuptools"]
+        for package, globs in setuptools.get("package-data", {}).items():
+            directory = ROOT / dist / "src" / package.replace(".", "/")
+            needed.add(str((directory / "__init__.py").relative_to(ROOT)))
+            for glob in globs:
+                needed.update(str(p.relative_to(ROOT)) for p in directory.glob(glob))
     for path in sorted(needed):
         assert (ROOT / path).exists(), f"{path} is needed to install but missing"
         assert not dockerignored(path, patterns), f".dockerignore leaves out {path}"

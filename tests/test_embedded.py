@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 import rfc8785
+
+from fleetledger.kernel.sqlitelog import SqliteLog
 from fleetledger.processors.bundle import assemble, bundle_digest
 from fleetledger.processors.core import CoreConfig, Entry
 from fleetledger.processors.memory import memory_pipeline
 from fleetledger.processors.pipeline import Pipeline
 from fleetledger.processors.runtimes.embedded import EmbeddedReader, EmbeddedRuntime
 from fleetledger.schemas import Codec, TraceEvent
-
-from fleetledger.sqlitelog import SqliteLog
 
 from . import eventdicts as ev
 

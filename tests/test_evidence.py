@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from fleetledger.kernel.errors import VerificationError
 from fleetledger.processors import evidence, signing
 from fleetledger.processors.bundle import bundle_digest
 from fleetledger.processors.canonical import canonical_bytes
-
-from fleetledger.errors import VerificationError
 
 from .evidence_fixtures import simulated_bundles
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetledger.cli import main
+from fleetledger.cli.commands import main
 
 ENV_KEYS = [k for k in os.environ if k.startswith("FLEETLEDGER_")]
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import rfc8785
-from fleetledger.processors.canonical import canonical_bytes, checked_canonical_bytes, load_json
 
-from fleetledger.errors import ProcessorError
+from fleetledger.kernel.errors import ProcessorError
+from fleetledger.processors.canonical import canonical_bytes, checked_canonical_bytes, load_json
 
 from .evidence_fixtures import simulated_messages
 

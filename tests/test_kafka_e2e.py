@@ -36,6 +36,9 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
+from fleetledger.kernel.config import Settings, load_settings
+from fleetledger.kernel.sqlitelog import SqliteLog
 from fleetledger.processors.bundle import bundle_digest
 from fleetledger.processors.canonical import event_hash, genesis, link
 from fleetledger.processors.runtimes import kafka_io
@@ -53,9 +56,6 @@ from fleetledger.processors.signing import generate_key, private_pem, public_pem
 from fleetledger.producers import Recorder
 from fleetledger.producers.simulator import simulate
 from fleetledger.schemas.codec import Codec
-
-from fleetledger.config import Settings, load_settings
-from fleetledger.sqlitelog import SqliteLog
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio(loop_scope="module")]
 

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from fleetledger.kernel.config import Settings, load_settings
+from fleetledger.kernel.errors import StoreError
 from fleetledger.processors.pipeline import DeadLetter, Outputs, Record, SourcePosition
 from fleetledger.processors.runtimes import kafka_io
 from fleetledger.processors.runtimes.kafka_io import (
@@ -22,9 +25,6 @@ from fleetledger.processors.runtimes.kafka_io import (
     read_compacted,
     topic_specs,
 )
-
-from fleetledger.config import Settings, load_settings
-from fleetledger.errors import StoreError
 
 pytestmark = pytest.mark.kafka
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+
 from fleetledger.processors import merkle
 
 # The test tree of certificate-transparency (RFC 6962 reference code, merkle_test):

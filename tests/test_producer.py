@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+
+from fleetledger.kernel.errors import DeliveryError, EventValidationError, RunStateError
 from fleetledger.producers import MemoryTransport, Recorder, Run
 from fleetledger.schemas import (
     Codec,
@@ -26,8 +28,6 @@ from fleetledger.schemas import (
     WorkflowSnapshot,
     WorkflowStep,
 )
-
-from fleetledger.errors import DeliveryError, EventValidationError, RunStateError
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 WORKFLOW = WorkflowSnapshot(

@@ -7,11 +7,11 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
+from fleetledger.kernel.config import load_settings
+from fleetledger.kernel.errors import DeliveryError
 from fleetledger.producers import KafkaTransport, Recorder, ensure_topic, events_topic
 from fleetledger.schemas import Codec, EventType, WorkflowSnapshot, WorkflowStep
-
-from fleetledger.config import load_settings
-from fleetledger.errors import DeliveryError
 
 from .kafka_broker import TansuBroker
 

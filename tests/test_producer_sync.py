@@ -8,11 +8,11 @@ import threading
 from pathlib import Path
 
 import pytest
+
+from fleetledger.kernel.errors import DeliveryError, RunStateError
+from fleetledger.kernel.sqlitelog import SqliteLog
 from fleetledger.producers import MemoryTransport, SyncRecorder
 from fleetledger.schemas import Codec, EventType, StepOutcome, WorkflowSnapshot, WorkflowStep
-
-from fleetledger.errors import DeliveryError, RunStateError
-from fleetledger.sqlitelog import SqliteLog
 
 WORKFLOW = WorkflowSnapshot(
     name="sync", revision="2", steps=(WorkflowStep(id="plan", name="Plan", kind="llm"),)

@@ -8,6 +8,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
+from fleetledger.kernel.config import load_settings
+from fleetledger.kernel.errors import ConfigError, DeliveryError, EventValidationError, StoreError
+from fleetledger.kernel.sqlitelog import SqliteLog
 from fleetledger.producers import (
     KafkaTransport,
     MemoryTransport,
@@ -20,10 +24,6 @@ from fleetledger.producers import (
 )
 from fleetledger.producers.transports import kafka_compression
 from fleetledger.schemas import Codec, EventType, WorkflowSnapshot, WorkflowStep
-
-from fleetledger.config import load_settings
-from fleetledger.errors import ConfigError, DeliveryError, EventValidationError, StoreError
-from fleetledger.sqlitelog import SqliteLog
 
 WORKFLOW = WorkflowSnapshot(
     name="etl", revision="1", steps=(WorkflowStep(id="load", name="Load", kind="tool"),)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetledger.cli import main
-from fleetledger.config import Settings
+from fleetledger.cli.commands import main
+from fleetledger.kernel.config import Settings
 
 README = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
 

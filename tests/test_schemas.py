@@ -15,6 +15,13 @@ from uuid import UUID
 import fastavro
 import pydantic
 import pytest
+
+from fleetledger.kernel.errors import (
+    DecodeError,
+    EventValidationError,
+    SchemaError,
+    UnknownFingerprintError,
+)
 from fleetledger.schemas import (
     AVRO_DIR,
     MAGIC,
@@ -53,13 +60,6 @@ from fleetledger.schemas import (
     ts_str,
 )
 from fleetledger.schemas import models as models_module
-
-from fleetledger.errors import (
-    DecodeError,
-    EventValidationError,
-    SchemaError,
-    UnknownFingerprintError,
-)
 
 T0 = datetime(2026, 3, 14, 9, 26, 53, 589000, tzinfo=UTC)
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fleetledger.schemas import Codec, TraceEvent
-from fleetledger.schemas.fastpath import Rejected, record_to_json_obj
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetledger.errors import EventValidationError
+from fleetledger.kernel.errors import EventValidationError
+from fleetledger.schemas import Codec, TraceEvent
+from fleetledger.schemas.fastpath import Rejected, record_to_json_obj
 
 from . import eventdicts as ev
 from .test_schemas_props import batches, events

@@ -9,6 +9,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fleetledger.kernel.errors import SchemaError
 from fleetledger.schemas import (
     MAGIC,
     ArtifactState,
@@ -43,10 +47,6 @@ from fleetledger.schemas import (
     money_str,
     ts_str,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from fleetledger.errors import SchemaError
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import cryptography_vectors
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fleetledger.processors import signing
 
-from fleetledger.errors import ConfigError, VerificationError
+from fleetledger.kernel.errors import ConfigError, VerificationError
+from fleetledger.processors import signing
 
 SIGN_INPUT = Path(cryptography_vectors.__file__).parent / "asymmetric" / "Ed25519" / "sign.input"
 

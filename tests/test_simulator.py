@@ -9,12 +9,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
+from fleetledger.kernel.errors import ConfigError
+from fleetledger.kernel.sqlitelog import SqliteLog
 from fleetledger.producers import MemoryTransport, Recorder, load_price_table
 from fleetledger.producers.simulator import SHAPES, SIM_EPOCH, SimulationSummary, simulate
 from fleetledger.schemas import Codec, EventType, TraceEvent
-
-from fleetledger.errors import ConfigError
-from fleetledger.sqlitelog import SqliteLog
 
 
 async def run_sim(

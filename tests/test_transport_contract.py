@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from fleetledger.kernel.config import load_settings
+from fleetledger.kernel.sqlitelog import SqliteLog
 from fleetledger.producers import MemoryTransport, Recorder, events_topic
 from fleetledger.producers.simulator import simulate
 from fleetledger.schemas import Codec
-
-from fleetledger.config import load_settings
-from fleetledger.sqlitelog import SqliteLog
 
 Messages = list[tuple[str, bytes, int]]  # key, value, partition
 RUNS, SEED = 25, 11

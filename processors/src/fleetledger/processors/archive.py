@@ -1,0 +1,89 @@
+"""The compliance archive: every materialized bundle (signed when a key is configured) as
+
+``ARCHIVE/<tenant>/<yyyy>/<mm>/<dd>/<run_id>.bundle.json`` (+ ``.dsse.json`` and
+``.intoto.json``), the date being the run's start (UTC), so reprocessing finds the same
+path.  Writes are atomic (temp file in the same folder, fsync, rename) and idempotent:
+an existing file with the same bytes is left alone; one with other bytes is refused
+(archives are write-once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fleetledger.kernel.errors import StoreError
+from fleetledger.processors.evidence import evidence_files, file_stem
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, rename, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def write_once(path: Path, data: bytes) -> bool:
+    """Write ``data`` unless ``path`` already holds exactly it; True when written."""
+    try:
+        if path.exists():
+            if path.read_bytes() == data:
+                return False
+            raise StoreError(
+                f"archive file {str(path)!r} exists with other content; expected the same "
+                "bytes (archived evidence is write-once)"
+            )
+        write_atomic(path, data)
+    except OSError as exc:
+        raise StoreError(f"cannot write archive file {str(path)!r}: {exc}") from exc
+    return True
+
+
+@dataclass
+class ArchiveSink:
+    """Writes bundles to the archive folder, signing them when ``key`` is set."""
+
+    root: Path
+    key: Ed25519PrivateKey | None = None
+
+    def folder(self, bundle: dict[str, Any]) -> Path:
+        run = bundle["run"]
+        tenant = file_stem(str(run["tenant"]))
+        day = str(run["started_at"])[:10]  # YYYY-MM-DD of the run's start, UTC
+        yyyy, mm, dd = day.split("-")
+        return self.root / tenant / yyyy / mm / dd
+
+    def write(self, value: bytes) -> list[Path]:
+        """Archive one bundle (its JSON bytes as materialized); return the files written."""
+        bundle = json.loads(value)
+        folder = self.folder(bundle)
+        written = []
+        for name, data in evidence_files(bundle, self.key):
+            if write_once(folder / name, data):
+                written.append(folder / name)
+        return written
+
+
+__all__ = ["ArchiveSink", "file_stem", "write_atomic", "write_once"]

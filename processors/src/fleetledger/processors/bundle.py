@@ -1,0 +1,177 @@
+"""Run bundle assembly and its integrity digest: a pure function of a run's chained entries.
+
+A bundle is everything needed to review a run without fleetledger: the frozen workflow,
+every event with its chain hashes, artifacts with versions, gates with decisions, the
+recovery chain, cost attributed per step and per model, totals, the event-derived
+intercepts and the rules that derived them.  The digest is sha256 over the RFC 8785
+canonical JSON of the bundle with ``integrity.digest`` removed (SPEC.md, "Run bundle").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from fleetledger.kernel.errors import ProcessorError
+from fleetledger.processors.canonical import canonical_bytes, genesis
+from fleetledger.processors.core import CoreConfig, Entry, fold_events
+from fleetledger.processors.merkle import ALGORITHM as MERKLE_ALGORITHM
+from fleetledger.processors.merkle import leaf_hash, root_of_leaf_hashes
+
+BUNDLE_VERSION = "fleetledger.bundle/v1"
+DIGEST_ALGORITHM = "sha256"
+CANONICALIZATION = "RFC8785"
+
+
+def bundle_digest(bundle: dict[str, Any]) -> str:
+    """sha256 hex of the canonical bundle without ``integrity.digest``."""
+    integrity = dict(bundle.get("integrity", {}))
+    integrity.pop("digest", None)
+    body = {**bundle, "integrity": integrity}
+    return hashlib.sha256(canonical_bytes(body)).hexdigest()
+
+
+def event_leaf_hashes(event_hashes: Sequence[str]) -> list[bytes]:
+    """Merkle leaf hashes of a run: ``H(0x00 || event_hash)`` over the raw 32-byte hashes."""
+    return [leaf_hash(bytes.fromhex(h)) for h in event_hashes]
+
+
+def merkle_member(event_hashes: Sequence[str]) -> dict[str, Any]:
+    """The bundle's ``merkle`` member: RFC 9162 tree over the events' hashes in seq order."""
+    return {
+        "algorithm": MERKLE_ALGORITHM,
+        "leaf": "event_hash",
+        "size": len(event_hashes),
+        "root": root_of_leaf_hashes(event_leaf_hashes(event_hashes)).hex(),
+    }
+
+
+def _artifacts(entries: Sequence[Entry]) -> list[dict[str, Any]]:
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for e in entries:
+        if e.event["type"] != "artifact_written":
+            continue
+        p = e.event["payload"]
+        version = {
+            "version": p["version"],
+            "state": p["state"],
+            "content_hash": p["content_hash"],
+            "seq": e.seq,
+        }
+        for opt in ("schema_ref", "validation"):
+            if opt in p:
+                version[opt] = p[opt]
+        if "step_id" in e.event:
+            version["step_id"] = e.event["step_id"]
+        by_key.setdefault(p["key"], []).append(version)
+    return [{"key": k, "versions": v} for k, v in sorted(by_key.items())]
+
+
+def _gates(entries: Sequence[Entry]) -> list[dict[str, Any]]:
+    gates: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        etype, p = e.event["type"], e.event.get("payload", {})
+        if etype == "human_gate_requested":
+            gate = gates.setdefault(p["gate_id"], {"gate_id": p["gate_id"]})
+            gate.update({"requested_seq": e.seq, "policy": p["policy"]})
+            if "step_id" in e.event:
+                gate["step_id"] = e.event["step_id"]
+            for opt in ("artifact_key", "artifact_version"):
+                if opt in p:
+                    gate[opt] = p[opt]
+        elif etype == "human_gate_resolved":
+            gate = gates.setdefault(p["gate_id"], {"gate_id": p["gate_id"]})
+            gate.update(
+                {
+                    "resolved_seq": e.seq,
+                    "decision": p["decision"],
+                    "reviewer": p["reviewer"],
+                    "wait_ms": p["wait_ms"],
+                }
+            )
+            for opt in ("reason", "artifact_key", "artifact_version"):
+                if opt in p:
+                    gate[opt] = p[opt]
+    return list(gates.values())
+
+
+def _recovery(entries: Sequence[Entry]) -> list[dict[str, Any]]:
+    chain = []
+    for e in entries:
+        if e.event["type"] == "recovery":
+            item = {"seq": e.seq, **e.event["payload"]}
+            if "step_id" in e.event:
+                item["step_id"] = e.event["step_id"]
+            chain.append(item)
+    return chain
+
+
+def assemble(run_id: str, entries: Sequence[Entry], config: CoreConfig) -> dict[str, Any]:
+    """Build the bundle of a finished run from its entries (seq 0..n-1, in order)."""
+    if not entries:
+        raise ProcessorError(f"run {run_id!r}: no entries to bundle; expected at least one")
+    prev = genesis(run_id).hex()
+    for i, e in enumerate(entries):
+        if e.seq != i or e.prev_hash != prev:
+            raise ProcessorError(
+                f"run {run_id!r}: entry at position {i} has seq {e.seq} and prev_hash "
+                f"{e.prev_hash[:16]}...; expected seq {i} chained to {prev[:16]}..."
+            )
+        prev = e.entry_hash
+    first = entries[0].event
+    if first["type"] != "run_started":
+        raise ProcessorError(
+            f"run {run_id!r}: first event is {first['type']}; expected run_started"
+        )
+    fold, intercepts = fold_events(run_id, (e.event for e in entries), config)
+    started = first["payload"]
+    run: dict[str, Any] = {
+        "run_id": run_id,
+        "tenant": fold.tenant,
+        "agent_id": fold.agent_id,
+        "status": fold.status,
+        "started_at": fold.started_at,
+        "ended_at": fold.ended_at,
+        "duration_ms": fold.duration_ms(),
+        "labels": started.get("labels", {}),
+    }
+    if fold.project is not None:
+        run["project"] = fold.project
+    if fold.budget is not None:
+        run["budget"] = fold.budget
+    totals = fold.totals_json()
+    bundle: dict[str, Any] = {
+        "bundle_version": BUNDLE_VERSION,
+        "run": {k: v for k, v in run.items() if v is not None},
+        "workflow": started["workflow"],
+        "chain": {
+            "algorithm": DIGEST_ALGORITHM,
+            "genesis": genesis(run_id).hex(),
+            "head": entries[-1].entry_hash,
+            "length": len(entries),
+        },
+        "merkle": merkle_member([e.event_hash for e in entries]),
+        "events": [
+            {"seq": e.seq, "event_hash": e.event_hash, "entry_hash": e.entry_hash, "event": e.event}
+            for e in entries
+        ],
+        "artifacts": _artifacts(entries),
+        "gates": _gates(entries),
+        "recovery": _recovery(entries),
+        "costs": {
+            "currency": totals["currency"],
+            "total": totals["cost"],
+            "by_model": {k: v["cost"] for k, v in totals["by_model"].items()},
+            "by_step": {k: v["cost"] for k, v in totals["by_step"].items()},
+        },
+        "totals": totals,
+        "intercepts": [i.to_json() for i in intercepts],
+        "rules": config.rules_json(),
+        "integrity": {"digest_algorithm": DIGEST_ALGORITHM, "canonicalization": CANONICALIZATION},
+    }
+    if totals["currency"] is None:
+        del bundle["costs"]["currency"]
+        del bundle["totals"]["currency"]
+    bundle["integrity"]["digest"] = bundle_digest(bundle)
+    return bundle

@@ -1,0 +1,249 @@
+"""The pipeline both runtimes drive: bytes in, outputs out, state behind two small ports.
+
+``Pipeline.handle`` takes one log message (its original bytes and source position),
+decodes it, applies every event through the core, materializes bundles of finished runs
+and returns the outputs to publish.  It holds no I/O: run state and ledger entries are
+behind the ``StateStore`` and ``EntryStore`` ports, which the Faust runtime backs with
+tables and the embedded runtime with SQLite, inside its transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+
+from fleetledger.kernel.errors import FleetLedgerError, ProcessorError
+from fleetledger.processors.bundle import assemble
+from fleetledger.processors.canonical import event_hash
+from fleetledger.processors.core import CoreConfig, Entry, Intercept, RunState, apply, check_gap
+from fleetledger.schemas.codec import Codec
+
+
+class StateStore(Protocol):
+    """Per-run state, O(1) bytes per run."""
+
+    def get(self, run_id: str) -> bytes | None: ...
+
+    def put(self, run_id: str, value: bytes) -> None: ...
+
+
+class EntryStore(Protocol):
+    """Chained ledger entries keyed by (run_id, seq)."""
+
+    def get(self, run_id: str, seq: int) -> bytes | None: ...
+
+    def put(self, run_id: str, seq: int, value: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class SourcePosition:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Record:
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An input message that could not be processed: its original bytes, where, and why."""
+
+    value: bytes
+    position: SourcePosition
+    error: str
+
+    @property
+    def key(self) -> str:
+        p = self.position
+        return f"{p.topic}:{p.partition}:{p.offset}"
+
+
+@dataclass
+class Outputs:
+    entries: list[Record] = field(default_factory=list)
+    totals: list[Record] = field(default_factory=list)
+    intercepts: list[Record] = field(default_factory=list)
+    bundles: list[Record] = field(default_factory=list)
+    deadletters: list[DeadLetter] = field(default_factory=list)
+    #: (run_id, entries) of runs sealed in this call: once the state that seals them is
+    #: durable, a runtime may drop their entries 0..entries-1 from its entry store.
+    sealed: list[tuple[str, int]] = field(default_factory=list)
+    duplicates: int = 0
+    events: int = 0
+
+    def extend(self, other: Outputs) -> None:
+        self.entries += other.entries
+        self.totals += other.totals
+        self.intercepts += other.intercepts
+        self.bundles += other.bundles
+        self.deadletters += other.deadletters
+        self.sealed += other.sealed
+        self.duplicates += other.duplicates
+        self.events += other.events
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON for output values (not the canonical form, which is for hashing)."""
+    return orjson.dumps(obj)
+
+
+def totals_record(state: RunState) -> Record:
+    fold = state.fold
+    value = {
+        "run_id": state.run_id,
+        "tenant": fold.tenant,
+        "agent_id": fold.agent_id,
+        "status": fold.status,
+        "through_seq": state.next_seq - 1,
+        "started_at": fold.started_at,
+        "ended_at": fold.ended_at,
+        "duration_ms": fold.duration_ms(),
+        "budget": fold.budget,
+        **fold.totals_json(),
+    }
+    return Record(state.run_id, dumps(value))
+
+
+def intercept_record(i: Intercept) -> Record:
+    return Record(i.key, dumps(i.to_json()))
+
+
+class Pipeline:
+    """Decode -> apply -> materialize; one instance per runtime, fed in log order."""
+
+    def __init__(
+        self,
+        codec: Codec,
+        config: CoreConfig,
+        states: StateStore,
+        entries: EntryStore,
+        *,
+        seal_finished: bool = False,
+    ) -> None:
+        """``seal_finished``: keep a finished run's event hashes in its state and report
+        it in ``Outputs.sealed``, so a runtime whose entry store lives in memory can drop
+        the entries (late redeliveries are still judged against the sealed hashes)."""
+        self._codec = codec
+        self._config = config
+        self._states = states
+        self._entries = entries
+        self._seal_finished = seal_finished
+        self._gapped: set[str] = set()
+
+    @property
+    def config(self) -> CoreConfig:
+        return self._config
+
+    def _lookup(self, run_id: str, seq: int) -> Entry | None:
+        raw = self._entries.get(run_id, seq)
+        return None if raw is None else Entry.from_bytes(raw)
+
+    def _load(self, run_id: str) -> RunState:
+        raw = self._states.get(run_id)
+        return RunState.new(run_id) if raw is None else RunState.from_bytes(raw)
+
+    def handle(self, value: bytes, position: SourcePosition, now: datetime) -> Outputs:
+        """Process one message.  Undecodable input becomes a dead letter, never an exception."""
+        return self.handle_many([(value, position)], now)
+
+    def handle_many(
+        self, messages: Iterable[tuple[bytes, SourcePosition]], now: datetime
+    ) -> Outputs:
+        """Process messages in log order, persisting each touched run's state once.
+
+        A message that cannot be decoded, validated or hashed becomes a dead letter before
+        anything of it is applied, so a bad message never leaves a run half-updated and
+        never stops the messages after it.  Totals are emitted once per touched run.
+        """
+        out = Outputs()
+        states: dict[str, RunState] = {}
+        for value, position in messages:
+            try:
+                objs = self._codec.decode_objs(value)
+                hashes = [event_hash(obj) for obj in objs]
+            except FleetLedgerError as exc:
+                out.deadletters.append(DeadLetter(value, position, str(exc)))
+                continue
+            self._apply_objs(objs, hashes, states, now, out)
+        self._persist(states, out)
+        return out
+
+    def _apply_all(self, objs: list[dict[str, Any]], now: datetime) -> Outputs:
+        """Apply already-decoded event objects (tests and tools)."""
+        out = Outputs()
+        states: dict[str, RunState] = {}
+        self._apply_objs(objs, [event_hash(o) for o in objs], states, now, out)
+        self._persist(states, out)
+        return out
+
+    def _apply_objs(
+        self,
+        objs: list[dict[str, Any]],
+        hashes: list[bytes],
+        states: dict[str, RunState],
+        now: datetime,
+        out: Outputs,
+    ) -> None:
+        out.events += len(objs)
+        for obj, h in zip(objs, hashes, strict=True):
+            run_id = obj["run_id"]
+            state = states.get(run_id)
+            if state is None:
+                state = states[run_id] = self._load(run_id)
+            result = apply(state, obj, self._lookup, self._config, now, h)
+            if result.duplicate:
+                out.duplicates += 1
+            for entry in result.entries:
+                raw = entry.to_bytes()
+                self._entries.put(entry.run_id, entry.seq, raw)
+                out.entries.append(Record(entry.key, raw))
+            out.intercepts += [intercept_record(i) for i in result.intercepts]
+            if result.materialize:
+                out.bundles.append(self._materialize(state, out))
+
+    def _persist(self, states: dict[str, RunState], out: Outputs) -> None:
+        for run_id, state in states.items():
+            if state.pending:
+                self._gapped.add(run_id)
+            else:
+                self._gapped.discard(run_id)
+            self._states.put(run_id, state.to_bytes())
+            out.totals.append(totals_record(state))
+
+    def _materialize(self, state: RunState, out: Outputs) -> Record:
+        assert state.terminal_seq is not None
+        entries = []
+        for seq in range(state.terminal_seq + 1):
+            entry = self._lookup(state.run_id, seq)
+            if entry is None:
+                raise ProcessorError(
+                    f"run {state.run_id!r}: entry {seq} missing at materialization; "
+                    "expected every seq up to the terminal event"
+                )
+            entries.append(entry)
+        bundle = assemble(state.run_id, entries, self._config)
+        if self._seal_finished:
+            state.seal([e.event_hash for e in entries])
+            out.sealed.append((state.run_id, len(entries)))
+        return Record(state.run_id, dumps(bundle))
+
+    def tick(self, now: datetime) -> Outputs:
+        """Flag runs whose sequence gap has stayed open past the timeout."""
+        out = Outputs()
+        for run_id in sorted(self._gapped):
+            state = self._load(run_id)
+            intercept = check_gap(state, self._config, now)
+            if intercept is not None:
+                self._states.put(run_id, state.to_bytes())
+                out.intercepts.append(intercept_record(intercept))
+            if not state.pending:
+                self._gapped.discard(run_id)
+        return out

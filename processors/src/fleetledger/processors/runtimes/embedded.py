@@ -1,0 +1,308 @@
+"""The embedded runtime: the pure pipeline over the SQLite log, the default without a broker.
+
+Messages are read from ``event_log`` in offset order and processed in batches; each batch
+(run state, ledger entries, totals, intercepts, bundles, dead letters and the consumer
+offset) commits in one SQLite transaction, so a crash mid-batch neither loses nor
+duplicates anything: the batch is simply processed again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fleetledger.kernel.errors import StoreError
+from fleetledger.kernel.sqlitelog import SqliteLog, connect
+from fleetledger.processors.archive import ArchiveSink
+from fleetledger.processors.core import CoreConfig
+from fleetledger.processors.pipeline import Outputs, Pipeline, SourcePosition
+from fleetledger.schemas.codec import Codec
+
+LOG_TOPIC = "event_log"
+
+OUTPUT_DDL = """
+CREATE TABLE IF NOT EXISTS run_state (run_id TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS totals (run_id TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS intercepts (
+    key TEXT PRIMARY KEY, run_id TEXT NOT NULL, value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bundles (
+    run_id TEXT PRIMARY KEY, digest TEXT NOT NULL, value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deadletter (
+    key TEXT PRIMARY KEY, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+    "offset" INTEGER NOT NULL, error TEXT NOT NULL, value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS consumer_offsets (consumer TEXT PRIMARY KEY, "offset" INTEGER NOT NULL);
+"""
+
+
+def open_store(path: Path, *, create: bool = True) -> sqlite3.Connection:
+    conn = connect(path, create=create)
+    try:
+        conn.executescript(OUTPUT_DDL)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot prepare embedded store {str(path)!r}: {exc}") from exc
+    return conn
+
+
+class _SqliteTable:
+    """A port over one SQLite table whose writes are staged and flushed once per batch.
+
+    Reads see staged writes; ``flush`` writes them with one ``executemany`` inside the
+    batch's transaction (so they commit, or roll back, with the consumer offset).
+    """
+
+    def __init__(self, conn: sqlite3.Connection, select: str, upsert: str) -> None:
+        self._conn = conn
+        self._select = select
+        self._upsert = upsert
+        self._staged: dict[tuple[Any, ...], bytes] = {}
+
+    def _get(self, key: tuple[Any, ...]) -> bytes | None:
+        staged = self._staged.get(key)
+        if staged is not None:
+            return staged
+        row = self._conn.execute(self._select, key).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _put(self, key: tuple[Any, ...], value: bytes) -> None:
+        self._staged[key] = value
+
+    def flush(self) -> None:
+        if self._staged:
+            self._conn.executemany(self._upsert, [(*k, v) for k, v in self._staged.items()])
+            self._staged.clear()
+
+    def discard(self) -> None:
+        self._staged.clear()
+
+
+class _SqliteStates(_SqliteTable):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(
+            conn,
+            "SELECT value FROM run_state WHERE run_id = ?",
+            "INSERT INTO run_state(run_id, value) VALUES (?, ?) "
+            "ON CONFLICT(run_id) DO UPDATE SET value = excluded.value",
+        )
+
+    def get(self, run_id: str) -> bytes | None:
+        return self._get((run_id,))
+
+    def put(self, run_id: str, value: bytes) -> None:
+        self._put((run_id,), value)
+
+
+class _SqliteEntries(_SqliteTable):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(
+            conn,
+            "SELECT value FROM ledger WHERE run_id = ? AND seq = ?",
+            "INSERT INTO ledger(run_id, seq, value) VALUES (?, ?, ?) "
+            "ON CONFLICT(run_id, seq) DO UPDATE SET value = excluded.value",
+        )
+
+    def get(self, run_id: str, seq: int) -> bytes | None:
+        return self._get((run_id, seq))
+
+    def put(self, run_id: str, seq: int, value: bytes) -> None:
+        self._put((run_id, seq), value)
+
+
+@dataclass
+class ProcessStats:
+    messages: int = 0
+    events: int = 0
+    duplicates: int = 0
+    bundles: int = 0
+    intercepts: int = 0
+    deadletters: int = 0
+
+
+class EmbeddedRuntime:
+    """Process the embedded log with the shared pipeline, batch by batch, transactionally."""
+
+    def __init__(
+        self,
+        path: Path,
+        codec: Codec,
+        config: CoreConfig,
+        *,
+        consumer: str = "processor",
+        batch_size: int = 500,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        archive: ArchiveSink | None = None,
+    ) -> None:
+        self._archive = archive
+        self._conn = open_store(path)
+        self._log = SqliteLog(self._conn)
+        self._consumer = consumer
+        self._batch_size = batch_size
+        self._clock = clock
+        self._states = _SqliteStates(self._conn)
+        self._entries = _SqliteEntries(self._conn)
+        self._pipeline = Pipeline(codec, config, self._states, self._entries)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> EmbeddedRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def committed_offset(self) -> int:
+        row = self._conn.execute(
+            'SELECT "offset" FROM consumer_offsets WHERE consumer = ?', (self._consumer,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def lag(self) -> int:
+        return self._log.end_offset() - self.committed_offset()
+
+    def process_batch(self) -> ProcessStats | None:
+        """Process up to ``batch_size`` messages in one transaction; None when caught up."""
+        stats = ProcessStats()
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                after = self.committed_offset()
+                rows = self._log.read(after, self._batch_size)
+                if not rows:
+                    self._conn.execute("ROLLBACK")
+                    return None
+                now = self._clock()
+                out = self._pipeline.handle_many(
+                    ((bytes(v), SourcePosition(LOG_TOPIC, 0, off)) for off, _k, v in rows), now
+                )
+                self._write(out, stats)
+                stats.messages += len(rows)
+                self._write(self._pipeline.tick(now), stats)
+                self._states.flush()
+                self._entries.flush()
+                self._conn.execute(
+                    'INSERT INTO consumer_offsets(consumer, "offset") VALUES (?, ?) '
+                    'ON CONFLICT(consumer) DO UPDATE SET "offset" = excluded."offset"',
+                    (self._consumer, rows[-1][0]),
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._states.discard()
+                self._entries.discard()
+                self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"embedded processing failed and was rolled back: {exc}") from exc
+        return stats
+
+    def process_available(
+        self, progress: Callable[[ProcessStats], None] | None = None
+    ) -> ProcessStats:
+        """Process until the log is drained; ``progress`` is called after every batch."""
+        total = ProcessStats()
+        while (stats := self.process_batch()) is not None:
+            for name in vars(total):
+                setattr(total, name, getattr(total, name) + getattr(stats, name))
+            if progress is not None:
+                progress(stats)
+        return total
+
+    def _write(self, out: Outputs, stats: ProcessStats) -> None:
+        # Ledger entries are already in the ledger table: the pipeline's entry store.
+        c = self._conn
+        c.executemany(
+            "INSERT INTO totals(run_id, value) VALUES (?, ?) "
+            "ON CONFLICT(run_id) DO UPDATE SET value = excluded.value",
+            [(r.key, r.value) for r in out.totals],
+        )
+        c.executemany(
+            "INSERT INTO intercepts(key, run_id, value) VALUES (?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(r.key, r.key.rsplit(":", 2)[0], r.value) for r in out.intercepts],
+        )
+        for r in out.bundles:
+            if self._archive is not None:
+                # before the commit: a crash re-archives the same bytes (write-once, idempotent)
+                self._archive.write(r.value)
+            digest = json.loads(r.value)["integrity"]["digest"]
+            c.execute(
+                "INSERT INTO bundles(run_id, digest, value) VALUES (?, ?, ?) "
+                "ON CONFLICT(run_id) DO UPDATE SET "
+                "digest = excluded.digest, value = excluded.value",
+                (r.key, digest, r.value),
+            )
+        c.executemany(
+            'INSERT INTO deadletter(key, topic, partition, "offset", error, value) '
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+            [
+                (d.key, d.position.topic, d.position.partition, d.position.offset, d.error, d.value)
+                for d in out.deadletters
+            ],
+        )
+        stats.events += out.events
+        stats.duplicates += out.duplicates
+        stats.bundles += len(out.bundles)
+        stats.intercepts += len(out.intercepts)
+        stats.deadletters += len(out.deadletters)
+
+
+class EmbeddedReader:
+    """Read the embedded store's outputs (for the CLI and tests)."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = open_store(path, create=False)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> EmbeddedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _values(self, sql: str, *args: Any) -> Iterator[dict[str, Any]]:
+        for (value,) in self._conn.execute(sql, args):
+            yield json.loads(value)
+
+    def totals(self) -> list[dict[str, Any]]:
+        return list(self._values("SELECT value FROM totals ORDER BY run_id"))
+
+    def intercepts(self) -> list[dict[str, Any]]:
+        return list(self._values("SELECT value FROM intercepts ORDER BY key"))
+
+    def bundle_bytes(self, run_id: str) -> bytes | None:
+        row = self._conn.execute("SELECT value FROM bundles WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def bundles(self) -> Iterator[tuple[str, bytes]]:
+        for run_id, value in self._conn.execute(
+            "SELECT run_id, value FROM bundles ORDER BY run_id"
+        ):
+            yield run_id, bytes(value)
+
+    def digests(self) -> dict[str, str]:
+        return dict(self._conn.execute("SELECT run_id, digest FROM bundles ORDER BY run_id"))
+
+    def ledger(self, run_id: str) -> list[dict[str, Any]]:
+        return list(self._values("SELECT value FROM ledger WHERE run_id = ? ORDER BY seq", run_id))
+
+    def deadletters(self) -> list[dict[str, Any]]:
+        rows = self._conn.execute(
+            'SELECT key, topic, partition, "offset", error, value FROM deadletter ORDER BY key'
+        )
+        return [
+            {"key": k, "topic": t, "partition": p, "offset": o, "error": e, "value": bytes(v)}
+            for k, t, p, o, e, v in rows
+        ]

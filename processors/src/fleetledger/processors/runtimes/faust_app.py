@@ -1,0 +1,828 @@
+"""The Kafka runtime: the shared pipeline inside one Faust agent.
+
+``build_app(settings)`` returns a fresh :class:`faust.App` (nothing is created at import
+time) with:
+
+* the events topic and two tables (per-run state and ledger entries, raw bytes, their
+  changelogs co-partitioned with the events topic) behind the pipeline's
+  ``StateStore``/``EntryStore`` ports;
+* ONE agent that reads raw messages (in small batches, ``take_events``), calls
+  ``pipeline.handle_many([(value, position), ...], now)``, publishes the returned outputs
+  with :class:`~.kafka_io.KafkaSink`, and only then records the new state in the tables
+  and advances the partitions' processed offsets;
+* a timer that calls ``pipeline.tick(now)`` (stale sequence gaps) and one that commits
+  the processed offsets.
+
+Delivery is at-least-once: the committed offset of the events topic only covers messages
+whose outputs the broker acknowledged and whose state was sent to the changelogs (flushed
+before every commit), so a crash at any point makes a message be processed again, and the
+pipeline's state (dedupe by run and sequence) plus keyed, idempotent outputs make that
+harmless.  No Kafka transactions and no idempotent producer are required.
+
+``run_worker(settings)`` runs it until SIGTERM/SIGINT.  For tests and operators without
+the CLI: ``python -m fleetledger.processors.runtimes.faust_app --broker kafka://host:9092``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import faust
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as AIOTopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from faust.types import TP
+from mode import CrashingSupervisor
+
+from fleetledger.kernel.config import Settings, load_settings
+from fleetledger.kernel.errors import ConfigError, FleetLedgerError, ProcessorError, StoreError
+from fleetledger.processors.runtimes.kafka_io import (
+    KafkaSink,
+    TopicSet,
+    ensure_topics,
+    max_record_bytes,
+    partition_for,
+    topic_specs,
+    worker_state_specs,
+)
+
+if TYPE_CHECKING:
+    from fleetledger.processors.archive import ArchiveSink
+    from fleetledger.processors.pipeline import EntryStore, Outputs, Pipeline, StateStore
+
+log = logging.getLogger("fleetledger.worker")
+
+PipelineFactory = Callable[["StateStore", "EntryStore"], "Pipeline"]
+
+#: Longest wait for the broker before the worker gives up with a :class:`StoreError`.
+CONNECT_TIMEOUT_S = 20.0
+#: Attempts to publish one message's outputs before the worker stops (crash).
+PUBLISH_ATTEMPTS = 8
+#: Seconds between ``pipeline.tick`` calls (capped by half the gap timeout).
+TICK_INTERVAL_S = 5.0
+#: Seconds between commits of the events topic's processed offsets.
+COMMIT_INTERVAL_S = 1.0
+#: Most input messages handled (and published) together.
+BATCH_MAX_MESSAGES = 100
+#: Longest wait for more input messages before handling what has arrived.
+BATCH_WITHIN_S = 0.02
+#: Longest wait when reading input messages the consumer did not deliver.
+GAP_READ_TIMEOUT_S = 30.0
+
+AGENT_NAME = "fleetledger.process"
+
+
+def default_pipeline_factory(settings: Settings) -> PipelineFactory:
+    """Build pipelines with the current codec and the intercept rules of ``settings``."""
+    from fleetledger.processors.core import CoreConfig
+    from fleetledger.processors.pipeline import Pipeline
+    from fleetledger.schemas.codec import Codec
+
+    codec = Codec()
+    config = CoreConfig.from_settings(settings)
+
+    def factory(states: StateStore, entries: EntryStore) -> Pipeline:
+        # The entries table lives in memory: seal finished runs so their entries can go.
+        return Pipeline(codec, config, states, entries, seal_finished=True)
+
+    return factory
+
+
+# --------------------------------------------------------------------------- state ports
+
+
+def _state_key(run_id: str) -> bytes:
+    return run_id.encode()
+
+
+def _entry_key(run_id: str, seq: int) -> bytes:
+    return f"{run_id}:{seq:012d}".encode()
+
+
+class _StagedTable:
+    """Reads through staged writes to a Faust table; writes are staged until :meth:`flush`.
+
+    Staging keeps a message's new state out of the table (and its changelog) until the
+    message's outputs are published: a crash in between then reprocesses the message
+    instead of skipping it as a duplicate.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self._staged: dict[bytes, tuple[str, bytes]] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        staged = self._staged.get(key)
+        if staged is not None:
+            return staged[1]
+        value = self._table.data.get(key)
+        return None if value is None else bytes(value)
+
+    def put(self, key: bytes, run_id: str, value: bytes) -> None:
+        self._staged[key] = (run_id, value)
+
+    def staged_runs(self) -> set[str]:
+        return {run_id for run_id, _ in self._staged.values()}
+
+    async def flush(
+        self, partition_of: Callable[[str], int], sink: KafkaSink
+    ) -> list[asyncio.Future[Any]]:
+        """Write staged values to the table and send them to its changelog partition.
+
+        The changelog records go through the output producer (batched, one future per
+        record, resolved when the broker acknowledged it) rather than Faust's one-by-one
+        producer buffer; recovery reads them like any changelog record.
+        """
+        staged, self._staged = self._staged, {}
+        topic = self._table.changelog_topic.get_topic_name()
+        sent: list[asyncio.Future[Any]] = []
+        for key, (run_id, value) in staged.items():
+            self._table.data[key] = value
+            sent.append(await sink.send_raw(topic, partition_of(run_id), key, value))
+        return sent
+
+    def discard(self) -> None:
+        self._staged.clear()
+
+    async def drop(self, keys: Sequence[bytes], partition: int, sink: KafkaSink) -> None:
+        """Remove keys from the table and tombstone them in its changelog."""
+        topic = self._table.changelog_topic.get_topic_name()
+        for key in keys:
+            self._table.data.pop(key, None)
+            await sink.send_raw(topic, partition, key, None)
+
+
+class TableStateStore:
+    """``StateStore`` port over the run-state table."""
+
+    def __init__(self, table: Any) -> None:
+        self.staged = _StagedTable(table)
+
+    def get(self, run_id: str) -> bytes | None:
+        return self.staged.get(_state_key(run_id))
+
+    def put(self, run_id: str, value: bytes) -> None:
+        self.staged.put(_state_key(run_id), run_id, value)
+
+
+class TableEntryStore:
+    """``EntryStore`` port over the ledger-entry table."""
+
+    def __init__(self, table: Any) -> None:
+        self.staged = _StagedTable(table)
+
+    def get(self, run_id: str, seq: int) -> bytes | None:
+        return self.staged.get(_entry_key(run_id, seq))
+
+    def put(self, run_id: str, seq: int, value: bytes) -> None:
+        self.staged.put(_entry_key(run_id, seq), run_id, value)
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+class FaustRuntime:
+    """What the agent and the timers share: pipeline, stores, sink, input offsets, a lock.
+
+    The input offsets of the events topic are tracked and committed here, not by Faust:
+    messages are processed in offset order per partition, and the committed offset only
+    covers messages whose outputs were published and whose state was sent to the
+    changelogs.  Faust's own bookkeeping treats an offset it did not deliver -- which
+    happens when a fetch races the seek at the end of table recovery -- as a gap to skip,
+    and commits past it.  Here, a message delivered ahead of the partition's next offset
+    makes the runtime read the undelivered ones directly from the broker and process
+    them first; a message behind it was already processed and is dropped.
+    """
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        topics: TopicSet,
+        state_table: Any,
+        entry_table: Any,
+        pipeline_factory: PipelineFactory,
+        archive: ArchiveSink | None = None,
+    ) -> None:
+        self.archive = archive
+        self.app = app
+        self.settings = settings
+        self.topics = topics
+        self.sink = KafkaSink(settings, topics=topics)
+        self._factory = pipeline_factory
+        self._state_table = state_table
+        self._entry_table = entry_table
+        self._lock = asyncio.Lock()
+        self._commit_lock = asyncio.Lock()
+        self._sink_started = False
+        self._reset = True
+        self._partition_of_run: dict[str, int] = {}
+        self._next: dict[TP, int] = {}
+        self._committed: dict[TP, int] = {}
+        self._admin: AIOKafkaAdminClient | None = None
+        self._reader: AIOKafkaConsumer | None = None
+        self.states: TableStateStore
+        self.entries: TableEntryStore
+        self.pipeline: Pipeline
+        self.messages = 0
+        self.redelivered = 0
+        self.gap_reads = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def request_reset(self) -> None:
+        """Drop in-memory pipeline state and input positions before the next message."""
+        self._reset = True
+
+    def _maybe_reset(self) -> None:
+        if self._reset:
+            self.states = TableStateStore(self._state_table)
+            self.entries = TableEntryStore(self._entry_table)
+            self.pipeline = self._factory(self.states, self.entries)
+            self._partition_of_run.clear()
+            self._next.clear()
+            self._committed.clear()
+            self._reset = False
+
+    async def _ensure_sink(self) -> None:
+        if not self._sink_started:
+            await self.sink.start(timeout_s=CONNECT_TIMEOUT_S)
+            self._sink_started = True
+
+    async def on_revoked(self) -> None:
+        """Rebalance: finish the current message, commit, forget positions and state."""
+        async with self._lock:
+            await self.commit()
+            self.request_reset()
+
+    async def stop(self) -> None:
+        """Shutdown: finish the current message, commit, close the clients."""
+        async with self._lock:
+            try:
+                await self.commit()
+            except Exception as exc:  # the consumer is gone after a crash
+                log.warning("final commit skipped: %s", exc)
+            self.request_reset()
+        if self._sink_started:
+            self._sink_started = False
+            await self.sink.stop()
+        admin, self._admin = self._admin, None
+        reader, self._reader = self._reader, None
+        with contextlib.suppress(Exception):
+            if admin is not None:
+                await admin.close()
+        with contextlib.suppress(Exception):
+            if reader is not None:
+                await reader.stop()
+
+    # ------------------------------------------------------------------ input offsets
+    async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        """Admin client (committed offsets) and a group-less consumer (gap reads)."""
+        if self._admin is None or self._reader is None:
+            bootstrap = self.settings.broker_url().bootstrap
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=bootstrap,
+                request_timeout_ms=int(CONNECT_TIMEOUT_S * 1000),
+                client_id="fleetledger-worker-offsets",
+            )
+            reader = AIOKafkaConsumer(
+                bootstrap_servers=bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                fetch_max_wait_ms=50,
+                request_timeout_ms=int(CONNECT_TIMEOUT_S * 1000),
+                client_id="fleetledger-worker-gaps",
+            )
+            await admin.start()
+            await reader.start()
+            self._admin, self._reader = admin, reader
+        return self._admin, self._reader
+
+    async def _start_offset(self, tp: TP) -> int:
+        """The group's committed offset of ``tp``, else the partition's first offset."""
+        admin, reader = await self._clients()
+        atp = AIOTopicPartition(tp.topic, tp.partition)
+        found = await admin.list_consumer_group_offsets(self.settings.group_id, partitions=[atp])
+        for meta in found.values():
+            if meta.offset >= 0:
+                return int(meta.offset)
+        earliest = await reader.beginning_offsets([atp])
+        return int(earliest.get(atp, 0))
+
+    async def _complete_recovery(self, partition: int) -> None:
+        """Apply the tail of both changelogs' ``partition`` that table recovery may miss.
+
+        Recovery reads a changelog up to the high watermark the broker reports.  Some
+        Kafka-protocol brokers (Tansu 0.6) report the base offset of the last record batch
+        + 1 instead of the last offset + 1, which would leave the rest of that batch
+        unapplied: run state recovered without the ledger entries it refers to.  So the
+        records from the reported end - 1 to the real end are read here (by position, which
+        does not depend on the reported end) and applied in order; they are the newest
+        records of the partition, so their values win.  Against a correct broker this
+        re-applies one record.
+        """
+        _, reader = await self._clients()
+        for table in (self._state_table, self._entry_table):
+            atp = AIOTopicPartition(table.changelog_topic.get_topic_name(), partition)
+            reader.assign([atp])
+            reported = int((await reader.end_offsets([atp])).get(atp, 0))
+            if reported == 0:
+                continue
+            reader.seek(atp, reported - 1)
+            deadline = asyncio.get_running_loop().time() + GAP_READ_TIMEOUT_S
+            applied = 0
+            # The fetch at ``reported - 1`` returns the whole batch holding it: the last
+            # batch of the partition (no one else writes to it while it is assigned here).
+            while not applied:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise StoreError(
+                        f"changelog {atp.topic}:{partition} could not be read to its end "
+                        f"within {GAP_READ_TIMEOUT_S:g}s; expected the broker to serve it"
+                    )
+                batch = await reader.getmany(atp, timeout_ms=500)
+                for m in batch.get(atp, []):
+                    if m.value is None:
+                        table.data.pop(m.key, None)
+                    else:
+                        table.data[m.key] = m.value
+                    applied += 1
+            if applied > 1:
+                log.info(
+                    "%s:%d: applied %d changelog records past the reported end %d",
+                    atp.topic,
+                    partition,
+                    applied - 1,
+                    reported,
+                )
+
+    async def _read_missing(self, tp: TP, start: int, stop: int) -> list[tuple[int, bytes]]:
+        """Messages ``start <= offset < stop`` of ``tp``, read directly from the broker."""
+        _, reader = await self._clients()
+        atp = AIOTopicPartition(tp.topic, tp.partition)
+        earliest = int((await reader.beginning_offsets([atp])).get(atp, 0))
+        if earliest > start:
+            log.warning(
+                "%s:%d: offsets %d..%d were deleted before they were processed",
+                tp.topic,
+                tp.partition,
+                start,
+                earliest - 1,
+            )
+            start = earliest
+        reader.assign([atp])
+        reader.seek(atp, start)
+        found: list[tuple[int, bytes]] = []
+        deadline = asyncio.get_running_loop().time() + GAP_READ_TIMEOUT_S
+        while await reader.position(atp) < stop:
+            if asyncio.get_running_loop().time() > deadline:
+                raise StoreError(
+                    f"{tp.topic}:{tp.partition}: offsets {start}..{stop - 1} were not delivered "
+                    f"and could not be read within {GAP_READ_TIMEOUT_S:g}s; expected them "
+                    "readable from the broker"
+                )
+            batch = await reader.getmany(atp, timeout_ms=500)
+            for m in batch.get(atp, []):
+                if start <= m.offset < stop:
+                    found.append((m.offset, m.value or b""))
+        return found
+
+    async def commit(self) -> None:
+        """Commit the next offset of every partition that advanced since the last commit."""
+        async with self._commit_lock:
+            pending = {tp: o for tp, o in self._next.items() if o > self._committed.get(tp, -1)}
+            if not pending:
+                return
+            # Every changelog record sent so far is acknowledged before the offsets that
+            # cover it are committed.  Then Faust commits as a group member (flushing its
+            # own producer first); partitions no longer assigned are left out.
+            if self._sink_started:
+                await self.sink.flush()
+            await self.app.consumer._commit_offsets(pending)  # type: ignore[attr-defined]
+            self._committed.update(pending)
+
+    # ------------------------------------------------------------------ processing
+    def _partition(self, run_id: str) -> int:
+        found = self._partition_of_run.get(run_id)
+        if found is None:
+            found = partition_for(run_id, self.topics.events.partitions)
+        return found
+
+    async def _publish(self, outputs: Outputs) -> None:
+        delay = 0.2
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                await self._ensure_sink()
+                await self.sink.publish(outputs)
+                return
+            except (StoreError, KafkaError) as exc:
+                if attempt == PUBLISH_ATTEMPTS:
+                    raise StoreError(
+                        f"publishing outputs failed {attempt} times, last: {exc}; "
+                        "expected the broker to accept them"
+                    ) from exc
+                log.warning("publishing outputs failed (attempt %d): %s", attempt, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _remember(self, partition: int) -> None:
+        """Runs staged for the first time live in ``partition`` (their events' partition)."""
+        for store in (self.states.staged, self.entries.staged):
+            for run_id in store.staged_runs():
+                self._partition_of_run.setdefault(run_id, partition)
+
+    async def process(self, value: bytes, topic: str, partition: int, offset: int) -> None:
+        """Handle one delivered message; see :meth:`process_batch`."""
+        await self.process_batch([(value, topic, partition, offset)])
+
+    async def _admit(
+        self, messages: Sequence[tuple[bytes, str, int, int]]
+    ) -> dict[TP, list[tuple[int, bytes]]]:
+        """The messages to process now, per partition in offset order, with no gaps.
+
+        Messages behind a partition's next offset were processed already and are dropped;
+        offsets the consumer skipped are read directly from the broker.
+        """
+        admitted: dict[TP, list[tuple[int, bytes]]] = {}
+        next_offset: dict[TP, int] = {}
+        for value, topic, partition, offset in messages:
+            tp = TP(topic, partition)
+            expected = next_offset.get(tp)
+            if expected is None:
+                expected = self._next.get(tp)
+                if expected is None:
+                    await self._complete_recovery(tp.partition)
+                    expected = self._next[tp] = await self._start_offset(tp)
+                    self._committed.setdefault(tp, expected)
+            if offset < expected:
+                self.redelivered += 1
+                continue
+            batch = admitted.setdefault(tp, [])
+            if offset > expected:
+                missing = await self._read_missing(tp, expected, offset)
+                log.info(
+                    "%s:%d: offsets %d..%d were not delivered; read %d of them directly",
+                    topic,
+                    partition,
+                    expected,
+                    offset - 1,
+                    len(missing),
+                )
+                self.gap_reads += len(missing)
+                batch.extend(missing)
+            batch.append((offset, value))
+            next_offset[tp] = offset + 1
+        return admitted
+
+    async def process_batch(self, messages: Sequence[tuple[bytes, str, int, int]]) -> None:
+        """Handle delivered ``(value, topic, partition, offset)`` messages, in order.
+
+        One pipeline call per partition, one publish for the batch.  Order matters for
+        crash safety: ledger entries reach their changelog (and the outputs their topics)
+        before the run state that refers to them is sent, so a recovered state never
+        points at entries that were lost; offsets advance last.
+        """
+        from fleetledger.processors.pipeline import Outputs, SourcePosition
+
+        async with self._lock:
+            self._maybe_reset()
+            admitted = await self._admit(messages)
+            if not admitted:
+                return
+            now = datetime.now(UTC)
+            outputs = Outputs()
+            try:
+                for tp, batch in admitted.items():
+                    log.debug(
+                        "messages %s:%d:%d..%d", tp.topic, tp.partition, batch[0][0], batch[-1][0]
+                    )
+                    outputs.extend(
+                        self.pipeline.handle_many(
+                            [(v, SourcePosition(tp.topic, tp.partition, o)) for o, v in batch],
+                            now,
+                        )
+                    )
+                    self._remember(tp.partition)
+            except BaseException:
+                self._abandon()
+                raise
+            await self._persist(outputs)
+            for tp, batch in admitted.items():
+                self._next[tp] = batch[-1][0] + 1
+                self.messages += len(batch)
+
+    def _abandon(self) -> None:
+        """Forget staged writes and in-memory pipeline state after a failure."""
+        self.states.staged.discard()
+        self.entries.staged.discard()
+        self.request_reset()
+
+    async def _persist(self, outputs: Outputs) -> None:
+        """Archive, publish and persist one step's outputs, in crash-safe order.
+
+        Bundles are archived (write-once, atomic) before anything is published, as in the
+        embedded runtime; ledger entries reach their changelog (and the outputs their
+        topics) before the run state that refers to them is sent; a sealed run's entries
+        are dropped only once the state that seals it is acknowledged.
+        """
+        try:
+            await self._ensure_sink()
+            if self.archive is not None and outputs.bundles:
+                await asyncio.to_thread(self._archive_all, outputs)
+            entries_sent = await self.entries.staged.flush(self._partition, self.sink)
+            await self._publish(outputs)
+            if entries_sent:
+                await asyncio.gather(*entries_sent)
+        except BaseException:
+            self._abandon()
+            raise
+        states_sent = await self.states.staged.flush(self._partition, self.sink)
+        if outputs.sealed:
+            await asyncio.gather(*states_sent)
+            for run_id, count in outputs.sealed:
+                keys = [_entry_key(run_id, seq) for seq in range(count)]
+                await self.entries.staged.drop(keys, self._partition(run_id), self.sink)
+
+    def _archive_all(self, outputs: Outputs) -> None:
+        assert self.archive is not None
+        for record in outputs.bundles:
+            self.archive.write(record.value)
+
+    async def tick(self) -> None:
+        """Stale-gap checks: publish their intercepts, then persist the state they changed."""
+        async with self._lock:
+            self._maybe_reset()
+            try:
+                outputs = self.pipeline.tick(datetime.now(UTC))
+            except BaseException:
+                self._abandon()
+                raise
+            await self._persist(outputs)
+
+
+def _ensure_kafka(settings: Settings) -> str:
+    url = settings.broker_url()
+    if url.kind != "kafka":
+        raise ConfigError(f"the Faust worker needs a kafka:// broker; found {url.raw!r}")
+    return url.bootstrap
+
+
+def _faust_options(settings: Settings, bootstrap: str, datadir: Path | None) -> dict[str, Any]:
+    session = float(settings.session_timeout_s)
+    options: dict[str, Any] = {
+        "broker": f"kafka://{bootstrap}",
+        "store": "memory://",
+        "autodiscover": False,
+        "processing_guarantee": "at_least_once",
+        "broker_session_timeout": session,
+        "broker_rebalance_timeout": session,
+        "broker_heartbeat_interval": max(0.5, min(3.0, session / 10)),
+        "broker_request_timeout": max(30.0, session * 1.5),
+        "broker_commit_interval": 1.0,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+        "producer_compression_type": None
+        if settings.compression == "none"
+        else settings.compression,
+        "producer_max_request_size": max_record_bytes(settings),
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "web_enabled": False,
+        "worker_redirect_stdouts": False,
+        "table_standby_replicas": 0,
+    }
+    if datadir is not None:
+        options["datadir"] = str(datadir)
+    return options
+
+
+def build_app(
+    settings: Settings,
+    *,
+    pipeline_factory: PipelineFactory | None = None,
+    datadir: Path | None = None,
+    archive: ArchiveSink | None = None,
+) -> faust.App:
+    """A new Faust app for ``settings`` (a ``kafka://`` broker); see the module docstring.
+
+    The app id (and consumer group) is ``settings.group_id``.  The runtime object shared by
+    the agent and the timer is available as ``app.fleetledger_runtime``.
+    """
+    bootstrap = _ensure_kafka(settings)
+    factory = pipeline_factory or default_pipeline_factory(settings)
+    topics = topic_specs(settings)
+    state_spec, entries_spec = worker_state_specs(settings)
+    app = faust.App(settings.group_id, **_faust_options(settings, bootstrap, datadir))
+
+    events = app.topic(
+        topics.events.name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=topics.events.partitions,
+        replicas=topics.events.replication_factor,
+        config=dict(topics.events.configs),
+        # Offsets of the events topic are committed by FaustRuntime, not by Faust.
+        acks=False,
+    )
+
+    def table(name: str, spec: Any) -> Any:
+        changelog = app.topic(
+            spec.name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=spec.partitions,
+            replicas=spec.replication_factor,
+            compacting=True,
+            acks=False,
+            internal=True,
+            config=dict(spec.configs),
+            maxsize=131_072,
+            allow_empty=True,
+        )
+        return app.Table(
+            name,
+            default=None,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=spec.partitions,
+            changelog_topic=changelog,
+        )
+
+    state_table = table("runstate", state_spec)
+    entry_table = table("entries", entries_spec)
+    runtime = FaustRuntime(app, settings, topics, state_table, entry_table, factory, archive)
+    app.fleetledger_runtime = runtime  # type: ignore[attr-defined]
+
+    async def process(stream: Any) -> None:
+        async for events in stream.take_events(BATCH_MAX_MESSAGES, within=BATCH_WITHIN_S):
+            await runtime.process_batch(
+                [(e.value, e.message.topic, e.message.partition, e.message.offset) for e in events]
+            )
+
+    # A failure that survived the publish retries stops the worker; the failed message's
+    # offset is not committed, so it is processed again after a restart.
+    app.agent(events, name=AGENT_NAME, supervisor_strategy=CrashingSupervisor)(process)
+
+    interval = max(0.5, min(TICK_INTERVAL_S, settings.gap_timeout_s / 2))
+
+    async def tick() -> None:
+        await runtime.tick()
+
+    app.timer(interval, name="fleetledger.tick")(tick)
+
+    async def commit() -> None:
+        await runtime.commit()
+
+    app.timer(COMMIT_INTERVAL_S, name="fleetledger.commit")(commit)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def _on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+        await runtime.on_revoked()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _on_shutdown(sender: Any, *args: Any, **kwargs: Any) -> None:
+        await runtime.stop()
+
+    return app
+
+
+# --------------------------------------------------------------------------- worker
+
+
+class _Worker(faust.Worker):
+    """Faust worker with explicit log levels (faust leaves the root logger at DEBUG)."""
+
+    def __init__(self, app: faust.App, *, level: int, **kwargs: Any) -> None:
+        self._fl_level = level
+        super().__init__(app, loglevel=logging.getLevelName(level), **kwargs)
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+        super().on_setup_root_logger(logger, level)
+        apply_log_levels(self._fl_level)
+
+
+def apply_log_levels(level: int) -> None:
+    """Root and library loggers at ``level``; fleetledger's own messages at INFO or lower."""
+    logging.getLogger().setLevel(level)
+    for name in ("faust", "mode", "aiokafka", "kafka", "venusian"):
+        logging.getLogger(name).setLevel(level)
+    logging.getLogger("fleetledger").setLevel(min(level, logging.INFO))
+
+
+@contextlib.contextmanager
+def _quiet(name: str, *, enabled: bool) -> Iterator[None]:
+    """Silence a library logger (its connection errors are reported as one StoreError)."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    if enabled:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+@contextlib.contextmanager
+def _new_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        yield loop
+    finally:
+        if not loop.is_closed():
+            loop.close()
+        asyncio.set_event_loop(None)
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    pipeline_factory: PipelineFactory | None = None,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    archive: ArchiveSink | None = None,
+) -> None:
+    """Run the worker until SIGTERM/SIGINT (clean shutdown: offsets of finished messages
+    committed, producers flushed).
+
+    Topics and the tables' changelogs are created first (with their configs); a broker
+    that does not answer within ``connect_timeout_s`` raises :class:`StoreError`.
+    A crash of the processing loop raises :class:`ProcessorError`.
+    """
+    bootstrap = _ensure_kafka(settings)
+    level = logging.DEBUG if settings.verbose else logging.WARNING
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    apply_log_levels(level)
+    datadir = Path(tempfile.mkdtemp(prefix="fleetledger-worker-"))
+    try:
+        with _new_loop() as loop:
+            specs = (*topic_specs(settings).all(), *worker_state_specs(settings))
+            with _quiet("aiokafka", enabled=not settings.verbose):
+                loop.run_until_complete(
+                    ensure_topics(bootstrap, specs, timeout_s=connect_timeout_s)
+                )
+            app = build_app(
+                settings, pipeline_factory=pipeline_factory, datadir=datadir, archive=archive
+            )
+            worker = _Worker(app, level=level, loop=loop, quiet=True)
+            log.info(
+                "worker %s consuming %s (%d partitions)",
+                settings.group_id,
+                topic_specs(settings).events.name,
+                settings.partitions,
+            )
+            try:
+                worker.execute_from_commandline()
+            except SystemExit as exc:
+                if exc.code not in (0, None):
+                    reason = worker.crash_reason
+                    raise ProcessorError(
+                        f"worker stopped after a failure: {reason or f'exit code {exc.code}'}"
+                    ) from reason
+    finally:
+        shutil.rmtree(datadir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fleetledger.processors.runtimes.faust_app",
+        description="Run the fleetledger Kafka worker.",
+    )
+    parser.add_argument("--broker", help="kafka://host:port (default: FLEETLEDGER_BROKER)")
+    parser.add_argument("--topic-prefix", help="topic prefix (FLEETLEDGER_TOPIC_PREFIX)")
+    parser.add_argument("--group-id", help="consumer group (FLEETLEDGER_GROUP_ID)")
+    parser.add_argument("--partitions", type=int, help="partitions (FLEETLEDGER_PARTITIONS)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(
+            broker=args.broker,
+            topic_prefix=args.topic_prefix,
+            group_id=args.group_id,
+            partitions=args.partitions,
+        )
+        run_worker(settings)
+    except FleetLedgerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

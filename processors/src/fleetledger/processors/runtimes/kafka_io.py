@@ -1,0 +1,731 @@
+"""Kafka plumbing shared by the worker, the CLI and the deployment checks.
+
+* :data:`TOPIC_LAYOUT` is the one declaration of every topic fleetledger uses: its role,
+  name suffix, key and configs.  :func:`topic_specs` turns it into concrete
+  :class:`TopicSpec` values for a :class:`~fleetledger.config.Settings`.
+* :func:`ensure_topics` creates missing topics with their configs and checks partition
+  counts of existing ones.
+* :class:`KafkaSink` publishes a pipeline's ``Outputs``: records keyed and partitioned by
+  run, dead letters with their original bytes and provenance headers, oversized bundles
+  archived to disk with a small manifest published instead.
+* :func:`read_compacted` and :func:`read_all` read a topic from the beginning up to the end
+  offsets seen when the read started, bounded in time.
+
+Every record of a run lands in the partition ``murmur2(run_id) % partitions`` of its topic,
+the partition the producer SDK's default partitioner picks for the run's events, so a run's
+ledger entries are one ordered sequence in one partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+
+from fleetledger.kernel.config import Settings
+from fleetledger.kernel.errors import StoreError
+from fleetledger.kernel.topics import ROLES, TOPIC_LAYOUT, TopicTemplate, topic_name
+from fleetledger.processors.archive import write_atomic
+
+if TYPE_CHECKING:
+    from fleetledger.processors.pipeline import DeadLetter, Outputs, Record
+
+
+#: Header names of a dead letter (values are UTF-8 text).
+HEADER_ERROR = "fleetledger.error"
+HEADER_SOURCE_TOPIC = "fleetledger.source.topic"
+HEADER_SOURCE_PARTITION = "fleetledger.source.partition"
+HEADER_SOURCE_OFFSET = "fleetledger.source.offset"
+
+#: ``kind`` of the JSON manifest published on the bundles topic for an archived bundle.
+MANIFEST_KIND = "bundle-manifest"
+
+#: Headroom between the bundle size limit and the broker/producer message limits
+#: (record framing, key and headers).
+MESSAGE_OVERHEAD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A concrete topic: name, partitions, replication and configs to create it with."""
+
+    role: str
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: Mapping[str, str] = field(default_factory=dict)
+    key: str = ""
+
+    @property
+    def compacted(self) -> bool:
+        return "compact" in self.configs.get("cleanup.policy", "")
+
+    def new_topic(self) -> NewTopic:
+        return NewTopic(
+            self.name,
+            num_partitions=self.partitions,
+            replication_factor=self.replication_factor,
+            topic_configs=dict(self.configs),
+        )
+
+
+@dataclass(frozen=True)
+class TopicSet:
+    """The concrete topics of one deployment (one prefix)."""
+
+    events: TopicSpec
+    ledger: TopicSpec
+    totals: TopicSpec
+    intercepts: TopicSpec
+    bundles: TopicSpec
+    deadletter: TopicSpec
+
+    def all(self) -> tuple[TopicSpec, ...]:
+        return tuple(getattr(self, role) for role in ROLES)
+
+    def by_role(self, role: str) -> TopicSpec:
+        if role not in ROLES:
+            raise StoreError(f"found topic role {role!r}, expected one of {', '.join(ROLES)}")
+        spec: TopicSpec = getattr(self, role)
+        return spec
+
+
+def max_record_bytes(settings: Settings) -> int:
+    """Largest record the worker publishes (bundles above ``max_message_bytes`` are archived).
+
+    At least the largest events message the SDK may send (its request size) plus header
+    room, so that any input message fits the dead-letter topic unchanged.
+    """
+    largest_input = max(settings.max_message_bytes + 100_000, 1_048_576)
+    return largest_input + MESSAGE_OVERHEAD_BYTES
+
+
+def topic_specs(settings: Settings) -> TopicSet:
+    """The concrete topics for ``settings`` (prefix, partitions, replication factor).
+
+    Every topic gets the events topic's partition count, so outputs of a run share the
+    partition number of its events.  Topics the worker publishes to also allow messages of
+    :func:`max_record_bytes`.
+    """
+    specs: dict[str, TopicSpec] = {}
+    for t in TOPIC_LAYOUT:
+        configs = dict(t.configs)
+        if t.role != "events":
+            configs["max.message.bytes"] = str(max_record_bytes(settings))
+        specs[t.role] = TopicSpec(
+            role=t.role,
+            name=topic_name(settings.topic_prefix, t.role),
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            configs=MappingProxyType(configs),
+            key=t.key,
+        )
+    return TopicSet(**specs)
+
+
+def worker_state_specs(settings: Settings) -> tuple[TopicSpec, ...]:
+    """Changelog topics of the worker's tables (compacted, co-partitioned with events).
+
+    Named ``<prefix>.<group_id>.runstate-changelog`` and ``<prefix>.<group_id>.entries-changelog``:
+    each consumer group keeps its own state.
+    """
+    base = f"{settings.topic_prefix}.{settings.group_id}"
+    return tuple(
+        TopicSpec(
+            role=f"{table}-changelog",
+            name=f"{base}.{table}-changelog",
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            configs=MappingProxyType(
+                {"cleanup.policy": "compact", "max.message.bytes": str(max_record_bytes(settings))}
+            ),
+            key=key,
+        )
+        for table, key in (("runstate", "run_id"), ("entries", "run_id:seq"))
+    )
+
+
+def partition_for(run_id: str, partitions: int) -> int:
+    """The partition of a run: the Java/aiokafka default partitioner applied to ``run_id``."""
+    return (int(murmur2(run_id.encode())) & 0x7FFFFFFF) % partitions
+
+
+def _admin(bootstrap: str, timeout_s: float) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout_s * 1000),
+        client_id="fleetledger-admin",
+    )
+
+
+def _unreachable(bootstrap: str, timeout_s: float, exc: BaseException | None) -> StoreError:
+    if exc is None or isinstance(exc, TimeoutError) or not str(exc):
+        found = f"no answer within {timeout_s:g}s"
+    else:
+        found = str(exc)
+    return StoreError(
+        f"cannot reach Kafka at {bootstrap}: {found}; "
+        "expected a running broker (check --broker / FLEETLEDGER_BROKER)"
+    )
+
+
+async def ensure_topics(
+    bootstrap: str, specs: Iterable[TopicSpec], *, timeout_s: float = 30.0
+) -> dict[str, str]:
+    """Create every missing topic with its partitions and configs.
+
+    Returns ``{name: "created" | "exists"}``.  An existing topic with another partition
+    count raises :class:`StoreError` (co-partitioning of state would break).  The whole
+    call is bounded by ``timeout_s``; an unreachable broker raises :class:`StoreError`.
+    """
+    wanted = list(specs)
+    try:
+        return await asyncio.wait_for(_ensure_topics(bootstrap, wanted, timeout_s), timeout_s)
+    except TimeoutError as exc:
+        raise _unreachable(bootstrap, timeout_s, None) from exc
+
+
+async def _ensure_topics(
+    bootstrap: str, wanted: list[TopicSpec], timeout_s: float
+) -> dict[str, str]:
+    admin = _admin(bootstrap, timeout_s)
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        with contextlib.suppress(Exception):
+            await admin.close()
+        raise _unreachable(bootstrap, timeout_s, exc) from exc
+    result: dict[str, str] = {}
+    try:
+        # Listing all topics never auto-creates one (a metadata request naming a topic
+        # may, on brokers with auto-creation on).
+        existing = set(await admin.list_topics())
+        missing = [s for s in wanted if s.name not in existing]
+        if missing:
+            response = await admin.create_topics([s.new_topic() for s in missing])
+            for name, code, message in _topic_errors(response):
+                if code == 0:
+                    result[name] = "created"
+                elif code == 36:  # TOPIC_ALREADY_EXISTS: created concurrently
+                    result[name] = "exists"
+                else:
+                    raise StoreError(
+                        f"cannot create topic {name!r}: broker error {code} ({message}); "
+                        "expected it created"
+                    )
+        present = [s for s in wanted if s.name not in result or result[s.name] == "exists"]
+        if present:
+            described = await admin.describe_topics([s.name for s in present])
+            counts = {t["topic"]: len(t["partitions"]) for t in described}
+            for spec in present:
+                result.setdefault(spec.name, "exists")
+                found = counts.get(spec.name)
+                if found is not None and found != spec.partitions:
+                    raise StoreError(
+                        f"topic {spec.name!r} has {found} partitions, expected "
+                        f"{spec.partitions} (FLEETLEDGER_PARTITIONS)"
+                    )
+    except KafkaError as exc:
+        raise StoreError(f"cannot create topics on Kafka at {bootstrap}: {exc}") from exc
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    return result
+
+
+def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
+    out: list[tuple[str, int, str | None]] = []
+    for item in response.topic_errors:
+        name, code = item[0], int(item[1])
+        message = item[2] if len(item) > 2 else None
+        out.append((name, code, message))
+    return out
+
+
+# --------------------------------------------------------------------------- sink
+
+
+_SAFE_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def archive_file_name(run_id: str) -> str:
+    """``<run_id>.bundle.json``; run ids that are not safe file names are hashed."""
+    if _SAFE_RUN_ID.fullmatch(run_id):
+        return f"{run_id}.bundle.json"
+    return f"sha256-{hashlib.sha256(run_id.encode()).hexdigest()}.bundle.json"
+
+
+def archive_bundle(archive_dir: Path, run_id: str, value: bytes) -> bytes:
+    """Write an oversized bundle to the archive; return the manifest JSON to publish.
+
+    The manifest is ``{"kind": "bundle-manifest", "run_id", "digest", "path", "size",
+    "sha256"}``: ``digest`` is the bundle's own ``integrity.digest``; ``sha256`` is over
+    the archived file's bytes; ``path`` is absolute.
+    """
+    path = (archive_dir / archive_file_name(run_id)).resolve()
+    try:
+        write_atomic(path, value)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot archive bundle of run {run_id!r} to {str(path)!r}: {exc}"
+        ) from exc
+    file_sha = hashlib.sha256(value).hexdigest()
+    try:
+        digest = json.loads(value)["integrity"]["digest"]
+    except (ValueError, KeyError, TypeError):
+        digest = file_sha
+    manifest = {
+        "kind": MANIFEST_KIND,
+        "run_id": run_id,
+        "digest": digest,
+        "path": str(path),
+        "size": len(value),
+        "sha256": file_sha,
+    }
+    return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+
+
+def is_manifest(value: bytes) -> bool:
+    """Whether a bundles-topic value is an archive manifest (not an inline bundle)."""
+    if len(value) > 4096:
+        return False
+    try:
+        obj = json.loads(value)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and obj.get("kind") == MANIFEST_KIND
+
+
+def deadletter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
+    p = dl.position
+    return [
+        (HEADER_ERROR, dl.error.encode("utf-8", "replace")),
+        (HEADER_SOURCE_TOPIC, p.topic.encode()),
+        (HEADER_SOURCE_PARTITION, str(p.partition).encode()),
+        (HEADER_SOURCE_OFFSET, str(p.offset).encode()),
+    ]
+
+
+def _run_of_entry(key: str) -> str:
+    return key.rsplit(":", 1)[0]
+
+
+def _run_of_intercept(key: str) -> str:
+    return key.rsplit(":", 2)[0]
+
+
+def producer_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka producer options for the sink (and anything else publishing outputs)."""
+    return {
+        "acks": "all",
+        "enable_idempotence": settings.enable_idempotence,
+        "compression_type": None if settings.compression == "none" else settings.compression,
+        "max_request_size": max_record_bytes(settings),
+        "linger_ms": 0,
+        "client_id": f"fleetledger-{settings.group_id}",
+    }
+
+
+class KafkaSink:
+    """Publishes ``Outputs`` and waits until the broker acknowledged every record.
+
+    Outputs are idempotent upserts by key, so publishing the same ``Outputs`` twice (a
+    redelivered input) leaves every compacted topic with the same final values.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        bootstrap: str | None = None,
+        topics: TopicSet | None = None,
+    ) -> None:
+        self._settings = settings
+        self._bootstrap = bootstrap or settings.broker_url().bootstrap
+        self._topics = topics or topic_specs(settings)
+        self._producer: AIOKafkaProducer | None = None
+        self._partitions: dict[str, int] = {}
+
+    @property
+    def topics(self) -> TopicSet:
+        return self._topics
+
+    async def start(self, *, timeout_s: float = 30.0) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            request_timeout_ms=int(timeout_s * 1000),
+            **producer_options(self._settings),
+        )
+        try:
+            await asyncio.wait_for(producer.start(), timeout_s)
+            for spec in self._topics.all():
+                if spec.role == "events":
+                    continue
+                parts = await asyncio.wait_for(producer.partitions_for(spec.name), timeout_s)
+                self._partitions[spec.name] = len(parts)
+        except (KafkaError, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise _unreachable(self._bootstrap, timeout_s, exc) from exc
+        self._producer = producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def __aenter__(self) -> KafkaSink:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _partition(self, topic: str, run_id: str) -> int:
+        return partition_for(run_id, self._partitions[topic])
+
+    async def send_raw(
+        self, topic: str, partition: int, key: bytes, value: bytes | None
+    ) -> asyncio.Future[Any]:
+        """Queue one record for an explicit partition; the future resolves on broker ack."""
+        producer = self._producer
+        if producer is None:
+            raise StoreError("Kafka sink is not started; expected start() before send_raw()")
+        try:
+            fut: asyncio.Future[Any] = await producer.send(
+                topic, value=value, key=key, partition=partition
+            )
+        except KafkaError as exc:
+            raise StoreError(
+                f"cannot send to {topic!r} on Kafka at {self._bootstrap}: {exc}"
+            ) from exc
+        return fut
+
+    async def flush(self) -> None:
+        """Wait until every record sent so far is acknowledged (or failed)."""
+        if self._producer is not None:
+            await self._producer.flush()
+
+    async def publish(self, outputs: Outputs) -> int:
+        """Send every output record; return how many were sent once all are acknowledged."""
+        producer = self._producer
+        if producer is None:
+            raise StoreError("Kafka sink is not started; expected start() before publish()")
+        t = self._topics
+        futures: list[asyncio.Future[Any]] = []
+
+        async def send(
+            topic: str,
+            run_id: str | None,
+            key: str,
+            value: bytes,
+            headers: Sequence[tuple[str, bytes]] | None = None,
+        ) -> None:
+            partition = None if run_id is None else self._partition(topic, run_id)
+            fut = await producer.send(
+                topic,
+                value=value,
+                key=key.encode(),
+                partition=partition,
+                headers=list(headers) if headers else None,
+            )
+            futures.append(fut)
+
+        try:
+            for r in outputs.entries:
+                await send(t.ledger.name, _run_of_entry(r.key), r.key, r.value)
+            for r in outputs.totals:
+                await send(t.totals.name, r.key, r.key, r.value)
+            for r in outputs.intercepts:
+                await send(t.intercepts.name, _run_of_intercept(r.key), r.key, r.value)
+            for r in outputs.bundles:
+                await send(t.bundles.name, r.key, r.key, await self._bundle_value(r))
+            for d in outputs.deadletters:
+                await send(t.deadletter.name, None, d.key, d.value, deadletter_headers(d))
+            if futures:
+                await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise StoreError(
+                f"cannot publish outputs to Kafka at {self._bootstrap}: {exc}"
+            ) from exc
+        return len(futures)
+
+    async def _bundle_value(self, record: Record) -> bytes:
+        if len(record.value) <= self._settings.max_message_bytes:
+            return record.value
+        return await asyncio.to_thread(
+            archive_bundle, self._settings.archive_dir, record.key, record.value
+        )
+
+
+# --------------------------------------------------------------------------- readers
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int
+
+    def header(self, name: str) -> bytes | None:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+
+async def read_all(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[KafkaRecord]:
+    """Every record of ``topic``, at least up to the end offsets seen at the start of the call.
+
+    Ordered by partition, then offset.  Raises :class:`StoreError` when the broker is
+    unreachable, the topic does not exist, or the read does not finish within ``timeout_s``.
+    """
+    try:
+        return await asyncio.wait_for(_read_all(bootstrap, topic, timeout_s), timeout_s)
+    except TimeoutError as exc:
+        raise StoreError(
+            f"reading topic {topic!r} from Kafka at {bootstrap} did not finish within "
+            f"{timeout_s:g}s; expected the broker to serve it"
+        ) from exc
+
+
+async def _read_all(bootstrap: str, topic: str, timeout_s: float) -> list[KafkaRecord]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        request_timeout_ms=int(timeout_s * 1000),
+        client_id="fleetledger-reader",
+    )
+    try:
+        await consumer.start()
+    except KafkaError as exc:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        raise _unreachable(bootstrap, timeout_s, exc) from exc
+    out: list[KafkaRecord] = []
+    try:
+        if topic not in await consumer.topics():
+            raise StoreError(
+                f"found no topic {topic!r} on Kafka at {bootstrap}; expected it to exist"
+            )
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        remaining = {tp for tp in tps if ends[tp] > await consumer.position(tp)}
+        by_tp: dict[TopicPartition, list[KafkaRecord]] = {tp: [] for tp in tps}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=200)
+            # Every fetched record is kept, also past the captured end offset: some
+            # brokers (Tansu) report the end offset of a multi-record batch as its base
+            # offset + 1, so filtering by it would drop the rest of the batch.
+            for tp, messages in batch.items():
+                by_tp[tp].extend(
+                    KafkaRecord(
+                        topic=m.topic,
+                        partition=m.partition,
+                        offset=m.offset,
+                        key=m.key,
+                        value=m.value,
+                        headers=tuple((k, bytes(v)) for k, v in (m.headers or ())),
+                        timestamp_ms=m.timestamp,
+                    )
+                    for m in messages
+                )
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        for tp in tps:
+            out.extend(by_tp[tp])
+    except KafkaError as exc:
+        raise StoreError(f"cannot read topic {topic!r} from Kafka at {bootstrap}: {exc}") from exc
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+    return out
+
+
+async def read_compacted(
+    bootstrap: str, topic: str, *, timeout_s: float = 30.0
+) -> dict[str, bytes]:
+    """The latest value per key of a compacted topic (``{key: value}``; tombstones delete).
+
+    Reads every partition from the beginning to the end offsets captured at the start, so
+    the result is the same whether or not the broker has compacted the log yet.
+    """
+    latest: dict[str, bytes] = {}
+    for rec in await read_all(bootstrap, topic, timeout_s=timeout_s):
+        if rec.key is None:
+            continue
+        key = rec.key.decode("utf-8", "replace")
+        if rec.value is None:
+            latest.pop(key, None)
+        else:
+            latest[key] = rec.value
+    return latest
+
+
+def load_archived_bundle(manifest: bytes) -> bytes:
+    """The bundle bytes a manifest points at, checked against its size and sha256."""
+    try:
+        obj = json.loads(manifest)
+        path, size, sha = Path(obj["path"]), int(obj["size"]), str(obj["sha256"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"bundle manifest is malformed ({exc}); expected {MANIFEST_KIND}") from exc
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StoreError(
+            f"archived bundle {str(path)!r} cannot be read: {exc}; expected the archive "
+            "folder (FLEETLEDGER_ARCHIVE_DIR) of the worker to be mounted here"
+        ) from exc
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+        raise StoreError(
+            f"archived bundle {str(path)!r} has {len(data)} bytes with another sha256; "
+            f"expected {size} bytes with sha256 {sha}"
+        )
+    return data
+
+
+class KafkaOutputReader:
+    """The worker's outputs on Kafka, read for the CLI (same methods as the embedded reader).
+
+    Each topic is read once per reader, from the beginning to its end (bounded in time).
+    """
+
+    def __init__(self, settings: Settings, *, timeout_s: float = 30.0) -> None:
+        self._bootstrap = settings.broker_url().bootstrap
+        self._topics = topic_specs(settings)
+        self._timeout_s = timeout_s
+        self._cache: dict[str, dict[str, bytes]] = {}
+
+    def __repr__(self) -> str:
+        return f"Kafka at {self._bootstrap} (topics {self._topics.events.name[:-7]}.*)"
+
+    def __enter__(self) -> KafkaOutputReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._cache.clear()
+
+    def _compacted(self, role: str) -> dict[str, bytes]:
+        if role not in self._cache:
+            name = self._topics.by_role(role).name
+            self._cache[role] = read_compacted_sync(
+                self._bootstrap, name, timeout_s=self._timeout_s
+            )
+        return self._cache[role]
+
+    def totals(self) -> list[dict[str, Any]]:
+        return [json.loads(v) for _, v in sorted(self._compacted("totals").items())]
+
+    def intercepts(self) -> list[dict[str, Any]]:
+        return [json.loads(v) for _, v in sorted(self._compacted("intercepts").items())]
+
+    def bundle_bytes(self, run_id: str) -> bytes | None:
+        value = self._compacted("bundles").get(run_id)
+        if value is None:
+            return None
+        return load_archived_bundle(value) if is_manifest(value) else value
+
+    def bundles(self) -> Iterator[tuple[str, bytes]]:
+        for run_id in sorted(self._compacted("bundles")):
+            value = self.bundle_bytes(run_id)
+            if value is not None:
+                yield run_id, value
+
+    def digests(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for run_id, value in sorted(self._compacted("bundles").items()):
+            obj = json.loads(value)
+            out[run_id] = (
+                obj["digest"] if obj.get("kind") == MANIFEST_KIND else obj["integrity"]["digest"]
+            )
+        return out
+
+    def ledger(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's ledger entries in seq order (last write per key wins)."""
+        prefix = f"{run_id}:".encode()
+        by_key: dict[bytes, bytes] = {}
+        for rec in read_all_sync(
+            self._bootstrap, self._topics.ledger.name, timeout_s=self._timeout_s
+        ):
+            if rec.key is not None and rec.value is not None and rec.key.startswith(prefix):
+                by_key[rec.key] = rec.value
+        return [json.loads(v) for _, v in sorted(by_key.items())]
+
+    def deadletters(self) -> list[KafkaRecord]:
+        return read_all_sync(
+            self._bootstrap, self._topics.deadletter.name, timeout_s=self._timeout_s
+        )
+
+
+def read_all_sync(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[KafkaRecord]:
+    """:func:`read_all` for synchronous callers (the CLI)."""
+    return asyncio.run(read_all(bootstrap, topic, timeout_s=timeout_s))
+
+
+def read_compacted_sync(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> dict[str, bytes]:
+    """:func:`read_compacted` for synchronous callers (the CLI)."""
+    return asyncio.run(read_compacted(bootstrap, topic, timeout_s=timeout_s))
+
+
+def ensure_topics_sync(
+    bootstrap: str, specs: Iterable[TopicSpec], *, timeout_s: float = 30.0
+) -> dict[str, str]:
+    """:func:`ensure_topics` for synchronous callers (the CLI)."""
+    return asyncio.run(ensure_topics(bootstrap, specs, timeout_s=timeout_s))
+
+
+__all__ = [
+    "HEADER_ERROR",
+    "HEADER_SOURCE_OFFSET",
+    "HEADER_SOURCE_PARTITION",
+    "HEADER_SOURCE_TOPIC",
+    "MANIFEST_KIND",
+    "ROLES",
+    "TOPIC_LAYOUT",
+    "KafkaOutputReader",
+    "KafkaRecord",
+    "KafkaSink",
+    "TopicSet",
+    "TopicSpec",
+    "TopicTemplate",
+    "archive_bundle",
+    "ensure_topics",
+    "ensure_topics_sync",
+    "is_manifest",
+    "load_archived_bundle",
+    "max_record_bytes",
+    "partition_for",
+    "read_all",
+    "read_all_sync",
+    "read_compacted",
+    "read_compacted_sync",
+    "topic_name",
+    "topic_specs",
+    "worker_state_specs",
+    "write_atomic",
+]

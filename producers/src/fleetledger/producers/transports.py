@@ -1,0 +1,504 @@
+"""Where the SDK's messages go: the embedded SQLite log, Kafka, or memory.
+
+A message is one single-object encoded ``EventBatch`` of one run, keyed by the run id.
+Every transport follows the same small protocol:
+
+* ``await start()`` connects (an unreachable store or broker raises here);
+* ``await send(key, value)`` hands one message over.  It may return once the message
+  is queued; a failure to deliver it then surfaces on a later ``send`` or on ``flush``;
+* ``await flush()`` returns when everything sent so far is durable (SQLite committed,
+  Kafka acknowledged by all in-sync replicas) and raises if any of it was not;
+* ``await close()`` flushes, then releases the connection.
+
+Transports keep their own queue bounded: ``send`` waits when it is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from fleetledger.kernel.config import Settings
+from fleetledger.kernel.errors import ConfigError, DeliveryError, StoreError
+from fleetledger.kernel.sqlitelog import SqliteLog
+from fleetledger.kernel.topics import layout, topic_name
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "EVENTS_TOPIC_CONFIGS",
+    "KafkaTransport",
+    "MemoryTransport",
+    "SqliteTransport",
+    "Transport",
+    "ensure_topic",
+    "events_topic",
+    "kafka_compression",
+    "make_transport",
+]
+
+#: Configs of the events topic when the SDK creates it: the same as the worker's
+#: declared topic layout, so whichever side creates the topic first, it is the same.
+#: The events topic's declared configs (the worker's layout; it is the source of truth,
+#: kept with no retention limit), used when the SDK creates the topic first.
+EVENTS_TOPIC_CONFIGS: dict[str, str] = dict(layout("events").configs)
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """The four calls the recorder makes on a transport."""
+
+    async def start(self) -> None: ...
+
+    async def send(self, key: str, value: bytes) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def events_topic(settings: Settings) -> str:
+    """Name of the events topic: ``<prefix>.events``."""
+    return topic_name(settings.topic_prefix, "events")
+
+
+class MemoryTransport:
+    """Keeps every message in :attr:`messages`, in send order.  For tests and tools."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self.started = False
+        self.closed = False
+        self.flushes = 0
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def send(self, key: str, value: bytes) -> None:
+        if self.closed:
+            raise DeliveryError("memory transport is closed; found a send, expected none")
+        self.messages.append((key, value))
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.cancelled():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+class _Worker:
+    """One daemon thread running blocking calls in order for an event loop.
+
+    Not a ``ThreadPoolExecutor``: those refuse work once interpreter shutdown has begun,
+    and a recorder closed from an exit hook still has to write its last rows.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, args, loop, fut = item
+            try:
+                result = fn(*args)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(_settle, fut, False, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, fut, True, result)
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((fn, args, loop, fut))
+        return await fut
+
+    def stop(self) -> None:
+        """Finish the queued calls, then end the thread."""
+        self._queue.put(None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+
+class SqliteTransport:
+    """Appends messages to the embedded log (:class:`fleetledger.sqlitelog.SqliteLog`).
+
+    Messages are queued in memory and written many per transaction: when
+    ``max_queued_messages`` are waiting, ``linger_ms`` after the first queued one (so a
+    quiet producer's events still reach the log promptly), and on ``flush``.  Every
+    SQLite call runs on one dedicated worker thread (the connection belongs to it), so
+    the event loop never blocks on disk I/O.  Rows are appended in send order; a failed
+    transaction leaves none of its rows visible, and its error surfaces on the next
+    ``send`` or ``flush``.
+    """
+
+    def __init__(
+        self, path: Path | str, *, max_queued_messages: int = 256, linger_ms: int = 20
+    ) -> None:
+        if max_queued_messages < 1:
+            raise ConfigError(
+                f"max_queued_messages: found {max_queued_messages}, expected at least 1"
+            )
+        if linger_ms < 0:
+            raise ConfigError(f"linger_ms: found {linger_ms}, expected at least 0")
+        self.path = Path(path)
+        self.max_queued_messages = max_queued_messages
+        self.linger_ms = linger_ms
+        self._queue: list[tuple[str, bytes]] = []
+        self._worker: _Worker | None = None
+        self._log: SqliteLog | None = None
+        self._lock = asyncio.Lock()
+        self._timer: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        if self._worker is None:
+            raise DeliveryError(
+                f"sqlite transport for {str(self.path)!r} is not started; "
+                "found a call before start(), expected start() first"
+            )
+        return await self._worker.call(fn, *args)
+
+    async def start(self) -> None:
+        if self._worker is not None:
+            return
+        self._worker = _Worker("fleetledger-sqlite")
+        try:
+            self._log = await self._call(SqliteLog.open, self.path)
+        except BaseException:
+            self._worker.stop()
+            self._worker = None
+            raise
+
+    def _append(self, rows: Sequence[tuple[str, bytes]]) -> None:
+        assert self._log is not None
+        self._log.append(rows)
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            exc = self._error
+            raise DeliveryError(
+                f"cannot append to the embedded log {str(self.path)!r}: {_describe(exc)}"
+            ) from exc
+
+    async def _write(self) -> None:
+        async with self._lock:
+            if not self._queue:
+                return
+            rows, self._queue = self._queue, []
+            try:
+                await self._call(self._append, rows)
+            except Exception as exc:
+                if self._error is None:
+                    self._error = exc
+                raise
+
+    async def _write_later(self) -> None:
+        await asyncio.sleep(self.linger_ms / 1000)
+        self._timer = None
+        with contextlib.suppress(Exception):  # kept in self._error, raised on send/flush
+            await self._write()
+
+    async def send(self, key: str, value: bytes) -> None:
+        self._raise_error()
+        if self._closed:
+            raise DeliveryError(
+                f"sqlite transport for {str(self.path)!r} is closed; found a send, expected none"
+            )
+        self._queue.append((key, value))
+        if len(self._queue) >= self.max_queued_messages:
+            await self._write()
+        elif self._timer is None:
+            self._timer = asyncio.create_task(self._write_later())
+
+    async def flush(self) -> None:
+        self._raise_error()
+        await self._write()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        timer, self._timer = self._timer, None
+        if timer is not None:  # at most linger_ms; its error, if any, is in self._error
+            await timer
+        if self._worker is None:
+            return
+        try:
+            self._raise_error()
+            await self._write()
+        finally:
+            if self._log is not None:
+                await self._call(self._log.close)
+                self._log = None
+            self._worker.stop()
+            self._worker = None
+
+
+def kafka_compression(name: str) -> str | None:
+    """aiokafka's ``compression_type`` for a setting; lz4/zstd/snappy need their library."""
+    if name == "none":
+        return None
+    if name == "gzip":
+        return "gzip"
+    from aiokafka import codec
+
+    available = {"lz4": codec.has_lz4, "zstd": codec.has_zstd, "snappy": codec.has_snappy}
+    check = available.get(name)
+    if check is None:
+        raise ConfigError(
+            f"compression: found {name!r}, expected one of none, gzip, lz4, zstd, snappy"
+        )
+    if not check():
+        raise ConfigError(
+            f"compression {name!r}: found its Python library missing, expected it installed "
+            "(it ships with fleetledger; or use FLEETLEDGER_COMPRESSION=gzip)"
+        )
+    return name
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` on one line, without repeating the type name."""
+    name = type(exc).__name__
+    text = " ".join(str(exc).split())
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
+def _unreachable(bootstrap: str, exc: BaseException) -> DeliveryError:
+    return DeliveryError(
+        f"cannot reach Kafka at {bootstrap}: found no broker answering, expected a reachable "
+        f"bootstrap server ({_describe(exc)})"
+    )
+
+
+async def ensure_topic(
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    partitions: int,
+    replication_factor: int = 1,
+    configs: dict[str, str] | None = None,
+    request_timeout_ms: int = 30_000,
+) -> bool:
+    """Create ``topic`` unless it exists; return True when it was created.
+
+    An existing topic is left as it is (whatever its partition count).
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=request_timeout_ms
+    )
+    try:
+        await admin.start()
+    except (KafkaConnectionError, OSError) as exc:
+        await admin.close()
+        raise _unreachable(bootstrap_servers, exc) from exc
+    try:
+        existing = await admin.list_topics()
+        if topic in existing:
+            return False
+        new = NewTopic(
+            topic,
+            num_partitions=partitions,
+            replication_factor=replication_factor,
+            topic_configs=dict(EVENTS_TOPIC_CONFIGS if configs is None else configs),
+        )
+        try:
+            await admin.create_topics([new])
+        except TopicAlreadyExistsError:
+            return False
+        return True
+    except TopicAlreadyExistsError:
+        return False
+    except KafkaError as exc:
+        raise StoreError(
+            f"cannot create topic {topic!r} on {bootstrap_servers}: {_describe(exc)}"
+        ) from exc
+    finally:
+        await admin.close()
+
+
+class KafkaTransport:
+    """Publishes messages with aiokafka (``acks="all"``, key = run id).
+
+    The key keeps every message of a run in one partition, so a run's batches are
+    read in the order they were sent.  ``send`` returns once aiokafka has queued the
+    message; delivery failures surface on the next ``send`` or on ``flush``.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        enable_idempotence: bool = True,
+        compression: str = "lz4",
+        linger_ms: int = 5,
+        max_request_size: int = 1_048_576,
+        request_timeout_ms: int = 30_000,
+        client_id: str = "fleetledger-producer",
+        create_topic: bool = False,
+        partitions: int = 4,
+        replication_factor: int = 1,
+        max_outstanding: int = 10_000,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.enable_idempotence = enable_idempotence
+        self.compression_type = kafka_compression(compression)
+        self.linger_ms = linger_ms
+        self.max_request_size = max_request_size
+        self.request_timeout_ms = request_timeout_ms
+        self.client_id = client_id
+        self.create_topic = create_topic
+        self.partitions = partitions
+        self.replication_factor = replication_factor
+        self.max_outstanding = max_outstanding
+        self._producer: Any = None
+        self._outstanding: set[asyncio.Future[Any]] = set()
+        self._error: BaseException | None = None
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, create_topic: bool = True) -> KafkaTransport:
+        return cls(
+            settings.broker_url().bootstrap,
+            events_topic(settings),
+            enable_idempotence=settings.enable_idempotence,
+            compression=settings.compression,
+            linger_ms=settings.linger_ms,
+            max_request_size=max(settings.max_message_bytes + 100_000, 1_048_576),
+            create_topic=create_topic,
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+        )
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            return
+        from aiokafka import AIOKafkaProducer
+        from aiokafka.errors import KafkaConnectionError, KafkaError
+
+        if self.create_topic:
+            await ensure_topic(
+                self.bootstrap_servers,
+                self.topic,
+                partitions=self.partitions,
+                replication_factor=self.replication_factor,
+                request_timeout_ms=self.request_timeout_ms,
+            )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=self.client_id,
+            acks="all",
+            enable_idempotence=self.enable_idempotence,
+            compression_type=self.compression_type,
+            linger_ms=self.linger_ms,
+            max_request_size=self.max_request_size,
+            request_timeout_ms=self.request_timeout_ms,
+        )
+        try:
+            await producer.start()
+        except (KafkaConnectionError, OSError) as exc:
+            await producer.stop()
+            raise _unreachable(self.bootstrap_servers, exc) from exc
+        except KafkaError as exc:
+            await producer.stop()
+            raise DeliveryError(
+                f"cannot start a Kafka producer on {self.bootstrap_servers}: {_describe(exc)}"
+            ) from exc
+        self._producer = producer
+
+    def _raise_pending_error(self) -> None:
+        if self._error is not None:
+            exc = self._error
+            raise DeliveryError(
+                f"Kafka did not acknowledge a message for {self.topic!r} on "
+                f"{self.bootstrap_servers}: {_describe(exc)}"
+            ) from exc
+
+    def _done(self, fut: asyncio.Future[Any]) -> None:
+        self._outstanding.discard(fut)
+        if fut.cancelled():
+            if self._error is None:
+                self._error = asyncio.CancelledError("delivery cancelled")
+            return
+        exc = fut.exception()
+        if exc is not None and self._error is None:
+            self._error = exc
+
+    async def send(self, key: str, value: bytes) -> None:
+        self._raise_pending_error()
+        if self._producer is None or self._closed:
+            raise DeliveryError(
+                f"Kafka transport for {self.topic!r} is not running; "
+                "found a send outside start()/close(), expected start() first"
+            )
+        from aiokafka.errors import KafkaError
+
+        if len(self._outstanding) >= self.max_outstanding:
+            await asyncio.wait(list(self._outstanding), return_when=asyncio.FIRST_COMPLETED)
+            self._raise_pending_error()
+        try:
+            fut = await self._producer.send(self.topic, value=value, key=key.encode("utf-8"))
+        except KafkaError as exc:
+            raise DeliveryError(
+                f"Kafka refused a message for {self.topic!r} (key {key!r}, {len(value)} bytes): "
+                f"{_describe(exc)}"
+            ) from exc
+        self._outstanding.add(fut)
+        fut.add_done_callback(self._done)
+
+    async def flush(self) -> None:
+        if self._producer is not None and self._outstanding:
+            await asyncio.wait(list(self._outstanding))
+        self._raise_pending_error()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            if self._outstanding:
+                await asyncio.wait(list(self._outstanding))
+        finally:
+            await producer.stop()
+        self._raise_pending_error()
+
+
+def make_transport(settings: Settings, *, create_topic: bool = True) -> Transport:
+    """The transport the broker URL of ``settings`` names (sqlite or kafka)."""
+    url = settings.broker_url()
+    if url.kind == "sqlite":
+        assert url.path is not None
+        return SqliteTransport(url.path)
+    if url.kind == "kafka":
+        return KafkaTransport.from_settings(settings, create_topic=create_topic)
+    raise ConfigError(f"broker kind: found {url.kind!r}, expected 'sqlite' or 'kafka'")

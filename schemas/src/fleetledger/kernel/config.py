@@ -1,0 +1,127 @@
+"""The one place configuration is read: flags override ``FLEETLEDGER_*`` variables.
+
+``Settings`` is constructed explicitly (never at import time) and passed into whatever
+needs it.  The broker is chosen by one URL-style setting:
+
+* ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` - the embedded store
+  (the default, ``sqlite:///fleetledger.db``);
+* ``kafka://host:port[,host:port...]`` - a Kafka cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fleetledger.kernel.errors import ConfigError
+
+DEFAULT_BROKER = "sqlite:///fleetledger.db"
+
+
+@dataclass(frozen=True)
+class BrokerURL:
+    """A parsed ``FLEETLEDGER_BROKER`` value."""
+
+    kind: Literal["sqlite", "kafka"]
+    raw: str
+    path: Path | None = None
+    bootstrap_servers: tuple[str, ...] = ()
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(self.bootstrap_servers)
+
+
+def parse_broker_url(url: str) -> BrokerURL:
+    """Parse a broker URL; raise :class:`ConfigError` naming what is wrong."""
+    if not url or "://" not in url:
+        raise ConfigError(
+            f"broker URL {url!r} has no scheme; expected kafka://host:port or sqlite:///path.db"
+        )
+    scheme, rest = url.split("://", 1)
+    scheme = scheme.lower()
+    if scheme == "sqlite":
+        # sqlite:///rel.db -> "rel.db"; sqlite:////abs.db -> "/abs.db"
+        if not rest.startswith("/") or rest == "/":
+            raise ConfigError(
+                f"broker URL {url!r} has no database path; expected sqlite:///path/ledger.db"
+            )
+        return BrokerURL(kind="sqlite", raw=url, path=Path(rest[1:]))
+    if scheme in ("kafka", "kafka+plaintext"):
+        parts = urlsplit(f"kafka://{rest}")
+        servers = tuple(s.strip() for s in parts.netloc.split(",") if s.strip())
+        if not servers:
+            raise ConfigError(f"broker URL {url!r} names no host; expected kafka://host:port")
+        for server in servers:
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(
+                    f"broker URL {url!r}: {server!r} is not host:port with a port in 1-65535"
+                )
+        return BrokerURL(kind="kafka", raw=url, bootstrap_servers=servers)
+    raise ConfigError(f"broker URL {url!r} has scheme {scheme!r}; expected 'kafka' or 'sqlite'")
+
+
+class Settings(BaseSettings):
+    """Every ``FLEETLEDGER_*`` setting, with its default.  Documented in the README."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETLEDGER_", frozen=True, extra="ignore")
+
+    broker: str = Field(DEFAULT_BROKER, description="kafka://host:port or sqlite:///path.db")
+    topic_prefix: str = Field("fleetledger", description="prefix of every Kafka topic")
+    partitions: int = Field(4, ge=1, description="partitions of the events topic")
+    replication_factor: int = Field(1, ge=1, description="replication factor of created topics")
+    enable_idempotence: bool = Field(True, description="idempotent Kafka producer")
+    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field(
+        "lz4", description="Kafka producer compression (SDK and worker outputs)"
+    )
+    max_message_bytes: int = Field(
+        900_000, ge=10_000, description="larger bundles go to the archive with a manifest"
+    )
+    archive_dir: Path = Field(Path("archive"), description="folder for oversized bundles")
+    compliance_archive: Path | None = Field(
+        None, description="worker: archive every bundle under this folder (--archive)"
+    )
+    signing_key: Path | None = Field(
+        None, description="Ed25519 private key (PEM) signing archived bundles (--sign)"
+    )
+    group_id: str = Field("fleetledger-worker", description="Kafka consumer group of workers")
+    batch_max_events: int = Field(500, ge=1, description="SDK: most events in one message")
+    linger_ms: int = Field(5, ge=0, description="SDK: wait to fill a batch")
+    max_buffered_events: int = Field(100_000, ge=1, description="SDK: backpressure threshold")
+    gap_timeout_s: float = Field(30.0, gt=0, description="open sequence gap older than this")
+    budget_warn_ratio: Decimal = Field(Decimal("1"), description="budget intercept ratio")
+    intervention_rate: Decimal = Field(
+        Decimal("0.5"), description="(rejections+edits)/gates above which to intercept"
+    )
+    intervention_min_gates: int = Field(4, ge=1, description="gates before the rate rule applies")
+    max_recoveries: int = Field(3, ge=0, description="retries/escalations above which to intercept")
+    session_timeout_s: float = Field(30.0, gt=0, description="worker consumer session timeout")
+    verbose: bool = Field(False, description="tracebacks and debug logs")
+
+    @field_validator("compliance_archive", "signing_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        return None if v == "" else v
+
+    def broker_url(self) -> BrokerURL:
+        return parse_broker_url(self.broker)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment with explicit overrides (flags) on top."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(
+            f"setting FLEETLEDGER_{field.upper()}={err.get('input')!r}: {err['msg']}"
+        ) from exc
