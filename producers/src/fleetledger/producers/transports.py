@@ -290,7 +290,6 @@ async def ensure_topic(
     from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
     conn = kafka.as_connection(bootstrap_servers)
-    kafka.redact_client_logs(conn)
     admin = AIOKafkaAdminClient(
         request_timeout_ms=request_timeout_ms, **conn.client_options("fleetledger-producer")
     )
@@ -388,7 +387,6 @@ class KafkaTransport:
         from aiokafka import AIOKafkaProducer
         from aiokafka.errors import KafkaConnectionError, KafkaError
 
-        kafka.redact_client_logs(self.connection)
         if self.create_topic:
             await ensure_topic(
                 self.connection,

@@ -172,7 +172,11 @@ class KafkaConnection:
         """The security keyword arguments of every aiokafka client (and of a connection).
 
         The same keys, for the same protocol, as Faust derives from its broker credentials.
+        Whoever asks for them gets a client whose debug log keeps the secrets out
+        (:func:`redact_client_logs`).
         """
+        if self.sasl:
+            redact_client_logs(self)
         options: dict[str, Any] = {"security_protocol": self.protocol}
         if self.tls:
             options["ssl_context"] = self.ssl_context

@@ -800,7 +800,6 @@ def run_worker(
     if not logging.getLogger().handlers:
         logging.basicConfig(format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     apply_log_levels(level)
-    kafka.redact_client_logs(conn)
     datadir = Path(tempfile.mkdtemp(prefix="fleetledger-worker-"))
     try:
         with _new_loop() as loop:
