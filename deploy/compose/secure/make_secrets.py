@@ -1,7 +1,7 @@
 """Throwaway TLS material and SCRAM password for the secured Compose cluster.
 
-Run once by the ``kafka-secrets`` service of ``docker-compose.secure.yml`` (in the
-fleetledger image, which has ``cryptography``):
+Run once by the ``kafka-secrets`` service of ``docker-compose.secure.yml`` (with the
+fleetledger image's Python, which has ``cryptography``; this folder is mounted into it):
 
     python make_secrets.py BROKER_DIR CLIENT_DIR [HOST ...]
 
