@@ -768,6 +768,38 @@ def test_dockerignore_keeps_what_make_install_needs() -> None:
 # --------------------------------------------------------------------------- the guide
 
 
+def test_operations_guide_security_settings_are_consistent_and_its_tools_authenticate() -> None:
+    """Every block of FLEETLEDGER_* lines in "Secured clusters" is a valid set of settings;
+    Kafka's tools on Kubernetes use the tls listener as a user allowed to do what they do."""
+    guide = OPERATIONS.read_text(encoding="utf-8")
+    section = guide.split("## Secured clusters", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
+    examples = [b for b in blocks if b.lstrip().startswith("FLEETLEDGER_")]
+    assert len(examples) >= 4, "Strimzi, MSK (SCRAM and IAM), Confluent Cloud"
+    mechanisms = set()
+    for block in examples:
+        env = dict(line.strip().split("=", 1) for line in block.splitlines() if line.strip())
+        settings = settings_from_env(env, "docs/operations.md")
+        assert settings.kafka_security_protocol == "SASL_SSL", block
+        mechanisms.add(settings.kafka_sasl_mechanism)
+    assert mechanisms == {"SCRAM-SHA-512", "OAUTHBEARER", "PLAIN"}
+
+    base = settings_from_env(read_env_file(BASE / "fleetledger.env"), "deploy/base")
+    docs = load_yaml_docs(DEPLOY / "cluster" / "kafka-tools.yaml")
+    pod = the_one(docs, "Pod", "kafka-tools")
+    user = the_one(docs, "KafkaUser", "fleetledger-operator")
+    secrets = {v["secret"]["secretName"] for v in pod["spec"]["volumes"] if "secret" in v}
+    assert secrets == {"fleetledger-operator", "fleetledger-cluster-ca-cert"}
+    acls = user["spec"]["authorization"]["acls"]
+    assert acl_covers(acls, "group", base.group_id, {"Describe", "Read"})
+    assert acl_covers(acls, "topic", topic_specs(base).events.name, {"Describe", "Read"})
+    commands = re.findall(r"^kt (.*)$", guide, re.M)
+    assert commands
+    for command in commands:
+        assert f"--bootstrap-server {base.broker_url().bootstrap} " in command, command
+        assert "--command-config /etc/kafka-tools/client.properties" in command, command
+
+
 def test_operations_guide_commands_name_real_groups_topics_and_services(
     plain_compose: dict[str, Any],
 ) -> None:
@@ -795,3 +827,33 @@ def test_operations_guide_commands_name_real_groups_topics_and_services(
     for role in COMPACTED_ROLES | {"events", "ledger", "deadletter"}:
         assert f"{base_settings.topic_prefix}.{role}" in guide, f"the guide names {role}"
     assert parse_broker_url(compose_settings.broker).bootstrap in guide
+
+
+def test_the_secured_compose_cluster_gets_a_keystore_for_its_hosts_and_a_password(
+    tmp_path: Path,
+) -> None:
+    """deploy/compose/secure/make_secrets.py, as the kafka-secrets service runs it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    from .tls import make_secrets_module
+
+    m = make_secrets_module()
+    broker, client = tmp_path / "broker", tmp_path / "client"
+    assert m.main([str(broker), str(client), "kafka", "localhost"]) == 0
+    password = (broker / "keystore-password").read_bytes()
+    key, cert, chain = pkcs12.load_key_and_certificates(
+        (broker / "kafka.keystore.p12").read_bytes(), password
+    )
+    assert key is not None and cert is not None
+    ca = x509.load_pem_x509_certificate((client / "ca.pem").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    assert chain == [ca] and (broker / "ca.pem").read_bytes() == (client / "ca.pem").read_bytes()
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["kafka", "localhost"]
+    secret = (client / "fleetledger-password").read_text()
+    assert len(secret) >= 24 and secret.strip() == secret
+    # A restart keeps what exists.
+    before = (broker / "kafka.keystore.p12").read_bytes()
+    assert m.main([str(broker), str(client)]) == 0
+    assert (broker / "kafka.keystore.p12").read_bytes() == before
