@@ -27,6 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 from fleetledger.kernel import kafka
 from fleetledger.kernel.config import Settings
 from fleetledger.kernel.errors import ConfigError, DeliveryError, StoreError
+from fleetledger.kernel.errors import one_line as _describe
 from fleetledger.kernel.kafka import KafkaConnection
 from fleetledger.kernel.sqlitelog import SqliteLog
 from fleetledger.kernel.topics import layout, topic_name
@@ -254,15 +255,6 @@ class SqliteTransport:
                 self._log = None
             self._worker.stop()
             self._worker = None
-
-
-def _describe(exc: BaseException) -> str:
-    """``Type: message`` on one line, without repeating the type name."""
-    name = type(exc).__name__
-    text = " ".join(str(exc).split())
-    if not text:
-        return name
-    return text if text.startswith(name) else f"{name}: {text}"
 
 
 async def _cannot_connect(conn: KafkaConnection, exc: BaseException) -> DeliveryError:

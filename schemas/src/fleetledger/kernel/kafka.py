@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import SecretStr
 
 from fleetledger.kernel.errors import ConfigError
+from fleetledger.kernel.errors import one_line as _one_line
 
 if TYPE_CHECKING:
     from fleetledger.kernel.config import Settings
@@ -201,7 +202,7 @@ class KafkaConnection:
         """``host:port over SASL_SSL (SCRAM-SHA-512 as 'user')``: no secret, one line."""
         if self.protocol == "PLAINTEXT":
             return self.bootstrap
-        how = self.protocol
+        how: str = self.protocol
         if self.sasl:
             who = "" if self.sasl_mechanism == "OAUTHBEARER" else f" as {self.sasl_username!r}"
             how = f"{how} ({self.sasl_mechanism}{who})"
@@ -436,14 +437,6 @@ _X509_EXPIRED = (9, 10)
 Connect = Callable[..., Awaitable[Any]]
 
 
-def _one_line(exc: BaseException) -> str:
-    name = type(exc).__name__
-    text = " ".join(str(exc).split())
-    if not text:
-        return name
-    return text if text.startswith(name) else f"{name}: {text}"
-
-
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -509,17 +502,17 @@ def explain(conn: KafkaConnection, exc: BaseException, host: str = "") -> str | 
                     "signed by a CA the broker trusts"
                 )
             return f"the TLS handshake failed ({_one_line(e)})"
-        code = getattr(e, "errno", None)
-        if code == _SASL_AUTHENTICATION_FAILED:
+        errno = getattr(e, "errno", None)
+        if errno == _SASL_AUTHENTICATION_FAILED:
             return (
                 f"the broker rejected the SASL {conn.sasl_mechanism} credentials"
                 f"{_who(conn)} ({_one_line(e)}); expected {_credentials_hint(conn)}"
             )
-        if code == _UNSUPPORTED_SASL_MECHANISM or type(e).__name__.startswith(
+        if errno == _UNSUPPORTED_SASL_MECHANISM or type(e).__name__.startswith(
             "UnsupportedSaslMechanism"
         ):
             return _not_offered(conn, _one_line(e))
-        if code == _ILLEGAL_SASL_STATE:
+        if errno == _ILLEGAL_SASL_STATE:
             return f"the broker refused the SASL exchange ({_one_line(e)})"
     return None
 
