@@ -16,7 +16,7 @@ from fleetledger.producers.simulator import simulate
 
 async def _messages(runs: int, seed: int) -> list[tuple[str, bytes]]:
     transport = MemoryTransport()
-    async with Recorder(transport) as rec:  # type: ignore[arg-type]
+    async with Recorder(transport) as rec:
         await simulate(rec, runs=runs, seed=seed)
     return transport.messages
 

@@ -77,9 +77,9 @@ def _embedded_path(settings: Settings, *, create: bool) -> Path:
 
 
 def _core_config(settings: Settings) -> Any:
-    from fleetledger.processors.core import CoreConfig
+    from fleetledger.processors.runtimes.backend import core_config
 
-    return CoreConfig.from_settings(settings)
+    return core_config(settings)
 
 
 def _progress(console: Console) -> Progress:

@@ -17,16 +17,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import orjson
 
 from fleetledger.kernel.errors import ProcessorError
 from fleetledger.processors.canonical import event_hash, genesis, link
 from fleetledger.schemas import money_str
-
-if TYPE_CHECKING:
-    from fleetledger.kernel.config import Settings
 
 Severity = Literal["critical", "warning"]
 TERMINAL_TYPES = frozenset({"run_completed", "run_failed"})
@@ -41,17 +38,6 @@ class CoreConfig:
     intervention_min_gates: int = 4
     max_recoveries: int = 3
     gap_timeout_s: float = 30.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> CoreConfig:
-        """The rules configured by ``FLEETLEDGER_*`` settings."""
-        return cls(
-            budget_ratio=settings.budget_warn_ratio,
-            intervention_rate=settings.intervention_rate,
-            intervention_min_gates=settings.intervention_min_gates,
-            max_recoveries=settings.max_recoveries,
-            gap_timeout_s=settings.gap_timeout_s,
-        )
 
     def rules_json(self) -> dict[str, Any]:
         """The event-derived rules, as they appear in a bundle (timing settings excluded)."""

@@ -335,8 +335,8 @@ def verify_bundle(bundle: Any, *, parsed: bool = False) -> Verified:
             )
 
     # merkle
-    want = merkle_member(hashes)
-    diff = _first_difference(bundle["merkle"], want, "merkle")
+    merkle = merkle_member(hashes)
+    diff = _first_difference(bundle["merkle"], merkle, "merkle")
     if diff:
         raise VerificationError(
             "merkle", f"found {_short(diff[1])}, expected {_short(diff[2])}", where=diff[0]
@@ -385,7 +385,7 @@ def verify_bundle(bundle: Any, *, parsed: bool = False) -> Verified:
                 f"found {_short(diff[1])}, expected {_short(diff[2])} (re-folded from the events)",
                 where=diff[0],
             )
-    return Verified("bundle", run_id, digest, len(events), want["root"])
+    return Verified("bundle", run_id, digest, len(events), merkle["root"])
 
 
 def verify_bundle_bytes(data: bytes, what: str = "bundle") -> Verified:

@@ -85,12 +85,12 @@ AGENT_NAME = "fleetledger.process"
 
 def default_pipeline_factory(settings: Settings) -> PipelineFactory:
     """Build pipelines with the current codec and the intercept rules of ``settings``."""
-    from fleetledger.processors.core import CoreConfig
     from fleetledger.processors.pipeline import Pipeline
+    from fleetledger.processors.runtimes.backend import core_config
     from fleetledger.schemas.codec import Codec
 
     codec = Codec()
-    config = CoreConfig.from_settings(settings)
+    config = core_config(settings)
 
     def factory(states: StateStore, entries: EntryStore) -> Pipeline:
         # The entries table lives in memory: seal finished runs so their entries can go.
