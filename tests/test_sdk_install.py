@@ -25,7 +25,8 @@ import sys
 from fleetledger.producers import SyncRecorder
 from fleetledger.schemas import WorkflowSnapshot, WorkflowStep
 
-workflow = WorkflowSnapshot(name="w", revision="1", steps=[WorkflowStep(id="s", name="S", kind="tool")])
+step = WorkflowStep(id="s", name="S", kind="tool")
+workflow = WorkflowSnapshot(name="w", revision="1", steps=[step])
 with SyncRecorder.from_url(sys.argv[1]) as rec:
     run = rec.start_run(agent_id="lean-agent", tenant="t", workflow=workflow)
     with run:
@@ -48,7 +49,9 @@ def test_the_sdk_installs_alone_and_records_a_run(tmp_path: Path) -> None:
     for dist in ("schemas", "producers"):
         # Built from a copy: setuptools leaves build/ and *.egg-info beside the sources.
         source = shutil.copytree(
-            ROOT / dist, tmp_path / "src" / dist, ignore=shutil.ignore_patterns("build", "*.egg-info")
+            ROOT / dist,
+            tmp_path / "src" / dist,
+            ignore=shutil.ignore_patterns("build", "*.egg-info"),
         )
         _run(
             sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", wheels,
