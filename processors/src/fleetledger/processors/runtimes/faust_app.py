@@ -19,18 +19,16 @@ before every commit), so a crash at any point makes a message be processed again
 pipeline's state (dedupe by run and sequence) plus keyed, idempotent outputs make that
 harmless.  No Kafka transactions and no idempotent producer are required.
 
-``run_worker(settings)`` runs it until SIGTERM/SIGINT.  For tests and operators without
-the CLI: ``python -m fleetledger.processors.runtimes.faust_app --broker kafka://host:9092``.
+``run_worker(settings)`` runs it until SIGTERM/SIGINT; ``fleetledger worker`` is its
+command line.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -46,10 +44,11 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 from mode import CrashingSupervisor
 
-from fleetledger.kernel.config import Settings, load_settings
-from fleetledger.kernel.errors import ConfigError, FleetLedgerError, ProcessorError, StoreError
+from fleetledger.kernel.config import Settings
+from fleetledger.kernel.errors import ConfigError, ProcessorError, StoreError
 from fleetledger.processors.core import entry_key
 from fleetledger.processors.pipeline import K, Staged
+from fleetledger.processors.runtimes.faust_private import commit_offsets, table_store
 from fleetledger.processors.runtimes.kafka_io import (
     KafkaSink,
     TopicSet,
@@ -117,7 +116,7 @@ class _TableStore(Generic[K]):
         self.staged: Staged[K] = Staged(self._read)
 
     def _read(self, key: K) -> bytes | None:
-        value = self._table.data.get(self._encode(key))
+        value = table_store(self._table).get(self._encode(key))
         return None if value is None else bytes(value)
 
     def staged_runs(self) -> set[str]:
@@ -136,7 +135,7 @@ class _TableStore(Generic[K]):
         sent: list[asyncio.Future[Any]] = []
         for key, value in self.staged.take().items():
             raw = self._encode(key)
-            self._table.data[raw] = value
+            table_store(self._table)[raw] = value
             sent.append(await sink.send_raw(topic, partition_of(self._run_of(key)), raw, value))
         return sent
 
@@ -145,7 +144,7 @@ class _TableStore(Generic[K]):
         topic = self._table.changelog_topic.get_topic_name()
         for key in keys:
             raw = self._encode(key)
-            self._table.data.pop(raw, None)
+            table_store(self._table).pop(raw, None)
             await sink.send_raw(topic, partition, raw, None)
 
 
@@ -343,9 +342,9 @@ class FaustRuntime:
                 batch = await reader.getmany(atp, timeout_ms=500)
                 for m in batch.get(atp, []):
                     if m.value is None:
-                        table.data.pop(m.key, None)
+                        table_store(table).pop(m.key, None)
                     else:
-                        table.data[m.key] = m.value
+                        table_store(table)[m.key] = m.value
                     applied += 1
             if applied > 1:
                 log.info(
@@ -398,7 +397,7 @@ class FaustRuntime:
             # own producer first); partitions no longer assigned are left out.
             if self._sink_started:
                 await self.sink.flush()
-            await self.app.consumer._commit_offsets(pending)  # type: ignore[attr-defined]
+            await commit_offsets(self.app, pending)
             self._committed.update(pending)
 
     # ------------------------------------------------------------------ processing
@@ -788,31 +787,3 @@ def run_worker(
                     ) from reason
     finally:
         shutil.rmtree(datadir, ignore_errors=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m fleetledger.processors.runtimes.faust_app",
-        description="Run the fleetledger Kafka worker.",
-    )
-    parser.add_argument("--broker", help="kafka://host:port (default: FLEETLEDGER_BROKER)")
-    parser.add_argument("--topic-prefix", help="topic prefix (FLEETLEDGER_TOPIC_PREFIX)")
-    parser.add_argument("--group-id", help="consumer group (FLEETLEDGER_GROUP_ID)")
-    parser.add_argument("--partitions", type=int, help="partitions (FLEETLEDGER_PARTITIONS)")
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(
-            broker=args.broker,
-            topic_prefix=args.topic_prefix,
-            group_id=args.group_id,
-            partitions=args.partitions,
-        )
-        run_worker(settings)
-    except FleetLedgerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
