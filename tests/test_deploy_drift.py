@@ -536,9 +536,10 @@ def test_compose_settings_match_the_broker_and_give_valid_topics(
 ) -> None:
     (broker_name, broker) = next(iter(kafka_services(compose).items()))
     broker_env = compose_env(broker)
-    advertised = dict(
-        reversed(a.split("://", 1)) for a in broker_env["KAFKA_ADVERTISED_LISTENERS"].split(",")
-    )
+    advertised: dict[str, str] = {}  # host:port -> listener name
+    for listener in broker_env["KAFKA_ADVERTISED_LISTENERS"].split(","):
+        listener_name, address = listener.split("://", 1)
+        advertised[address] = listener_name
     protocols = dict(
         p.split(":") for p in broker_env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
     )

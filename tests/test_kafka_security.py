@@ -186,7 +186,7 @@ def test_sdk_worker_and_reader_run_over_mutual_tls(
             assert worker.poll() is None, log_path.read_text(errors="replace")[-4000:]
             reader.close()
             try:
-                bundles = dict(reader.bundles())
+                bundles = {b.run_id: b.data for b in reader.bundles()}
             except StoreError:  # the outputs topics exist once the worker has started
                 bundles = {}
             if len(bundles) == RUNS:

@@ -14,7 +14,7 @@ from pathlib import Path
 from aiokafka.abc import AbstractTokenProvider
 
 
-class FileTokenProvider(AbstractTokenProvider):
+class FileTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
     def __init__(self) -> None:
         self.path = Path(os.environ["TEST_OAUTH_TOKEN_FILE"])
 
