@@ -61,6 +61,32 @@ class StoreError(FleetLedgerError):
     """The embedded store or a broker could not be reached or read."""
 
 
+class ReplayError(FleetLedgerError):
+    """A replay could not be set up or did not match its recording."""
+
+
+class ReplayMissError(ReplayError):
+    """A call made in replay mode has no recording to answer it (the replay fails closed).
+
+    ``key`` is the call's matching key, ``nearest`` the recorded call most like it (its
+    kind, name, step, position, seq, entry hash and key) or None, ``diff`` the JSON-Pointer
+    differences of their inputs (``[{pointer, kind, before, after}, ...]``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str,
+        nearest: dict[str, object] | None = None,
+        diff: list[dict[str, object]] | None = None,
+    ) -> None:
+        self.key = key
+        self.nearest = nearest
+        self.diff = diff if diff is not None else []
+        super().__init__(message)
+
+
 class VerificationError(FleetLedgerError):
     """Evidence (a bundle, a signed envelope, an inclusion proof) failed a check.
 
