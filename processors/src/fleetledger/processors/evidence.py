@@ -11,7 +11,9 @@ procedure of the SPEC's verification section:
 5. ``chain`` - every event hash and entry hash, the genesis, head and length;
 6. ``seq`` - events numbered 0..n-1 of the bundle's run;
 7. ``merkle`` - the RFC 9162 root and size over the event hashes;
-8. ``totals``/``intercepts``/``derived`` - everything derived, re-folded from the events.
+8. ``totals``/``intercepts``/``derived`` - everything derived, re-folded from the events;
+9. ``approvals`` - every gate decision on an artifact names one revision written before
+   it and unchanged after it (:mod:`fleetledger.processors.approvals`).
 
 Each failure raises :class:`VerificationError` naming the check and where (seq, field).
 """
@@ -29,6 +31,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fleetledger.kernel.errors import ProcessorError, VerificationError
+from fleetledger.processors.approvals import check_approvals
 from fleetledger.processors.bundle import (
     BUNDLE_VERSION,
     CANONICALIZATION,
@@ -395,6 +398,7 @@ def verify_bundle(bundle: Any, *, parsed: bool = False) -> Verified:
                 f"found {_short(diff[1])}, expected {_short(diff[2])} (re-folded from the events)",
                 where=diff[0],
             )
+    check_approvals(bundle)  # every gate decision tied to one artifact revision
     return Verified("bundle", run_id, digest, len(events), merkle["root"])
 
 
