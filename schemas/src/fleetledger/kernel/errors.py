@@ -87,6 +87,11 @@ class ReplayMissError(ReplayError):
         super().__init__(message)
 
 
+class RecordingRefusedError(ReplayError):
+    """A recording failed verification (tampered, unsigned where a signature is required):
+    nothing is replayed against it."""
+
+
 class VerificationError(FleetLedgerError):
     """Evidence (a bundle, a signed envelope, an inclusion proof) failed a check.
 
