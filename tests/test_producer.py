@@ -13,12 +13,14 @@ import pytest
 
 from fleetledger.kernel.errors import DeliveryError, EventValidationError, RunStateError
 from fleetledger.producers import MemoryTransport, Recorder, Run
+from fleetledger.producers.pricing import TokenUsage, library_version
 from fleetledger.schemas import (
     Codec,
     Cost,
     EventType,
     GateDecision,
     GatePolicy,
+    ModelIO,
     Money,
     RunStarted,
     StepOutcome,
@@ -28,6 +30,8 @@ from fleetledger.schemas import (
     WorkflowSnapshot,
     WorkflowStep,
 )
+
+from .test_pricing import library_total
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 WORKFLOW = WorkflowSnapshot(
@@ -179,12 +183,13 @@ async def test_validation_error_does_not_consume_a_seq() -> None:
             )
         with pytest.raises(EventValidationError, match="duration_ms"):
             await run.tool_call(name="grep", duration_ms=-1)
-        with pytest.raises(EventValidationError, match="gpt-unknown"):
+        with pytest.raises(EventValidationError, match="at most input_tokens"):
             await run.model_io(
                 provider="openai",
-                model="gpt-unknown",
+                model="gpt-4.1",
                 input_tokens=1,
                 output_tokens=1,
+                cache_read_tokens=2,
                 duration_ms=1,
                 prompt_hash="sha256:00",
             )
@@ -429,13 +434,14 @@ async def test_gates_artifacts_recoveries_and_emit() -> None:
     assert all(e.step_id == "act" for e in events[1:8])
 
 
-async def test_model_io_is_priced_from_the_table_unless_a_cost_is_given() -> None:
+async def test_model_io_is_priced_by_genai_prices_unless_a_cost_is_given() -> None:
     transport = MemoryTransport()
     async with make_recorder(transport) as rec:
         run = await rec.start_run(agent_id="a", workflow=WORKFLOW)
         local = await run.model_io(
             provider="openai",
             model="gpt-4.1",
+            response_model="gpt-4.1-2025-04-14",
             input_tokens=1_000_000,
             output_tokens=500_000,
             cache_read_tokens=400_000,
@@ -452,12 +458,45 @@ async def test_model_io_is_priced_from_the_table_unless_a_cost_is_given() -> Non
             cost=Cost(amount=Decimal("0.0042"), currency="EUR", source="provider"),
         )
         await run.complete()
-    # 600k uncached * $2 + 400k cached * $0.5 + 500k out * $8 per million
-    assert local.payload.cost.amount == Decimal("5.4")  # type: ignore[union-attr]
+    expected = library_total(
+        "openai", "gpt-4.1-2025-04-14", TokenUsage(1_000_000, 500_000, 400_000), local.ts
+    )
+    assert local.payload.cost.amount == expected > 0  # type: ignore[union-attr]
     assert local.payload.cost.source == "local"  # type: ignore[union-attr]
+    assert local.payload.cost.price_data == library_version()  # type: ignore[union-attr]
+    assert local.payload.cost.priced_model == "gpt-4.1"  # type: ignore[union-attr]
     assert local.payload.cache == "hit"  # type: ignore[union-attr]
     assert given.payload.cost.currency == "EUR"  # type: ignore[union-attr]
     assert given.payload.cache == "miss"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "model", ["gpt-4o-2024-08-06", "claude-sonnet-4-5-20250929", "gpt-unknown", "my-finetune:v3"]
+)
+async def test_no_dated_or_unknown_model_name_raises(model: str) -> None:
+    transport = MemoryTransport()
+    async with make_recorder(transport) as rec:
+        run = await rec.start_run(agent_id="a", workflow=WORKFLOW)
+        provider = "anthropic" if model.startswith("claude") else "openai"
+        event = await run.model_io(
+            provider=provider,
+            model=model,
+            input_tokens=1200,
+            output_tokens=300,
+            cache_read_tokens=200,
+            cache_write_tokens=100,
+            duration_ms=5,
+            inputs={"q": 1},
+        )
+        await run.complete()
+    payload = event.payload
+    assert isinstance(payload, ModelIO)
+    assert payload.gen_ai_usage_input_tokens == 1200  # tokens kept either way
+    assert payload.gen_ai_usage_cache_creation_input_tokens == 100
+    if "unknown" in model or "finetune" in model:
+        assert payload.cost.source == "unpriced" and payload.cost.amount == 0
+    else:
+        assert payload.cost.source == "local" and payload.cost.amount > 0
 
 
 # -------------------------------------------------------------------------- batching

@@ -325,19 +325,29 @@ def _print_costs(console: Console, totals: list[dict[str, Any]]) -> None:
         ("Cost by model", report["by_model"]),
     ):
         table = Table(title=title, title_justify="left")
-        for col in ("name", "runs", "calls", "input tokens", "output tokens", "cost"):
+        cols = ["name", "runs", "calls", "input tokens", "output tokens", "cost"]
+        unpriced = report["unpriced_calls"] > 0
+        if unpriced:
+            cols.append("unpriced calls")
+        for col in cols:
             table.add_column(col, justify="left" if col == "name" else "right")
         for r in rows:
-            table.add_row(
+            cells = [
                 r["name"],
                 str(r["runs"]),
                 str(r["calls"]),
                 f"{r['input_tokens']:,}",
                 f"{r['output_tokens']:,}",
                 f"{r['cost']} {r['currency']}",
-            )
+            ]
+            if unpriced:
+                cells.append(str(r["unpriced_calls"]))
+            table.add_row(*cells)
         console.print(table)
-    console.print("Total: " + ", ".join(f"{a} {c}" for c, a in report["total"].items()))
+    line = "Total: " + ", ".join(f"{a} {c}" for c, a in report["total"].items())
+    if report["unpriced_calls"]:
+        line += f" (+ {report['unpriced_calls']} calls of unknown cost, not included)"
+    console.print(line)
 
 
 def _print_intercepts(console: Console, items: list[dict[str, Any]], *, limit: int) -> None:

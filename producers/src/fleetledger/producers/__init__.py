@@ -5,11 +5,11 @@
 """
 
 from fleetledger.producers.pricing import (
-    CURRENT_PRICE_TABLE,
     ModelPrice,
-    PriceTable,
-    available_price_tables,
-    load_price_table,
+    PriceOverrides,
+    Pricer,
+    TokenUsage,
+    load_price_overrides,
 )
 from fleetledger.producers.recorder import (
     Clock,
@@ -39,7 +39,6 @@ from fleetledger.producers.transports import (
 )
 
 __all__ = [
-    "CURRENT_PRICE_TABLE",
     "SHAPES",
     "SIM_EPOCH",
     "Clock",
@@ -47,7 +46,8 @@ __all__ = [
     "KafkaTransport",
     "MemoryTransport",
     "ModelPrice",
-    "PriceTable",
+    "PriceOverrides",
+    "Pricer",
     "Recorder",
     "Run",
     "SimulationSummary",
@@ -56,13 +56,13 @@ __all__ = [
     "SyncRecorder",
     "SyncRun",
     "SyncStep",
+    "TokenUsage",
     "Transport",
     "VirtualClock",
-    "available_price_tables",
     "content_hash",
     "ensure_topic",
     "events_topic",
-    "load_price_table",
+    "load_price_overrides",
     "make_transport",
     "simulate",
     "utc_now",

@@ -58,7 +58,7 @@ from fleetledger.kernel.errors import (
     ProducerError,
     RunStateError,
 )
-from fleetledger.producers.pricing import PriceTable, load_price_table
+from fleetledger.producers.pricing import Pricer, TokenUsage, load_price_overrides
 from fleetledger.producers.transports import Transport, make_transport
 from fleetledger.schemas import (
     ArtifactState,
@@ -208,7 +208,7 @@ class Recorder:
         linger_ms: int | None = 5,
         max_buffered_events: int = 100_000,
         max_message_bytes: int | None = 900_000,
-        prices: PriceTable | None = None,
+        pricer: Pricer | None = None,
     ) -> None:
         if batch_max_events < 1:
             raise ConfigError(f"batch_max_events: found {batch_max_events}, expected >= 1")
@@ -225,7 +225,7 @@ class Recorder:
         self.linger_ms = linger_ms
         self.max_buffered_events = max_buffered_events
         self.max_message_bytes = max_message_bytes
-        self._prices = prices
+        self.pricer = pricer if pricer is not None else Pricer()
         self._cut_threshold = max(1, max_buffered_events // 2)
 
         self._buffers: dict[str, _Buffer] = {}
@@ -263,18 +263,22 @@ class Recorder:
         linger_ms: int | None = _UNSET,
         max_buffered_events: int | None = None,
         create_topic: bool = True,
-        prices: PriceTable | None = None,
+        pricer: Pricer | None = None,
     ) -> Recorder:
         """A recorder for a broker URL (default: ``Settings().broker``).
 
         ``sqlite:///path.db`` appends to the embedded log; ``kafka://host:port`` publishes
         to ``<topic_prefix>.events`` (created with ``settings.partitions`` partitions if
-        missing, unless ``create_topic=False``).  Batching knobs default to the settings.
+        missing, unless ``create_topic=False``).  Batching knobs default to the settings;
+        the pricer uses ``settings.price_overrides`` (a price file) when it is set.
         """
         if settings is None:
             settings = load_settings(broker=url)
         elif url is not None:
             settings = settings.model_copy(update={"broker": url})
+        if pricer is None:
+            overrides = settings.price_overrides
+            pricer = Pricer(load_price_overrides(overrides) if overrides is not None else None)
         transport = make_transport(settings, create_topic=create_topic)
         return cls(
             transport,
@@ -292,15 +296,8 @@ class Recorder:
                 else settings.max_buffered_events
             ),
             max_message_bytes=settings.max_message_bytes,
-            prices=prices,
+            pricer=pricer,
         )
-
-    @property
-    def prices(self) -> PriceTable:
-        """The price table used when ``model_io`` is given no cost (loaded on first use)."""
-        if self._prices is None:
-            self._prices = load_price_table()
-        return self._prices
 
     @property
     def buffered_events(self) -> int:
@@ -804,6 +801,7 @@ class Run:
         output_tokens: int,
         duration_ms: int,
         cache_read_tokens: int = 0,
+        cache_write_tokens: int | None = None,
         cost: Cost | Mapping[str, Any] | None = None,
         prompt_hash: str | None = None,
         response_hash: str | None = None,
@@ -817,9 +815,11 @@ class Run:
     ) -> TraceEvent:
         """Record one model call (OpenTelemetry GenAI names in the payload).
 
-        Without ``cost`` the call is priced from the recorder's price table (source
-        ``local``).  ``prompt_hash`` defaults to the hash of ``inputs``; ``cache`` to
-        ``hit`` when cache-read tokens were reported.
+        Without ``cost`` the call is priced by the recorder's :class:`Pricer` (the served
+        ``response_model`` first; source ``local`` with its price data, or ``unpriced``
+        when no price is known - an unknown model never raises).  ``input_tokens``
+        include the cache-read and cache-write tokens.  ``prompt_hash`` defaults to the
+        hash of ``inputs``; ``cache`` to ``hit`` when cache-read tokens were reported.
         """
         in_text = _json_text(inputs, "inputs")
         out_text = _json_text(outputs, "outputs")
@@ -841,12 +841,14 @@ class Run:
         def payload() -> ModelIO:
             the_cost = cost
             if the_cost is None:
-                the_cost = self.recorder.prices.cost(
+                the_cost = self.recorder.pricer.cost(
                     provider,
                     model,
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    cache_read_tokens=cache_read_tokens,
+                    TokenUsage(
+                        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens or 0
+                    ),
+                    at=self.clock(),
+                    response_model=response_model,
                 )
             return ModelIO(
                 gen_ai_provider_name=provider,
@@ -864,6 +866,7 @@ class Run:
                 error_type=error_type,
                 inputs=in_text,
                 outputs=out_text,
+                gen_ai_usage_cache_creation_input_tokens=cache_write_tokens,
             )
 
         return await self._record(EventType.MODEL_IO, payload, step_id=step_id)
