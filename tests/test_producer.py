@@ -211,11 +211,11 @@ async def test_validation_error_does_not_consume_a_seq() -> None:
             await run.step_completed("plan")
         with pytest.raises(RunStateError, match="not open"):
             await run.gate_resolved(gate_id="g1", decision="approve", reviewer="bob")
-        assert run.next_seq == 1
+        assert run.next_seq == 1  # failed calls took no seq and opened no implicit step
         event = await run.tool_call(name="grep", duration_ms=3)
-        assert event.seq == 1
+        assert (event.seq, event.step_id) == (2, "implicit")  # seq 1 opened the implicit step
         await run.complete()
-    assert [e.seq for e in decoded(transport)] == [0, 1, 2]
+    assert [e.seq for e in decoded(transport)] == [0, 1, 2, 3, 4]
 
 
 async def test_invalid_run_start_does_not_start_a_run() -> None:
@@ -507,7 +507,7 @@ async def test_a_run_batch_is_one_message_keyed_by_run_id_and_decodes_in_order()
     async with make_recorder(transport, batch_max_events=4, linger_ms=None) as rec:
         run = await rec.start_run(agent_id="a", workflow=WORKFLOW, run_id="run-b")
         for i in range(8):
-            await run.tool_call(name=f"t{i}", duration_ms=i)
+            await run.tool_call(name=f"t{i}", duration_ms=i, step_id="s")
         await run.complete()  # 10 events: 4 + 4 + 2 (the terminal event cuts the batch)
         await rec.flush()
         assert [len(Codec().decode(v)) for _, v in transport.messages] == [4, 4, 2]
@@ -523,7 +523,7 @@ async def test_linger_sends_a_partial_batch_without_flush() -> None:
     transport = MemoryTransport()
     async with make_recorder(transport, batch_max_events=100, linger_ms=10) as rec:
         run = await rec.start_run(agent_id="a", workflow=WORKFLOW)
-        await run.tool_call(name="x", duration_ms=1)
+        await run.tool_call(name="x", duration_ms=1, step_id="s")
         assert transport.messages == []
         for _ in range(200):
             await asyncio.sleep(0.005)
@@ -538,7 +538,7 @@ async def test_without_linger_buffers_wait_for_flush() -> None:
     transport = MemoryTransport()
     async with make_recorder(transport, batch_max_events=100, linger_ms=None) as rec:
         run = await rec.start_run(agent_id="a", workflow=WORKFLOW)
-        await run.tool_call(name="x", duration_ms=1)
+        await run.tool_call(name="x", duration_ms=1, step_id="s")
         await asyncio.sleep(0.05)
         assert transport.messages == []
         await rec.flush()
@@ -554,7 +554,7 @@ async def test_oversized_batches_are_split_into_several_messages() -> None:
     async with rec:
         run = await rec.start_run(agent_id="a", workflow=WORKFLOW, run_id="big")
         for _ in range(20):
-            await run.tool_call(name="read", duration_ms=1, outputs="x" * 300)
+            await run.tool_call(name="read", duration_ms=1, outputs="x" * 300, step_id="s")
         await run.complete()
     assert len(transport.messages) > 1
     assert all(len(v) <= 2_000 for _, v in transport.messages)
@@ -565,12 +565,12 @@ async def test_close_flushes_open_runs() -> None:
     transport = MemoryTransport()
     rec = make_recorder(transport, linger_ms=None)
     run = await rec.start_run(agent_id="a", workflow=WORKFLOW)  # starts the recorder
-    await run.tool_call(name="x", duration_ms=1)
+    await run.tool_call(name="x", duration_ms=1, step_id="s")
     await rec.close()
     assert transport.closed
     assert [e.seq for e in decoded(transport)] == [0, 1]
     with pytest.raises(RunStateError, match="closed"):
-        await run.tool_call(name="y", duration_ms=1)
+        await run.tool_call(name="y", duration_ms=1, step_id="s")
     with pytest.raises(RunStateError, match="closed"):
         await rec.start_run(agent_id="a", workflow=WORKFLOW)
     await rec.close()  # idempotent
@@ -604,7 +604,7 @@ async def test_backpressure_waits_and_never_exceeds_the_bound() -> None:
     async def agent(i: int) -> None:
         run = await rec.start_run(agent_id=f"a{i}", workflow=WORKFLOW)
         for k in range(40):
-            await run.tool_call(name="t", duration_ms=k)
+            await run.tool_call(name="t", duration_ms=k, step_id="s")
             observed.append(rec.buffered_events)
         await run.complete()
 
@@ -625,7 +625,7 @@ async def test_a_bound_of_one_still_makes_progress() -> None:
     async with make_recorder(transport, max_buffered_events=1, linger_ms=None) as rec:
         run = await rec.start_run(agent_id="a", workflow=WORKFLOW)
         for _ in range(5):
-            await run.tool_call(name="t", duration_ms=1)
+            await run.tool_call(name="t", duration_ms=1, step_id="s")
         await run.complete()
     assert len(transport.messages) == 7
 
@@ -654,12 +654,12 @@ async def test_send_failure_surfaces_on_the_next_call_flush_and_close() -> None:
     transport = BrokenTransport(fail_send_after=0)
     rec = make_recorder(transport, linger_ms=None)
     run = await rec.start_run(agent_id="a", workflow=WORKFLOW)
-    await run.tool_call(name="t", duration_ms=1)
+    await run.tool_call(name="t", duration_ms=1, step_id="s")
     with pytest.raises(DeliveryError, match="broker went away") as info:
         await rec.flush()
     assert isinstance(info.value.__cause__, ConnectionResetError)
     with pytest.raises(DeliveryError, match="broker went away"):
-        await run.tool_call(name="t", duration_ms=1)
+        await run.tool_call(name="t", duration_ms=1, step_id="s")
     with pytest.raises(DeliveryError):
         await rec.start_run(agent_id="a", workflow=WORKFLOW)
     assert run.next_seq == 2
@@ -674,7 +674,7 @@ async def test_send_failure_reaches_a_caller_waiting_on_backpressure() -> None:
     run = await rec.start_run(agent_id="a", workflow=WORKFLOW)
     with pytest.raises(DeliveryError, match="broker went away"):
         for _ in range(100):
-            await run.tool_call(name="t", duration_ms=1)
+            await run.tool_call(name="t", duration_ms=1, step_id="s")
     assert rec.failed is not None
     assert rec.buffered_events <= 4
     with pytest.raises(DeliveryError):

@@ -34,7 +34,7 @@ async def test_sqlite_transport_writes_rows_readable_with_sqlitelog(tmp_path: Pa
         runs = [await rec.start_run(agent_id="etl", workflow=WORKFLOW) for _ in range(3)]
         for i in range(12):
             for run in runs:
-                await run.tool_call(name="copy", duration_ms=i)
+                await run.tool_call(name="copy", duration_ms=i, step_id="copy")
         for run in runs:
             await run.complete()
     log = SqliteLog.open(db, create=False)

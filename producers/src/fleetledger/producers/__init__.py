@@ -4,6 +4,8 @@
 (embedded SQLite log, Kafka, or memory); ``simulate`` drives a deterministic fleet.
 """
 
+from fleetledger.producers.blobs import BlobStore, FolderBlobStore
+from fleetledger.producers.context import current_run, current_step
 from fleetledger.producers.pricing import (
     ModelPrice,
     PriceOverrides,
@@ -12,14 +14,17 @@ from fleetledger.producers.pricing import (
     load_price_overrides,
 )
 from fleetledger.producers.recorder import (
+    IMPLICIT_STEP,
     Clock,
     IdFactory,
     Recorder,
     Run,
     Step,
     content_hash,
+    implicit_workflow,
     utc_now,
 )
+from fleetledger.producers.redaction import RedactionPolicy
 from fleetledger.producers.simulator import (
     SHAPES,
     SIM_EPOCH,
@@ -39,9 +44,12 @@ from fleetledger.producers.transports import (
 )
 
 __all__ = [
+    "IMPLICIT_STEP",
     "SHAPES",
     "SIM_EPOCH",
+    "BlobStore",
     "Clock",
+    "FolderBlobStore",
     "IdFactory",
     "KafkaTransport",
     "MemoryTransport",
@@ -49,6 +57,7 @@ __all__ = [
     "PriceOverrides",
     "Pricer",
     "Recorder",
+    "RedactionPolicy",
     "Run",
     "SimulationSummary",
     "SqliteTransport",
@@ -60,8 +69,11 @@ __all__ = [
     "Transport",
     "VirtualClock",
     "content_hash",
+    "current_run",
+    "current_step",
     "ensure_topic",
     "events_topic",
+    "implicit_workflow",
     "load_price_overrides",
     "make_transport",
     "simulate",

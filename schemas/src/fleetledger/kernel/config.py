@@ -85,6 +85,12 @@ class Settings(BaseSettings):
         900_000, ge=10_000, description="larger bundles go to the archive with a manifest"
     )
     archive_dir: Path = Field(Path("archive"), description="folder for oversized bundles")
+    blob_dir: Path | None = Field(
+        Path("blobs"), description="SDK: content-addressed store of large inputs/outputs"
+    )
+    blob_threshold_bytes: int = Field(
+        65_536, ge=0, description="SDK: inputs/outputs larger than this go to the blob store"
+    )
     compliance_archive: Path | None = Field(
         None, description="worker: archive every bundle under this folder (--archive)"
     )
@@ -112,6 +118,11 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         return None if v == "" else v
+
+    @field_validator("blob_dir", mode="before")
+    @classmethod
+    def _none_disables(cls, v: object) -> object:
+        return None if v in ("", "none") else v
 
     def broker_url(self) -> BrokerURL:
         return parse_broker_url(self.broker)
