@@ -6,6 +6,7 @@
 
 from fleetledger.producers.blobs import BlobStore, FolderBlobStore
 from fleetledger.producers.context import current_run, current_step
+from fleetledger.producers.instrument import instrument, uninstrument
 from fleetledger.producers.pricing import (
     ModelPrice,
     PriceOverrides,
@@ -33,6 +34,7 @@ from fleetledger.producers.simulator import (
     simulate,
 )
 from fleetledger.producers.sync import SyncRecorder, SyncRun, SyncStep
+from fleetledger.producers.tools import tool, tool_call
 from fleetledger.producers.transports import (
     KafkaTransport,
     MemoryTransport,
@@ -74,8 +76,12 @@ __all__ = [
     "ensure_topic",
     "events_topic",
     "implicit_workflow",
+    "instrument",
     "load_price_overrides",
     "make_transport",
     "simulate",
+    "tool",
+    "tool_call",
+    "uninstrument",
     "utc_now",
 ]
