@@ -221,6 +221,52 @@ def worker(
             return
 
 
+@app.command()
+def otlp(
+    ctx: typer.Context,
+    broker: BrokerOpt = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (4318 is OTLP/HTTP's)")] = 4318,
+    token: Annotated[
+        str | None,
+        typer.Option(help="bearer token required of clients [env FLEETLEDGER_OTLP_TOKEN]"),
+    ] = None,
+    tenant: Annotated[str, typer.Option(help="tenant of runs naming none")] = "default",
+    settle: Annotated[float, typer.Option(help="s of quiet before a trace's runs")] = 1.0,
+    trace_timeout: Annotated[float, typer.Option(help="s before a rootless trace")] = 30.0,
+    duration: Annotated[float | None, typer.Option(help="stop after this many s")] = None,
+) -> None:
+    """Receive OTLP/HTTP traces (POST /v1/traces) and record their GenAI spans as runs."""
+    from fleetledger.producers import Recorder
+    from fleetledger.producers.otlp.receiver import serve
+
+    settings = _settings(ctx, broker=broker)
+    recorder = Recorder.from_url(settings=settings)
+    err = ctx.obj.err
+
+    def ready(url: str) -> None:
+        err.print(f"receiving OTLP traces on {url}, recording to {settings.broker}")
+
+    stats = asyncio.run(
+        serve(
+            recorder,
+            duration_s=duration,
+            on_ready=ready,
+            host=host,
+            port=port,
+            token=token or settings.otlp_token,
+            tenant=tenant,
+            settle_s=settle,
+            timeout_s=trace_timeout,
+        )
+    )
+    unmapped = sum(stats["spans_unmapped"].values())
+    err.print(
+        f"recorded {stats['runs_recorded']} runs from {stats['spans_mapped']} spans; "
+        f"{unmapped} spans not mapped {stats['spans_unmapped'] or ''}".rstrip()
+    )
+
+
 def _reader(settings: Settings) -> Any:
     url = settings.broker_url()
     if url.kind == "kafka":

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     price_overrides: Path | None = Field(
         None, description="SDK: a price file whose prices take precedence over genai-prices"
     )
+    otlp_token: str | None = Field(
+        None, description="fleetledger otlp: bearer token clients must send (--token)"
+    )
     group_id: str = Field("fleetledger-worker", description="Kafka consumer group of workers")
     batch_max_events: int = Field(500, ge=1, description="SDK: most events in one message")
     linger_ms: int = Field(5, ge=0, description="SDK: wait to fill a batch")
@@ -114,7 +117,9 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(30.0, gt=0, description="worker consumer session timeout")
     verbose: bool = Field(False, description="tracebacks and debug logs")
 
-    @field_validator("compliance_archive", "signing_key", "price_overrides", mode="before")
+    @field_validator(
+        "compliance_archive", "signing_key", "price_overrides", "otlp_token", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         return None if v == "" else v
