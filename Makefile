@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+CODE   := schemas/src producers/src processors/src tests bench
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-fast lint clean bench
@@ -28,8 +29,11 @@ test: $(STAMP) ## the whole suite, Kafka integration tests included (starts its 
 test-fast: $(STAMP) ## everything but the Kafka integration tests
 	$(BIN)/python -m pytest -q -m "not kafka" $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff
-	$(BIN)/ruff check schemas producers processors tests bench
+lint: $(STAMP) ## ruff (lint + format), mypy --strict over every module, the layer contracts
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/mypy $(CODE)
+	$(BIN)/lint-imports --no-logo
 
 bench: $(STAMP) ## throughput benchmark with same-run baselines (own broker; bench/results.md)
 	$(BIN)/python -m bench

@@ -25,10 +25,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from fleetledger.kernel.errors import ConfigError
 from fleetledger.processors.core import CoreConfig
-from fleetledger.processors.evidence import verify_bundle
+from fleetledger.processors.evidence import verify_bundle_bytes
 from fleetledger.processors.runtimes.embedded import EmbeddedReader, EmbeddedRuntime
 from fleetledger.producers import MemoryTransport, Recorder
 from fleetledger.producers.otlp.decode import Span
@@ -98,7 +99,7 @@ def make_spans(provider: TracerProvider) -> None:
             },
         ) as failing:
             failing.set_status(Status(StatusCode.ERROR, "overloaded"))
-    house = {
+    house: dict[str, AttributeValue] = {
         "gen_ai.operation.name": "chat",
         "gen_ai.system": "vllm",  # the older attribute name
         "gen_ai.request.model": "house-llm",
@@ -154,12 +155,13 @@ async def test_real_otlp_exporter_to_bundles(tmp_path: Path) -> None:
     with EmbeddedRuntime(db, Codec(), CoreConfig()) as runtime:
         runtime.process_available()
     with EmbeddedReader(db) as reader:
-        bundles = {run_id: json.loads(data) for run_id, data in reader.bundles()}
+        stored = list(reader.bundles())
+    bundles = {b.run_id: json.loads(b.data) for b in stored}
+    for b in stored:
+        assert verify_bundle_bytes(b.data).run_id == b.run_id
     assert len(bundles) == 2
     agent = next(b for b in bundles.values() if b["run"]["agent_id"] == "support-agent")
     bare = next(b for b in bundles.values() if b is not agent)
-    for run_id, bundle in bundles.items():
-        assert verify_bundle(bundle).run_id == run_id
 
     run = agent["run"]
     trace_id, span_id = run["labels"]["otel.trace_id"], run["labels"]["otel.span_id"]

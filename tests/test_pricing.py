@@ -13,6 +13,7 @@ import genai_prices
 import pytest
 from genai_prices import Usage
 from genai_prices.data_snapshot import get_snapshot
+from genai_prices.types import StartDateConstraint
 
 from fleetledger.kernel.errors import ConfigError, EventValidationError
 from fleetledger.producers.pricing import (
@@ -99,7 +100,9 @@ def test_prices_are_those_in_force_at_request_time() -> None:
     snapshot = get_snapshot()
     _, o3 = snapshot.find_provider_model("o3", None, "openai", None)
     assert isinstance(o3.prices, list) and len(o3.prices) > 1  # o3 changed its prices
-    change = next(c.constraint.start_date for c in o3.prices if c.constraint is not None)
+    change = next(
+        c.constraint.start_date for c in o3.prices if isinstance(c.constraint, StartDateConstraint)
+    )
     before = datetime(change.year, change.month, change.day, tzinfo=UTC).replace(
         year=change.year - 1
     )
@@ -173,7 +176,7 @@ def test_impossible_token_counts_are_the_callers_mistake() -> None:
     with pytest.raises(EventValidationError, match="at most input_tokens"):
         pricer.cost("openai", "gpt-4o", TokenUsage(10, 0, 8, 5), at=AT)
     with pytest.raises(EventValidationError, match="output_tokens"):
-        pricer.cost("openai", "gpt-4o", TokenUsage(10, True), at=AT)  # type: ignore[arg-type]
+        pricer.cost("openai", "gpt-4o", TokenUsage(10, True), at=AT)
 
 
 def test_overrides_take_precedence_with_their_own_version_and_currency(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -162,7 +162,7 @@ def _observe_stream(stream: Any, call: Call) -> Any:
         return stream
     acc = call.adapter.accumulator(call.kind)
 
-    def observe(it: Iterator[Any]) -> Iterator[Any]:
+    def observe(it: Iterator[Any]) -> Generator[Any, None, None]:
         failure: BaseException | None = None
         try:
             for item in it:
@@ -199,7 +199,7 @@ async def _observe_async_stream(stream: Any, call: Call) -> Any:
         return stream
     acc = call.adapter.accumulator(call.kind)
 
-    async def observe(it: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async def observe(it: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
         failure: BaseException | None = None
         try:
             async for item in it:
