@@ -61,6 +61,7 @@ def model_io(
     step: str = "plan",
     tokens: tuple[int, int] = (1000, 200),
     currency: str = "USD",
+    source: str = "local",
 ) -> dict[str, Any]:
     return event(
         run_id,
@@ -73,7 +74,7 @@ def model_io(
             "gen_ai_usage_input_tokens": tokens[0],
             "gen_ai_usage_output_tokens": tokens[1],
             "gen_ai_usage_cache_read_input_tokens": 0,
-            "cost": {"amount": cost, "currency": currency, "source": "local"},
+            "cost": {"amount": cost, "currency": currency, "source": source},
             "duration_ms": 850,
             "prompt_hash": "ab" * 32,
             "response_hash": "cd" * 32,

@@ -267,3 +267,44 @@ def test_a_sealed_run_judges_late_redeliveries_without_its_entries() -> None:
     assert led.duplicates == 1 and led.intercepts == []
     led.feed(ev.model_io("run-1", 2, "9"))
     assert led.kinds() == ["equivocation"]
+
+
+def test_unpriced_calls_are_counted_apart_with_one_warning_per_model() -> None:
+    run = "run-u"
+    objs = [
+        ev.started(run, budget="1"),
+        ev.model_io(run, 1, "0.25"),
+        ev.model_io(run, 2, "0", model="house-llm", source="unpriced", tokens=(500, 50)),
+        ev.model_io(run, 3, "0", model="house-llm", source="unpriced", tokens=(700, 70)),
+        # an unpriced cost's currency is no cost in another currency
+        ev.model_io(run, 4, "0", model="beta-x", source="unpriced", currency="EUR"),
+        ev.completed(run, 5),
+    ]
+    for serialize in (False, True):
+        led = Ledger(run, serialize=serialize)
+        for obj in objs:
+            led.feed(obj)
+        assert led.kinds() == ["unpriced_model", "unpriced_model"]
+        first, second = led.intercepts
+        assert (first.severity, first.seq, second.seq) == ("warning", 2, 4)
+        assert "openai/house-llm" in first.reason and "openai/beta-x" in second.reason
+        totals = led.state.fold.totals_json()
+        assert totals["cost"] == "0.25" and totals["currency"] == "USD"
+        assert totals["unbilled"] == {}
+        assert totals["unpriced"] == {
+            "calls": 3,
+            "by_model": {"openai/beta-x": 1, "openai/house-llm": 2},
+        }
+        house = totals["by_model"]["openai/house-llm"]
+        assert (house["calls"], house["unpriced_calls"], house["cost"]) == (2, 2, "0")
+        assert house["input_tokens"] == 1200  # tokens are kept
+        assert totals["tokens"]["input"] == 1000 + 500 + 700 + 1000
+        assert totals["by_step"]["plan"]["model_calls"] == 4
+        assert "unpriced_calls" not in totals["by_model"]["openai/gpt-4.1"]
+
+
+def test_totals_without_unpriced_calls_keep_their_shape() -> None:
+    fold, _ = fold_events("run-1", ev.simple_run(), CONFIG)
+    totals = fold.totals_json()
+    assert "unpriced" not in totals
+    assert all("unpriced_calls" not in m for m in totals["by_model"].values())

@@ -13,12 +13,14 @@ import pytest
 
 from fleetledger.kernel.errors import DeliveryError, EventValidationError, RunStateError
 from fleetledger.producers import MemoryTransport, Recorder, Run
+from fleetledger.producers.pricing import TokenUsage, library_version
 from fleetledger.schemas import (
     Codec,
     Cost,
     EventType,
     GateDecision,
     GatePolicy,
+    ModelIO,
     Money,
     RunStarted,
     StepOutcome,
@@ -28,6 +30,8 @@ from fleetledger.schemas import (
     WorkflowSnapshot,
     WorkflowStep,
 )
+
+from .test_pricing import library_total
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 WORKFLOW = WorkflowSnapshot(
@@ -179,12 +183,13 @@ async def test_validation_error_does_not_consume_a_seq() -> None:
             )
         with pytest.raises(EventValidationError, match="duration_ms"):
             await run.tool_call(name="grep", duration_ms=-1)
-        with pytest.raises(EventValidationError, match="gpt-unknown"):
+        with pytest.raises(EventValidationError, match="at most input_tokens"):
             await run.model_io(
                 provider="openai",
-                model="gpt-unknown",
+                model="gpt-4.1",
                 input_tokens=1,
                 output_tokens=1,
+                cache_read_tokens=2,
                 duration_ms=1,
                 prompt_hash="sha256:00",
             )
@@ -206,11 +211,11 @@ async def test_validation_error_does_not_consume_a_seq() -> None:
             await run.step_completed("plan")
         with pytest.raises(RunStateError, match="not open"):
             await run.gate_resolved(gate_id="g1", decision="approve", reviewer="bob")
-        assert run.next_seq == 1
+        assert run.next_seq == 1  # failed calls took no seq and opened no implicit step
         event = await run.tool_call(name="grep", duration_ms=3)
-        assert event.seq == 1
+        assert (event.seq, event.step_id) == (2, "implicit")  # seq 1 opened the implicit step
         await run.complete()
-    assert [e.seq for e in decoded(transport)] == [0, 1, 2]
+    assert [e.seq for e in decoded(transport)] == [0, 1, 2, 3, 4]
 
 
 async def test_invalid_run_start_does_not_start_a_run() -> None:
@@ -429,13 +434,14 @@ async def test_gates_artifacts_recoveries_and_emit() -> None:
     assert all(e.step_id == "act" for e in events[1:8])
 
 
-async def test_model_io_is_priced_from_the_table_unless_a_cost_is_given() -> None:
+async def test_model_io_is_priced_by_genai_prices_unless_a_cost_is_given() -> None:
     transport = MemoryTransport()
     async with make_recorder(transport) as rec:
         run = await rec.start_run(agent_id="a", workflow=WORKFLOW)
         local = await run.model_io(
             provider="openai",
             model="gpt-4.1",
+            response_model="gpt-4.1-2025-04-14",
             input_tokens=1_000_000,
             output_tokens=500_000,
             cache_read_tokens=400_000,
@@ -452,12 +458,45 @@ async def test_model_io_is_priced_from_the_table_unless_a_cost_is_given() -> Non
             cost=Cost(amount=Decimal("0.0042"), currency="EUR", source="provider"),
         )
         await run.complete()
-    # 600k uncached * $2 + 400k cached * $0.5 + 500k out * $8 per million
-    assert local.payload.cost.amount == Decimal("5.4")  # type: ignore[union-attr]
+    expected = library_total(
+        "openai", "gpt-4.1-2025-04-14", TokenUsage(1_000_000, 500_000, 400_000), local.ts
+    )
+    assert local.payload.cost.amount == expected > 0  # type: ignore[union-attr]
     assert local.payload.cost.source == "local"  # type: ignore[union-attr]
+    assert local.payload.cost.price_data == library_version()  # type: ignore[union-attr]
+    assert local.payload.cost.priced_model == "gpt-4.1"  # type: ignore[union-attr]
     assert local.payload.cache == "hit"  # type: ignore[union-attr]
     assert given.payload.cost.currency == "EUR"  # type: ignore[union-attr]
     assert given.payload.cache == "miss"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "model", ["gpt-4o-2024-08-06", "claude-sonnet-4-5-20250929", "gpt-unknown", "my-finetune:v3"]
+)
+async def test_no_dated_or_unknown_model_name_raises(model: str) -> None:
+    transport = MemoryTransport()
+    async with make_recorder(transport) as rec:
+        run = await rec.start_run(agent_id="a", workflow=WORKFLOW)
+        provider = "anthropic" if model.startswith("claude") else "openai"
+        event = await run.model_io(
+            provider=provider,
+            model=model,
+            input_tokens=1200,
+            output_tokens=300,
+            cache_read_tokens=200,
+            cache_write_tokens=100,
+            duration_ms=5,
+            inputs={"q": 1},
+        )
+        await run.complete()
+    payload = event.payload
+    assert isinstance(payload, ModelIO)
+    assert payload.gen_ai_usage_input_tokens == 1200  # tokens kept either way
+    assert payload.gen_ai_usage_cache_creation_input_tokens == 100
+    if "unknown" in model or "finetune" in model:
+        assert payload.cost.source == "unpriced" and payload.cost.amount == 0
+    else:
+        assert payload.cost.source == "local" and payload.cost.amount > 0
 
 
 # -------------------------------------------------------------------------- batching
@@ -468,7 +507,7 @@ async def test_a_run_batch_is_one_message_keyed_by_run_id_and_decodes_in_order()
     async with make_recorder(transport, batch_max_events=4, linger_ms=None) as rec:
         run = await rec.start_run(agent_id="a", workflow=WORKFLOW, run_id="run-b")
         for i in range(8):
-            await run.tool_call(name=f"t{i}", duration_ms=i)
+            await run.tool_call(name=f"t{i}", duration_ms=i, step_id="s")
         await run.complete()  # 10 events: 4 + 4 + 2 (the terminal event cuts the batch)
         await rec.flush()
         assert [len(Codec().decode(v)) for _, v in transport.messages] == [4, 4, 2]
@@ -484,7 +523,7 @@ async def test_linger_sends_a_partial_batch_without_flush() -> None:
     transport = MemoryTransport()
     async with make_recorder(transport, batch_max_events=100, linger_ms=10) as rec:
         run = await rec.start_run(agent_id="a", workflow=WORKFLOW)
-        await run.tool_call(name="x", duration_ms=1)
+        await run.tool_call(name="x", duration_ms=1, step_id="s")
         assert transport.messages == []
         for _ in range(200):
             await asyncio.sleep(0.005)
@@ -499,7 +538,7 @@ async def test_without_linger_buffers_wait_for_flush() -> None:
     transport = MemoryTransport()
     async with make_recorder(transport, batch_max_events=100, linger_ms=None) as rec:
         run = await rec.start_run(agent_id="a", workflow=WORKFLOW)
-        await run.tool_call(name="x", duration_ms=1)
+        await run.tool_call(name="x", duration_ms=1, step_id="s")
         await asyncio.sleep(0.05)
         assert transport.messages == []
         await rec.flush()
@@ -515,7 +554,7 @@ async def test_oversized_batches_are_split_into_several_messages() -> None:
     async with rec:
         run = await rec.start_run(agent_id="a", workflow=WORKFLOW, run_id="big")
         for _ in range(20):
-            await run.tool_call(name="read", duration_ms=1, outputs="x" * 300)
+            await run.tool_call(name="read", duration_ms=1, outputs="x" * 300, step_id="s")
         await run.complete()
     assert len(transport.messages) > 1
     assert all(len(v) <= 2_000 for _, v in transport.messages)
@@ -526,12 +565,12 @@ async def test_close_flushes_open_runs() -> None:
     transport = MemoryTransport()
     rec = make_recorder(transport, linger_ms=None)
     run = await rec.start_run(agent_id="a", workflow=WORKFLOW)  # starts the recorder
-    await run.tool_call(name="x", duration_ms=1)
+    await run.tool_call(name="x", duration_ms=1, step_id="s")
     await rec.close()
     assert transport.closed
     assert [e.seq for e in decoded(transport)] == [0, 1]
     with pytest.raises(RunStateError, match="closed"):
-        await run.tool_call(name="y", duration_ms=1)
+        await run.tool_call(name="y", duration_ms=1, step_id="s")
     with pytest.raises(RunStateError, match="closed"):
         await rec.start_run(agent_id="a", workflow=WORKFLOW)
     await rec.close()  # idempotent
@@ -565,7 +604,7 @@ async def test_backpressure_waits_and_never_exceeds_the_bound() -> None:
     async def agent(i: int) -> None:
         run = await rec.start_run(agent_id=f"a{i}", workflow=WORKFLOW)
         for k in range(40):
-            await run.tool_call(name="t", duration_ms=k)
+            await run.tool_call(name="t", duration_ms=k, step_id="s")
             observed.append(rec.buffered_events)
         await run.complete()
 
@@ -586,7 +625,7 @@ async def test_a_bound_of_one_still_makes_progress() -> None:
     async with make_recorder(transport, max_buffered_events=1, linger_ms=None) as rec:
         run = await rec.start_run(agent_id="a", workflow=WORKFLOW)
         for _ in range(5):
-            await run.tool_call(name="t", duration_ms=1)
+            await run.tool_call(name="t", duration_ms=1, step_id="s")
         await run.complete()
     assert len(transport.messages) == 7
 
@@ -615,12 +654,12 @@ async def test_send_failure_surfaces_on_the_next_call_flush_and_close() -> None:
     transport = BrokenTransport(fail_send_after=0)
     rec = make_recorder(transport, linger_ms=None)
     run = await rec.start_run(agent_id="a", workflow=WORKFLOW)
-    await run.tool_call(name="t", duration_ms=1)
+    await run.tool_call(name="t", duration_ms=1, step_id="s")
     with pytest.raises(DeliveryError, match="broker went away") as info:
         await rec.flush()
     assert isinstance(info.value.__cause__, ConnectionResetError)
     with pytest.raises(DeliveryError, match="broker went away"):
-        await run.tool_call(name="t", duration_ms=1)
+        await run.tool_call(name="t", duration_ms=1, step_id="s")
     with pytest.raises(DeliveryError):
         await rec.start_run(agent_id="a", workflow=WORKFLOW)
     assert run.next_seq == 2
@@ -635,7 +674,7 @@ async def test_send_failure_reaches_a_caller_waiting_on_backpressure() -> None:
     run = await rec.start_run(agent_id="a", workflow=WORKFLOW)
     with pytest.raises(DeliveryError, match="broker went away"):
         for _ in range(100):
-            await run.tool_call(name="t", duration_ms=1)
+            await run.tool_call(name="t", duration_ms=1, step_id="s")
     assert rec.failed is not None
     assert rec.buffered_events <= 4
     with pytest.raises(DeliveryError):

@@ -61,7 +61,7 @@ async def test_kafka_transport_keys_runs_to_one_partition_in_order(
         runs = [await rec.start_run(agent_id=f"a{i}", workflow=WORKFLOW) for i in range(8)]
         for k in range(9):
             for run in runs:
-                await run.tool_call(name="fetch", duration_ms=k)
+                await run.tool_call(name="fetch", duration_ms=k, step_id="fetch")
         for run in runs:
             await run.complete()
     sent = rec.messages_sent

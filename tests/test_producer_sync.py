@@ -85,7 +85,7 @@ def test_sync_recorder_from_several_threads_keeps_each_run_gap_free() -> None:
             run = rec.start_run(agent_id=f"a{i}", workflow=WORKFLOW, run_id=f"r{i}")
             with run:
                 for k in range(20):
-                    run.tool_call(name="t", duration_ms=k)
+                    run.tool_call(name="t", duration_ms=k, step_id="s")
 
         threads = [threading.Thread(target=agent, args=(i,)) for i in range(4)]
         for t in threads:
@@ -122,7 +122,7 @@ from fleetledger.producers import SyncRecorder
 from fleetledger.schemas import WorkflowSnapshot
 rec = SyncRecorder.from_url("sqlite:///{db}", linger_ms=None)
 run = rec.start_run(agent_id="a", workflow=WorkflowSnapshot(name="w", revision="1"))
-run.tool_call(name="t", duration_ms=1)
+run.tool_call(name="t", duration_ms=1, step_id="s")
 # no close(): the exit hook flushes
 """
     done = subprocess.run(

@@ -31,6 +31,7 @@ from fleetledger.schemas import (
     ArtifactWritten,
     CacheStatus,
     Codec,
+    ContentRef,
     Cost,
     CostSource,
     EventType,
@@ -38,6 +39,7 @@ from fleetledger.schemas import (
     GatePolicy,
     HumanGateRequested,
     HumanGateResolved,
+    ModelDecision,
     ModelIO,
     ModelOutcome,
     Money,
@@ -70,6 +72,8 @@ PINNED_FINGERPRINTS = {
     "d216245beec5f6e6": 1,  # v1 EventBatch
     "13de9a8200937ff2": 2,  # v2 TraceEvent
     "0767997d9f9388c7": 2,  # v2 EventBatch
+    "05b5b130b74d2801": 3,  # v3 TraceEvent
+    "f467d35428de74bf": 3,  # v3 EventBatch
 }
 
 WORKFLOW = WorkflowSnapshot(
@@ -162,6 +166,54 @@ PAYLOADS: dict[EventType, Any] = {
     EventType.RUN_FAILED: RunFailed(
         error_type="BudgetExceeded", error_message="spent 25.01 USD of 25 USD", failed_step="check"
     ),
+    EventType.MODEL_DECISION: ModelDecision(
+        decision_id="md-001",
+        primary_model="claude-sonnet-4-5",
+        provider="anthropic",
+        task_class="AuthoritySpec",
+        capability_class="StrongGeneral",
+        fallback_chain=("gpt-4.1", "claude-haiku-4-5"),
+        budget_mode="normal",
+        routing_reason="policy_match",
+    ),
+}
+
+#: Event types and payload fields added by each version (what an older writer cannot carry).
+V3_TYPES = {EventType.MODEL_DECISION}
+V3_PAYLOADS: dict[EventType, Any] = {
+    EventType.MODEL_IO: PAYLOADS[EventType.MODEL_IO].model_copy(
+        update={
+            "cost": Cost(
+                amount=Decimal("0.049578"),
+                currency="USD",
+                source=CostSource.LOCAL,
+                price_data="genai-prices@0.2.3",
+                priced_model="claude-sonnet-4",
+            ),
+            "gen_ai_usage_cache_creation_input_tokens": 512,
+            "inputs": None,
+            "inputs_ref": ContentRef(
+                sha256="ab" * 32, size=5_000_000, media_type="application/json"
+            ),
+            "redactions": ("outputs/api_key",),
+            "decision_id": "md-001",
+        }
+    ),
+    EventType.TOOL_CALL: PAYLOADS[EventType.TOOL_CALL].model_copy(
+        update={
+            "outputs_ref": ContentRef(sha256="cd" * 32, size=42, media_type="text/plain"),
+            "redactions": ("outputs",),
+        }
+    ),
+    EventType.STEP_STARTED: StepStarted(attempt=1, implicit=True),
+    EventType.RUN_STARTED: RunStarted(
+        workflow=WorkflowSnapshot(
+            name="reviewer",
+            revision="",
+            steps=(WorkflowStep(id="implicit", name="implicit", kind="implicit"),),
+            implicit=True,
+        )
+    ),
 }
 
 
@@ -184,6 +236,11 @@ def make_event(etype: EventType, seq: int = 0, **overrides: Any) -> TraceEvent:
 
 ALL_EVENTS = [make_event(t, seq=i) for i, t in enumerate(EventType)]
 IDS = [e.type.value for e in ALL_EVENTS]
+#: The events every released version can carry.
+V2_EVENTS = [e for e in ALL_EVENTS if e.type not in V3_TYPES]
+V2_IDS = [e.type.value for e in V2_EVENTS]
+V3_EVENTS = [make_event(t, seq=i, payload=p) for i, (t, p) in enumerate(V3_PAYLOADS.items())]
+V3_IDS = [f"{e.type.value}-v3" for e in V3_EVENTS]
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +266,7 @@ def test_every_event_type_has_a_sample() -> None:
     assert [type(p) for p in PAYLOADS.values()] == [PAYLOAD_TYPES[t] for t in EventType]
 
 
-@pytest.mark.parametrize("event", ALL_EVENTS, ids=IDS)
+@pytest.mark.parametrize("event", ALL_EVENTS + V3_EVENTS, ids=IDS + V3_IDS)
 def test_event_round_trip(codec: Codec, event: TraceEvent) -> None:
     data = codec.encode_event(event)
     assert data[:2] == MAGIC
@@ -242,7 +299,7 @@ def test_batch_round_trip(codec: Codec) -> None:
     assert [TraceEvent.from_record(r) for r in records] == ALL_EVENTS
 
 
-@pytest.mark.parametrize("event", ALL_EVENTS, ids=IDS)
+@pytest.mark.parametrize("event", ALL_EVENTS + V3_EVENTS, ids=IDS + V3_IDS)
 def test_to_json_obj_matches_model_dump(event: TraceEvent) -> None:
     for ev in (event, event.model_copy(update={"traceparent": TRACEPARENT})):
         obj = ev.to_json_obj()
@@ -254,7 +311,7 @@ def test_to_json_obj_matches_model_dump(event: TraceEvent) -> None:
         assert "payload" in obj and "type" not in obj["payload"]
 
 
-@pytest.mark.parametrize("event", ALL_EVENTS, ids=IDS)
+@pytest.mark.parametrize("event", ALL_EVENTS + V3_EVENTS, ids=IDS + V3_IDS)
 def test_json_and_record_round_trips(event: TraceEvent) -> None:
     assert TraceEvent.parse(event.to_json_obj()) == event
     assert TraceEvent.parse(json.loads(json.dumps(event.to_json_obj()))) == event
@@ -271,7 +328,7 @@ def test_canonical_json_details() -> None:
     assert obj["payload"]["cost"] == {"amount": "0.049578", "currency": "USD", "source": "local"}
     assert "error_type" not in obj["payload"]  # nulls are omitted
     assert "traceparent" not in obj
-    assert obj["schema_version"] == 2
+    assert obj["schema_version"] == 3
     started = make_event(EventType.RUN_STARTED).to_json_obj()
     assert started["payload"]["budget"] == {"amount": "25", "currency": "USD"}
     assert started["payload"]["workflow"]["steps"][0] == {
@@ -356,8 +413,9 @@ def _assert_type_agrees(avro: Any, ann: Any, where: str) -> None:
     if isinstance(avro, list):  # the payload union
         assert get_origin(ann) in (Union, UnionType), where
         branches = [b["name"] if isinstance(b, dict) else b for b in avro]
-        assert branches == [c.__name__ for c in get_args(ann)], where
-        assert branches == [PAYLOAD_TYPES[t].__name__ for t in EventType], where
+        known = [c.__name__ for c in get_args(ann)]
+        assert branches == known[: len(branches)], where
+        assert branches == [PAYLOAD_TYPES[t].__name__ for t in EventType][: len(branches)], where
         return
     kind = avro["type"]
     logical = avro.get("logicalType")
@@ -370,12 +428,13 @@ def _assert_type_agrees(avro: Any, ann: Any, where: str) -> None:
         assert kind == "long" and ann is datetime, where
     elif kind == "enum":
         assert issubclass(ann, StrEnum) and ann.__name__ == avro["name"], where
-        assert [m.value for m in ann] == avro["symbols"], where
+        members = [m.value for m in ann]
+        assert members[: len(avro["symbols"])] == avro["symbols"], where
     elif kind == "record":
         assert ann.__name__ == avro["name"], where
     elif kind == "array":
         assert get_origin(ann) is tuple, where
-        item = get_args(ann)[0]
+        item = _strip(get_args(ann)[0])[0]
         _assert_type_agrees(avro["items"], item, where + "[]")
     elif kind == "map":
         assert get_origin(ann) is dict, where
@@ -386,7 +445,7 @@ def _assert_type_agrees(avro: Any, ann: Any, where: str) -> None:
         raise AssertionError(f"{where}: unexpected Avro type {avro!r}")
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_schema_and_models_agree(version: int) -> None:
     schema = _load(version, "TraceEvent")
     assert schema["namespace"] == "fleetledger"
@@ -396,6 +455,10 @@ def test_schema_and_models_agree(version: int) -> None:
         "TraceEvent", "Money", "Cost", "WorkflowStep", "WorkflowEdge", "WorkflowSnapshot",
         "ValidationEvidence", *(c.__name__ for c in PAYLOAD_TYPES.values()),
     }  # fmt: skip
+    if version < 3:
+        expected_models -= {"ModelDecision"}
+    else:
+        expected_models |= {"ContentRef"}
     assert set(records) == expected_models
     for name, record in records.items():
         model = getattr(models_module, name)
@@ -406,6 +469,8 @@ def test_schema_and_models_agree(version: int) -> None:
         model_names = list(model.model_fields)
         if version == 1 and name == "TraceEvent":
             model_names.remove("traceparent")  # added in v2
+        if version < 3:
+            model_names = [n for n in model_names if n not in V3_FIELDS.get(name, ())]
         assert avro_names == model_names, name
         for f in record["fields"]:
             where = f"{name}.{f['name']}"
@@ -425,10 +490,30 @@ def test_schema_and_models_agree(version: int) -> None:
     _named_enums(schema, enums)
     assert len(enums) == 10
     for name, symbols in enums.items():
-        assert [m.value for m in getattr(models_module, name)] == symbols
+        members = [m.value for m in getattr(models_module, name)]
+        if version < 3:
+            members = [m for m in members if m not in V3_SYMBOLS.get(name, ())]
+        assert members == symbols
 
 
-@pytest.mark.parametrize("version", [1, 2])
+#: What v3 adds, per record and per enum (the compatibility test below pins it).
+V3_FIELDS = {
+    "WorkflowSnapshot": ("implicit",),
+    "StepStarted": ("implicit",),
+    "Cost": ("price_data", "priced_model"),
+    "ModelIO": (
+        "gen_ai_usage_cache_creation_input_tokens",
+        "inputs_ref",
+        "outputs_ref",
+        "redactions",
+        "decision_id",
+    ),
+    "ToolCall": ("inputs_ref", "outputs_ref", "redactions"),
+}
+V3_SYMBOLS = {"EventType": ("model_decision",), "CostSource": ("unpriced",)}
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_batch_schema_inlines_the_event_schema(version: int) -> None:
     event = _load(version, "TraceEvent")
     batch = _load(version, "EventBatch")
@@ -451,9 +536,62 @@ def test_v2_is_v1_plus_optional_traceparent() -> None:
     assert v2_minus == v1
 
 
+def _fields_without(record: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {**record, "fields": [f for f in record["fields"] if f["name"] not in names]}
+
+
+def _shallow(schema: Any) -> Any:
+    """A schema with every named record and enum replaced by its name (compared apart)."""
+    if isinstance(schema, list):
+        return [_shallow(s) for s in schema]
+    if isinstance(schema, dict):
+        if schema.get("type") in ("record", "enum"):
+            return schema["name"]
+        return {k: _shallow(v) for k, v in schema.items()}
+    return schema
+
+
+def test_v3_is_v2_plus_optional_fields_and_appended_symbols() -> None:
+    """v3 only appends: optional fields at the end of records, enum symbols, one union branch."""
+    v2 = _load(2, "TraceEvent")
+    v3 = _load(3, "TraceEvent")
+    records2: dict[str, dict[str, Any]] = {}
+    records3: dict[str, dict[str, Any]] = {}
+    _named_records(v2, records2)
+    _named_records(v3, records3)
+    assert set(records3) - set(records2) == {"ModelDecision", "ContentRef"}
+    for name, rec2 in records2.items():
+        rec3 = records3[name]
+        added = V3_FIELDS.get(name, ())
+        names3 = [f["name"] for f in rec3["fields"]]
+        assert names3[len(names3) - len(added) :] == list(added), name  # appended at the end
+        for f in rec3["fields"]:
+            if f["name"] in added:
+                assert f["type"][0] == "null" and f["default"] is None, f"{name}.{f['name']}"
+        # apart from the additions (and the records nested in changed fields) nothing changed
+        strip3 = _fields_without(rec3, added)
+        assert [f["name"] for f in strip3["fields"]] == [f["name"] for f in rec2["fields"]], name
+        for f2, f3 in zip(rec2["fields"], strip3["fields"], strict=True):
+            shallow2, shallow3 = _shallow(f2), _shallow(f3)
+            if name == "TraceEvent" and f2["name"] == "payload":
+                shallow2["type"] = [*shallow2["type"], "ModelDecision"]  # the appended branch
+            assert shallow3 == shallow2, (name, f2["name"])
+    enums2: dict[str, list[str]] = {}
+    enums3: dict[str, list[str]] = {}
+    _named_enums(v2, enums2)
+    _named_enums(v3, enums3)
+    assert set(enums2) == set(enums3)
+    for name, symbols in enums2.items():
+        assert enums3[name] == symbols + list(V3_SYMBOLS.get(name, ())), name
+    union2 = next(f["type"] for f in v2["fields"] if f["name"] == "payload")
+    union3 = next(f["type"] for f in v3["fields"] if f["name"] == "payload")
+    names2 = [b["name"] for b in union2]
+    assert [b["name"] for b in union3] == [*names2, "ModelDecision"]
+
+
 def test_pinned_fingerprints(codec: Codec) -> None:
     assert codec.fingerprints() == PINNED_FINGERPRINTS
-    assert codec.versions == [1, 2]
+    assert codec.versions == [1, 2, 3]
     # fingerprint = CRC-64-AVRO of the Parsing Canonical Form, little-endian on the wire
     pcf = fastavro.schema.to_parsing_canonical_form(_load(2, "EventBatch"))
     assert _crc64_avro(pcf.encode()).to_bytes(8, "little").hex() == "0767997d9f9388c7"
@@ -482,16 +620,59 @@ def test_schema_files_parse_standalone() -> None:
 # -------------------------------------------------------------------- version resolution
 
 
-@pytest.mark.parametrize("event", ALL_EVENTS, ids=IDS)
-def test_v1_written_read_by_v2_reader(codec: Codec, event: TraceEvent) -> None:
-    data = codec.encode_batch_version([event], 1)
-    assert codec.writer_of(data).version == 1
+@pytest.mark.parametrize("event", V2_EVENTS, ids=V2_IDS)
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_writers_read_by_the_current_reader(
+    codec: Codec, event: TraceEvent, version: int
+) -> None:
+    data = codec.encode_batch_version([event], version)
+    assert codec.writer_of(data).version == version
     [decoded] = codec.decode(data)
     assert decoded.traceparent is None
-    assert decoded.schema_version == 1  # the writer's version
-    assert decoded == event.model_copy(update={"schema_version": 1})
-    [single] = codec.decode(codec.encode_event(event, version=1))
+    assert decoded.schema_version == version  # the writer's version
+    assert decoded == event.model_copy(update={"schema_version": version})
+    [single] = codec.decode(codec.encode_event(event, version=version))
     assert single == decoded
+    # an event that uses nothing new has the same canonical object in every version
+    assert {**decoded.to_json_obj(), "schema_version": 3} == event.to_json_obj()
+
+
+@pytest.mark.parametrize("event", V2_EVENTS, ids=V2_IDS)
+def test_v3_written_read_by_v2_reader(codec: Codec, event: TraceEvent) -> None:
+    data = codec.encode_batch([event])
+    assert codec.writer_of(data).version == 3
+    [decoded] = codec.decode(data, reader_version=2)
+    assert decoded == event
+
+
+@pytest.mark.parametrize("event", V3_EVENTS, ids=V3_IDS)
+def test_v2_reader_ignores_v3_fields(codec: Codec, event: TraceEvent) -> None:
+    [decoded] = codec.decode(codec.encode_batch([event]), reader_version=2)
+    assert decoded.schema_version == 3
+    payload = event.payload.model_dump()
+    for name in V3_FIELDS.get(type(event.payload).__name__, ()):
+        payload[name] = None
+    if "cost" in payload:
+        payload["cost"].update(price_data=None, priced_model=None)
+    if "workflow" in payload:
+        payload["workflow"]["implicit"] = None
+    assert decoded.payload.model_dump() == payload
+
+
+def test_v2_reader_refuses_a_v3_only_type(codec: Codec) -> None:
+    decision = make_event(EventType.MODEL_DECISION)
+    with pytest.raises(DecodeError, match=r"fleetledger\.EventBatch v3"):
+        codec.decode(codec.encode_batch([decision]), reader_version=2)
+    unpriced = make_event(
+        EventType.MODEL_IO,
+        payload=PAYLOADS[EventType.MODEL_IO].model_copy(
+            update={"cost": Cost(amount=0, currency="USD", source=CostSource.UNPRICED)}
+        ),
+    )
+    with pytest.raises(DecodeError):
+        codec.decode(codec.encode_batch([unpriced]), reader_version=2)
+    with pytest.raises(SchemaError, match="v2"):  # an old writer cannot carry it either
+        codec.encode_batch_version([decision], 2)
 
 
 def test_v1_writer_drops_traceparent(codec: Codec) -> None:
@@ -500,12 +681,14 @@ def test_v1_writer_drops_traceparent(codec: Codec) -> None:
     assert decoded.traceparent is None
 
 
-def test_v2_written_read_by_v1_reader(codec: Codec) -> None:
+def test_newer_writers_read_by_the_v1_reader(codec: Codec) -> None:
     traced = make_event(EventType.TOOL_CALL, seq=4, traceparent=TRACEPARENT)
     data = codec.encode_batch([traced])
     [rec] = codec.decode_records(data, reader_version=1)
     assert "traceparent" not in rec
-    assert rec["schema_version"] == 2 and rec["seq"] == 4
+    assert rec["schema_version"] == 3 and rec["seq"] == 4
+    [rec2] = codec.decode_records(codec.encode_batch_version([traced], 2), reader_version=1)
+    assert rec2["schema_version"] == 2 and "traceparent" not in rec2
     [decoded] = codec.decode(data, reader_version=1)
     assert decoded == traced.model_copy(update={"traceparent": None})
     [rec2] = codec.decode_records(data)
@@ -569,25 +752,25 @@ def test_unknown_fingerprint(codec: Codec) -> None:
         codec.decode(data)
     msg = str(info.value)
     assert "0102030405060708" in msg
-    assert "4 known fingerprints" in msg
+    assert "6 known fingerprints" in msg
     assert isinstance(info.value, SchemaError)
 
 
 def test_truncated_at_every_cut_point(codec: Codec) -> None:
     data = codec.encode_batch(ALL_EVENTS)
     for cut in range(10, len(data)):
-        with pytest.raises(DecodeError, match=r"fleetledger\.EventBatch v2") as info:
+        with pytest.raises(DecodeError, match=r"fleetledger\.EventBatch v3") as info:
             codec.decode(data[:cut])
         assert "truncated or malformed" in str(info.value)
     single = codec.encode_event(ALL_EVENTS[0])
     for cut in (10, 11, len(single) // 2, len(single) - 1):
-        with pytest.raises(DecodeError, match=r"fleetledger\.TraceEvent v2"):
+        with pytest.raises(DecodeError, match=r"fleetledger\.TraceEvent v3"):
             codec.decode_records(single[:cut])
 
 
 def test_trailing_bytes(codec: Codec) -> None:
     data = codec.encode_event(ALL_EVENTS[0]) + b"\x00\x00"
-    with pytest.raises(DecodeError, match=r"found 2 bytes after the fleetledger\.TraceEvent v2"):
+    with pytest.raises(DecodeError, match=r"found 2 bytes after the fleetledger\.TraceEvent v3"):
         codec.decode(data)
 
 
@@ -606,7 +789,7 @@ def test_invalid_field_names_path_value_and_expectation(codec: Codec) -> None:
         codec.decode(_raw_message(codec, rec))
     msg = str(info.value)
     assert "seq: found -1 (int), expected an integer >= 0" in msg
-    assert "fleetledger.TraceEvent v2" in msg
+    assert "fleetledger.TraceEvent v3" in msg
 
     rec = make_event(EventType.MODEL_IO).to_record()
     rec["payload"][1]["cost"]["currency"] = "usd"
@@ -902,21 +1085,27 @@ VECTOR_EVENT = TraceEvent(
 VECTOR_BODY = (
     "48 30 31 39 30 66 33 61 32 2d 37 63 31 65 2d 37 62 33 61 2d 39 64 34 65 2d 32 66 36 61 "
     "38 62 31 63 30 64 39 66 0a 72 75 6e 2d 31 10 12 e0 ac dc ba 9d 67 0e 70 6c 61 6e 6e 65 "
-    "72 08 61 63 6d 65 00 0c 73 64 6b 2d 70 79 04 00 12 02 04 6f 6b"
+    "72 08 61 63 6d 65 00 0c 73 64 6b 2d 70 79 {version} 00 12 02 04 6f 6b"
 )
 
 
 def test_wire_test_vectors(codec: Codec) -> None:
-    event_msg = bytes.fromhex("c3 01 13 de 9a 82 00 93 7f f2 " + VECTOR_BODY)
-    batch_msg = bytes.fromhex(
-        "c3 01 07 67 99 7d 9f 93 88 c7 0a 72 75 6e 2d 31 02 " + VECTOR_BODY + " 00"
-    )
+    body = VECTOR_BODY.format(version="06")  # schema_version 3, zigzag
+    event_msg = bytes.fromhex("c3 01 05 b5 b1 30 b7 4d 28 01 " + body)
+    batch_msg = bytes.fromhex("c3 01 f4 67 d3 54 28 de 74 bf 0a 72 75 6e 2d 31 02 " + body + " 00")
     assert codec.encode_event(VECTOR_EVENT) == event_msg
     assert codec.encode_batch([VECTOR_EVENT]) == batch_msg
     assert codec.decode(event_msg) == codec.decode(batch_msg) == [VECTOR_EVENT]
     assert json.dumps(VECTOR_EVENT.to_json_obj(), sort_keys=True, separators=(",", ":")) == (
         '{"agent_id":"planner","event_id":"0190f3a2-7c1e-7b3a-9d4e-2f6a8b1c0d9f",'
         '"payload":{"summary":"ok"},"producer_id":"sdk-py","run_id":"run-1",'
-        '"schema_version":2,"seq":8,"tenant":"acme","ts":"2026-03-14T09:26:54.000Z",'
+        '"schema_version":3,"seq":8,"tenant":"acme","ts":"2026-03-14T09:26:54.000Z",'
         '"type":"run_completed"}'
     )
+
+
+def test_released_v2_test_vector_still_decodes(codec: Codec) -> None:
+    """The v2 vector published before v3: same event body, v2 fingerprint, schema_version 2."""
+    event_msg = bytes.fromhex("c3 01 13 de 9a 82 00 93 7f f2 " + VECTOR_BODY.format(version="04"))
+    assert codec.encode_event(VECTOR_EVENT, version=2) == event_msg
+    assert codec.decode(event_msg) == [VECTOR_EVENT.model_copy(update={"schema_version": 2})]

@@ -19,6 +19,7 @@ from fleetledger.schemas import (
     ArtifactWritten,
     CacheStatus,
     Codec,
+    ContentRef,
     Cost,
     CostSource,
     EventType,
@@ -26,6 +27,7 @@ from fleetledger.schemas import (
     GatePolicy,
     HumanGateRequested,
     HumanGateResolved,
+    ModelDecision,
     ModelIO,
     ModelOutcome,
     Money,
@@ -84,9 +86,25 @@ json_text = st.none() | st.recursive(
 ).map(json.dumps)
 
 money = st.builds(Money, amount=amounts, currency=currency)
-cost = st.builds(Cost, amount=amounts, currency=currency, source=st.sampled_from(CostSource))
+cost = st.builds(
+    Cost,
+    amount=amounts,
+    currency=currency,
+    source=st.sampled_from(CostSource),
+    price_data=opt_ident,
+    priced_model=opt_ident,
+)
+content_ref = st.builds(
+    ContentRef,
+    sha256=st.binary(min_size=32, max_size=32).map(bytes.hex),
+    size=longs,
+    media_type=ident,
+)
+redactions = st.none() | st.lists(ident, max_size=3).map(tuple)
+opt_bool = st.none() | st.booleans()
 workflow = st.builds(
     WorkflowSnapshot,
+    implicit=opt_bool,
     name=ident,
     revision=text,
     steps=st.lists(
@@ -110,7 +128,7 @@ PAYLOADS: dict[EventType, st.SearchStrategy[Any]] = {
         workflow=workflow,
         labels=st.dictionaries(text, text, max_size=3),
     ),
-    EventType.STEP_STARTED: st.builds(StepStarted, attempt=ints),
+    EventType.STEP_STARTED: st.builds(StepStarted, attempt=ints, implicit=opt_bool),
     EventType.STEP_COMPLETED: st.builds(
         StepCompleted,
         outcome=st.sampled_from(StepOutcome),
@@ -135,6 +153,11 @@ PAYLOADS: dict[EventType, st.SearchStrategy[Any]] = {
         error_type=opt_text,
         inputs=json_text,
         outputs=json_text,
+        gen_ai_usage_cache_creation_input_tokens=st.none() | small,
+        inputs_ref=st.none() | content_ref,
+        outputs_ref=st.none() | content_ref,
+        redactions=redactions,
+        decision_id=opt_ident,
     ),
     EventType.TOOL_CALL: st.builds(
         ToolCall,
@@ -145,6 +168,9 @@ PAYLOADS: dict[EventType, st.SearchStrategy[Any]] = {
         duration_ms=longs,
         outcome=st.sampled_from(ToolOutcome),
         error_type=opt_text,
+        inputs_ref=st.none() | content_ref,
+        outputs_ref=st.none() | content_ref,
+        redactions=redactions,
     ),
     EventType.HUMAN_GATE_REQUESTED: st.builds(
         HumanGateRequested,
@@ -187,7 +213,49 @@ PAYLOADS: dict[EventType, st.SearchStrategy[Any]] = {
     EventType.RUN_FAILED: st.builds(
         RunFailed, error_type=ident, error_message=text, failed_step=opt_ident
     ),
+    EventType.MODEL_DECISION: st.builds(
+        ModelDecision,
+        decision_id=ident,
+        primary_model=ident,
+        provider=opt_ident,
+        task_class=opt_text,
+        capability_class=opt_text,
+        fallback_chain=st.lists(ident, max_size=3).map(tuple),
+        budget_mode=opt_text,
+        routing_reason=opt_text,
+    ),
 }
+
+#: Payload fields v3 added (an older writer drops them).
+V3_FIELDS = {
+    "gen_ai_usage_cache_creation_input_tokens",
+    "inputs_ref",
+    "outputs_ref",
+    "redactions",
+    "decision_id",
+    "implicit",
+}
+
+
+def _v1_representable(event: TraceEvent) -> bool:
+    cost = getattr(event.payload, "cost", None)
+    return event.type is not EventType.MODEL_DECISION and not (
+        cost is not None and cost.source is CostSource.UNPRICED
+    )
+
+
+def _as_v1(obj: dict[str, Any]) -> dict[str, Any]:
+    """The canonical object a v1 writer keeps of a v3 event."""
+    out = {k: v for k, v in obj.items() if k != "traceparent"} | {"schema_version": 1}
+    payload = {k: v for k, v in obj["payload"].items() if k not in V3_FIELDS}
+    if "cost" in payload:
+        payload["cost"] = {
+            k: v for k, v in payload["cost"].items() if k in ("amount", "currency", "source")
+        }
+    if "workflow" in payload:
+        payload["workflow"] = {k: v for k, v in payload["workflow"].items() if k != "implicit"}
+    out["payload"] = payload
+    return out
 
 
 @st.composite
@@ -250,12 +318,12 @@ def test_batch_round_trips(codec: Codec, events_: list[TraceEvent]) -> None:
     assert codec.decode(data) == events_
     records = codec.decode_records(data)
     assert [TraceEvent.from_record(r) for r in records] == events_
-    old = codec.decode(codec.encode_batch_version(events_, 1))
-    assert old == [e.model_copy(update={"schema_version": 1, "traceparent": None}) for e in events_]
-    assert [e.to_json_obj() for e in old] == [
-        {k: v for k, v in e.to_json_obj().items() if k != "traceparent"} | {"schema_version": 1}
-        for e in events_
-    ]
+    if all(_v1_representable(e) for e in events_):
+        old = codec.decode(codec.encode_batch_version(events_, 1))
+        assert [e.to_json_obj() for e in old] == [_as_v1(e.to_json_obj()) for e in events_]
+    else:
+        with pytest.raises(SchemaError):
+            codec.encode_batch_version(events_, 1)
 
 
 @SETTINGS

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import statistics
 from collections import Counter
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,12 @@ import pytest
 
 from fleetledger.kernel.errors import ConfigError
 from fleetledger.kernel.sqlitelog import SqliteLog
-from fleetledger.producers import MemoryTransport, Recorder, load_price_table
+from fleetledger.producers import MemoryTransport, Pricer, Recorder, TokenUsage
+from fleetledger.producers.pricing import library_version
 from fleetledger.producers.simulator import SHAPES, SIM_EPOCH, SimulationSummary, simulate
-from fleetledger.schemas import Codec, EventType, TraceEvent
+from fleetledger.schemas import Codec, EventType, ModelIO, TraceEvent
+
+from .test_pricing import library_total
 
 
 async def run_sim(
@@ -103,7 +107,7 @@ def test_summary_matches_the_stream(fleet: tuple[SimulationSummary, list[TraceEv
     assert summary.completed + summary.failed == 400
     assert summary.events_by_type == dict(sorted(Counter(e.type.value for e in events).items()))
     assert summary.first_ts == SIM_EPOCH
-    assert summary.price_table == "2026-11" and summary.currency == "USD"
+    assert summary.price_data == (library_version(),) and summary.currency == "USD"
     model_cost = sum(
         (e.payload.cost.amount for e in events if e.type == EventType.MODEL_IO),  # type: ignore[union-attr]
         Decimal(0),
@@ -140,28 +144,44 @@ def test_every_run_is_well_formed(fleet: tuple[SimulationSummary, list[TraceEven
         assert {e.step_id for e in evs if e.step_id} <= workflow_steps
 
 
-def test_local_costs_come_from_the_price_table(
+def test_local_costs_come_from_genai_prices(
     fleet: tuple[SimulationSummary, list[TraceEvent]],
 ) -> None:
     _, events = fleet
-    table = load_price_table("2026-11")
+    providers = {"gcp.gemini": "google", "mistral_ai": "mistral"}
     checked = 0
     for e in events:
         if e.type != EventType.MODEL_IO:
             continue
         p = e.payload
-        expected = table.cost_amount(
-            p.gen_ai_provider_name,  # type: ignore[union-attr]
-            p.gen_ai_request_model,  # type: ignore[union-attr]
-            input_tokens=p.gen_ai_usage_input_tokens,  # type: ignore[union-attr]
-            output_tokens=p.gen_ai_usage_output_tokens,  # type: ignore[union-attr]
-            cache_read_tokens=p.gen_ai_usage_cache_read_input_tokens,  # type: ignore[union-attr]
+        assert isinstance(p, ModelIO)
+        usage = TokenUsage(
+            p.gen_ai_usage_input_tokens,
+            p.gen_ai_usage_output_tokens,
+            p.gen_ai_usage_cache_read_input_tokens,
         )
-        if p.cost.source == "local":  # type: ignore[union-attr]
-            assert p.cost.amount == expected  # type: ignore[union-attr]
+        requested_at = e.ts - timedelta(milliseconds=p.duration_ms)
+        repriced = Pricer().cost(
+            p.gen_ai_provider_name,
+            p.gen_ai_request_model,
+            usage,
+            at=requested_at,
+            response_model=p.gen_ai_response_model,
+        )
+        assert repriced.source == "local"  # every simulated model has a price
+        assert repriced.priced_model is not None
+        expected = library_total(
+            providers.get(p.gen_ai_provider_name, p.gen_ai_provider_name),
+            repriced.priced_model,
+            usage,
+            requested_at,
+        )
+        assert repriced.amount == expected
+        if p.cost.source == "local":
+            assert p.cost == repriced
             checked += 1
         else:  # providers report to the micro-dollar
-            assert abs(p.cost.amount - expected) <= Decimal("0.0000005")  # type: ignore[union-attr]
+            assert abs(p.cost.amount - expected) <= Decimal("0.0000005")
     assert checked > 100
 
 

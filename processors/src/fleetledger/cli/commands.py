@@ -236,6 +236,53 @@ def worker(
         return
 
 
+@app.command()
+def otlp(
+    ctx: typer.Context,
+    broker: BrokerOpt = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (4318 is OTLP/HTTP's)")] = 4318,
+    token: Annotated[
+        str | None,
+        typer.Option(help="bearer token required of clients [env FLEETLEDGER_OTLP_TOKEN]"),
+    ] = None,
+    tenant: Annotated[str, typer.Option(help="tenant of runs naming none")] = "default",
+    settle: Annotated[float, typer.Option(help="s of quiet before a trace's runs")] = 1.0,
+    trace_timeout: Annotated[float, typer.Option(help="s before a rootless trace")] = 30.0,
+    duration: Annotated[float | None, typer.Option(help="stop after this many s")] = None,
+) -> None:
+    """Receive OTLP/HTTP traces (POST /v1/traces) and record their GenAI spans as runs."""
+    from fleetledger.producers import Recorder
+    from fleetledger.producers.otlp.receiver import serve
+
+    settings = settings_of(ctx, broker=broker)
+    recorder = Recorder.from_url(settings=settings)
+    err = ctx.obj.err
+    secret = settings.otlp_token.get_secret_value() if settings.otlp_token else None
+
+    def ready(url: str) -> None:
+        err.print(f"receiving OTLP traces on {url}, recording to {settings.broker}")
+
+    stats = asyncio.run(
+        serve(
+            recorder,
+            duration_s=duration,
+            on_ready=ready,
+            host=host,
+            port=port,
+            token=token or secret,
+            tenant=tenant,
+            settle_s=settle,
+            timeout_s=trace_timeout,
+        )
+    )
+    unmapped = sum(stats["spans_unmapped"].values())
+    err.print(
+        f"recorded {stats['runs_recorded']} runs from {stats['spans_mapped']} spans; "
+        f"{unmapped} spans not mapped {stats['spans_unmapped'] or ''}".rstrip()
+    )
+
+
 def _reader(ctx: typer.Context, broker: str | None) -> OutputReader:
     return backend_of(ctx, broker=broker).reader()
 
@@ -354,19 +401,29 @@ def _print_costs(console: Console, totals: list[TotalsDoc]) -> None:
         ("Cost by model", report["by_model"]),
     ):
         table = Table(title=title, title_justify="left")
-        for col in ("name", "runs", "calls", "input tokens", "output tokens", "cost"):
+        cols = ["name", "runs", "calls", "input tokens", "output tokens", "cost"]
+        unpriced = report["unpriced_calls"] > 0
+        if unpriced:
+            cols.append("unpriced calls")
+        for col in cols:
             table.add_column(col, justify="left" if col == "name" else "right")
         for r in rows:
-            table.add_row(
+            cells = [
                 r["name"],
                 str(r["runs"]),
                 str(r["calls"]),
                 f"{r['input_tokens']:,}",
                 f"{r['output_tokens']:,}",
                 f"{r['cost']} {r['currency']}",
-            )
+            ]
+            if unpriced:
+                cells.append(str(r["unpriced_calls"]))
+            table.add_row(*cells)
         console.print(table)
-    console.print("Total: " + ", ".join(f"{a} {c}" for c, a in report["total"].items()))
+    line = "Total: " + ", ".join(f"{a} {c}" for c, a in report["total"].items())
+    if report["unpriced_calls"]:
+        line += f" (+ {report['unpriced_calls']} calls of unknown cost, not included)"
+    console.print(line)
 
 
 def _print_intercepts(console: Console, items: list[InterceptDoc], *, limit: int) -> None:

@@ -142,11 +142,21 @@ def register(app: typer.Typer) -> None:
         trust: Annotated[
             Path | None, typer.Option("--trust", help="file of PEM public keys")
         ] = None,
+        blobs: Annotated[
+            Path | None,
+            typer.Option("--blobs", help="blob store folder: check the content bundles refer to"),
+        ] = None,
+        require_blobs: Annotated[
+            bool, typer.Option("--require-blobs", help="with --blobs: a missing blob fails")
+        ] = False,
     ) -> None:
         """Verify evidence offline; exit 0 only if every path holds."""
+        from fleetledger.processors.blobcheck import bundle_of, check_blobs
         from fleetledger.processors.evidence import verify_file
+        from fleetledger.producers.blobs import FolderBlobStore
 
         trusted = load_trusted(key, trust)
+        store = FolderBlobStore(blobs) if blobs is not None else None
         if not paths:
             raise VerificationError("empty", "found no path, expected evidence files to verify")
         failed = 0
@@ -154,7 +164,23 @@ def register(app: typer.Typer) -> None:
             try:
                 if path.is_dir():
                     raise VerificationError("empty", "found a folder, expected files (use DIR/*)")
-                facts = verify_file(_read(path, "file"), trusted, _sibling_loader(path))
+                data = _read(path, "file")
+                facts = verify_file(data, trusted, _sibling_loader(path))
+                blob_note = ""
+                bundle = bundle_of(data) if store is not None else None
+                if store is not None and bundle is not None:
+                    report = check_blobs(bundle, store.get)
+                    if report.missing and require_blobs:
+                        raise VerificationError(
+                            "blob",
+                            f"found {len(report.missing)} blob(s) missing from {blobs}, "
+                            f"expected all (first: {report.missing[0]})",
+                        )
+                    blob_note = f", blobs {report.checked} checked"
+                    if report.missing:
+                        blob_note += f", {len(report.missing)} missing"
+                    if report.withheld:
+                        blob_note += f", {report.withheld} withheld"
             except FleetLedgerError as exc:
                 failed += 1
                 ctx.obj.console.print(
@@ -168,7 +194,8 @@ def register(app: typer.Typer) -> None:
             )
             ctx.obj.console.print(
                 f"OK   {path}: {facts.kind} of run {facts.run_id}, {facts.events} events, "
-                f"digest {facts.digest}, merkle {facts.merkle_root[:16]}..., {signer}",
+                f"digest {facts.digest}, merkle {facts.merkle_root[:16]}..., {signer}"
+                f"{blob_note}",
                 markup=False,
                 highlight=False,
             )

@@ -2,8 +2,9 @@
 
 A bundle is everything needed to review a run without fleetledger: the frozen workflow,
 every event with its chain hashes, artifacts with versions, gates with decisions, the
-recovery chain, cost attributed per step and per model, totals, the event-derived
-intercepts and the rules that derived them.  The digest is sha256 over the RFC 8785
+recovery chain, the model decisions with the calls each governed, the content kept
+outside the events (blobs), cost attributed per step and per model, totals, the
+event-derived intercepts and the rules that derived them.  The digest is sha256 over the RFC 8785
 canonical JSON of the bundle with ``integrity.digest`` removed (SPEC.md, "Run bundle").
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from fleetledger.kernel.errors import ProcessorError
@@ -18,6 +20,7 @@ from fleetledger.processors.canonical import canonical_bytes, genesis
 from fleetledger.processors.core import CoreConfig, Entry, fold_events
 from fleetledger.processors.merkle import ALGORITHM as MERKLE_ALGORITHM
 from fleetledger.processors.merkle import leaf_hash, root_of_leaf_hashes
+from fleetledger.schemas import money_str
 
 BUNDLE_VERSION = "fleetledger.bundle/v1"
 DIGEST_ALGORITHM = "sha256"
@@ -107,6 +110,92 @@ def _recovery(entries: Sequence[Entry]) -> list[dict[str, Any]]:
     return chain
 
 
+_DECISION_FIELDS = (
+    "provider",
+    "task_class",
+    "capability_class",
+    "budget_mode",
+    "routing_reason",
+)
+
+
+def _model_decisions(entries: Sequence[Entry]) -> list[dict[str, Any]]:
+    """Why each model was chosen, and what the calls it governed did and cost.
+
+    Answers "why did this cost so much": the budget mode and routing reason, how many
+    attempts (calls) there were, their outcomes, cache misses, cost and unpriced calls.
+    """
+    decisions: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        ev, p = e.event, e.event.get("payload", {})
+        if ev["type"] == "model_decision":
+            item: dict[str, Any] = {
+                "decision_id": p["decision_id"],
+                "seq": e.seq,
+                "decided_at": ev["ts"],
+                "primary_model": p["primary_model"],
+                "fallback_chain": p.get("fallback_chain", []),
+            }
+            for name in _DECISION_FIELDS:
+                if name in p:
+                    item[name] = p[name]
+            if "step_id" in ev:
+                item["step_id"] = ev["step_id"]
+            item["calls"] = {
+                "attempts": 0,
+                "seqs": [],
+                "models": [],
+                "outcomes": {},
+                "cache_misses": 0,
+                "cost": Decimal(0),
+                "unpriced": 0,
+            }
+            decisions[p["decision_id"]] = item
+        elif ev["type"] == "model_io" and p.get("decision_id") in decisions:
+            calls = decisions[p["decision_id"]]["calls"]
+            calls["attempts"] += 1
+            calls["seqs"].append(e.seq)
+            model = p.get("gen_ai_response_model") or p["gen_ai_request_model"]
+            if model not in calls["models"]:
+                calls["models"].append(model)
+            calls["outcomes"][p["outcome"]] = calls["outcomes"].get(p["outcome"], 0) + 1
+            calls["cache_misses"] += 1 if p["cache"] == "miss" else 0
+            if p["cost"]["source"] == "unpriced":
+                calls["unpriced"] += 1
+            else:
+                calls["cost"] += Decimal(p["cost"]["amount"])
+    out = []
+    for item in decisions.values():
+        calls = item["calls"]
+        calls["outcomes"] = dict(sorted(calls["outcomes"].items()))
+        calls["cost"] = money_str(calls["cost"])
+        out.append(item)
+    return out
+
+
+def _blobs(entries: Sequence[Entry]) -> list[dict[str, Any]]:
+    """Content referenced by hash: offloaded to a blob store, or withheld by redaction."""
+    out = []
+    for e in entries:
+        p = e.event.get("payload", {})
+        withheld = set(p.get("redactions", ()))
+        for name in ("inputs", "outputs"):
+            ref = p.get(f"{name}_ref")
+            if ref is None:
+                continue
+            out.append(
+                {
+                    "seq": e.seq,
+                    "field": name,
+                    "sha256": ref["sha256"],
+                    "size": ref["size"],
+                    "media_type": ref["media_type"],
+                    "stored": name not in withheld,
+                }
+            )
+    return out
+
+
 def assemble(run_id: str, entries: Sequence[Entry], config: CoreConfig) -> dict[str, Any]:
     """Build the bundle of a finished run from its entries (seq 0..n-1, in order)."""
     if not entries:
@@ -159,6 +248,8 @@ def assemble(run_id: str, entries: Sequence[Entry], config: CoreConfig) -> dict[
         "artifacts": _artifacts(entries),
         "gates": _gates(entries),
         "recovery": _recovery(entries),
+        "model_decisions": _model_decisions(entries),
+        "blobs": _blobs(entries),
         "costs": {
             "currency": totals["currency"],
             "total": totals["cost"],
@@ -173,5 +264,8 @@ def assemble(run_id: str, entries: Sequence[Entry], config: CoreConfig) -> dict[
     if totals["currency"] is None:
         del bundle["costs"]["currency"]
         del bundle["totals"]["currency"]
+    for optional in ("model_decisions", "blobs"):  # absent when empty, as before v3
+        if not bundle[optional]:
+            del bundle[optional]
     bundle["integrity"]["digest"] = bundle_digest(bundle)
     return bundle

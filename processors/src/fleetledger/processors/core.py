@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cached_property
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 
@@ -154,6 +154,8 @@ class RunFold:
     by_model: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_step: dict[str, dict[str, Any]] = field(default_factory=dict)
     raised: list[str] = field(default_factory=list)
+    #: model_io calls without a known price (cost source ``unpriced``), per model key
+    unpriced: dict[str, int] = field(default_factory=dict)
 
     # -- folding
 
@@ -266,6 +268,26 @@ class RunFold:
         self.tokens["cache_read_input"] += cached
         self.durations_ms["model"] += p["duration_ms"]
         cost = p["cost"]
+        if cost["source"] == "unpriced":  # tokens counted above; the cost is unknown
+            m["unpriced_calls"] = m.get("unpriced_calls", 0) + 1
+            if step_id is not None:
+                s = self._step(step_id)
+                s["model_calls"] += 1
+                s["input_tokens"] += inp
+                s["output_tokens"] += out
+            first = key not in self.unpriced
+            self.unpriced[key] = self.unpriced.get(key, 0) + 1
+            if first:
+                found.append(
+                    self._raise(
+                        obj,
+                        "unpriced_model",
+                        "warning",
+                        f"no price for {key}: its calls are recorded with an unknown cost; "
+                        "a price (genai-prices or the price overrides) was expected",
+                    )
+                )
+            return found
         amount = Decimal(cost["amount"])
         if self.currency is None:
             self.currency = cost["currency"]
@@ -365,8 +387,12 @@ class RunFold:
         return (end - start) // timedelta(milliseconds=1)
 
     def totals_json(self) -> TotalsJson:
-        """The totals as JSON (money as decimal strings), the same in outputs and bundles."""
-        return {
+        """The totals as JSON (money as decimal strings), the same in outputs and bundles.
+
+        ``unpriced`` (calls whose cost is unknown, per model) appears only when there are
+        some, so totals of runs without such calls are what they always were.
+        """
+        out: TotalsJson = {
             "currency": self.currency,
             "cost": money_str(self.cost),
             "unbilled": {k: money_str(v) for k, v in sorted(self.unbilled.items())},
@@ -380,6 +406,12 @@ class RunFold:
             "by_model": {k: _money_fields(v) for k, v in sorted(self.by_model.items())},
             "by_step": {k: _money_fields(v) for k, v in sorted(self.by_step.items())},
         }
+        if self.unpriced:
+            out["unpriced"] = {
+                "calls": sum(self.unpriced.values()),
+                "by_model": dict(sorted(self.unpriced.items())),
+            }
+        return out
 
     def to_json(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items()}
@@ -414,6 +446,7 @@ class TotalsJson(TypedDict):
     recoveries: dict[str, int]
     by_model: dict[str, dict[str, Any]]
     by_step: dict[str, dict[str, Any]]
+    unpriced: NotRequired[dict[str, Any]]
 
 
 def _money_fields(d: dict[str, Any]) -> dict[str, Any]:

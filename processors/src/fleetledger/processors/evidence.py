@@ -380,6 +380,7 @@ def verify_bundle(bundle: Any, *, parsed: bool = False) -> Verified:
             f"exactly {sorted(rebuilt)}",
         )
     checks = {"costs": "totals", "totals": "totals", "intercepts": "intercepts"}
+    optional = [name for name in ("model_decisions", "blobs") if name in rebuilt]
     for name in (
         "totals",
         "costs",
@@ -390,6 +391,7 @@ def verify_bundle(bundle: Any, *, parsed: bool = False) -> Verified:
         "gates",
         "recovery",
         "rules",
+        *optional,
     ):
         diff = _first_difference(bundle[name], rebuilt[name], name)
         if diff:

@@ -23,6 +23,7 @@ class CostLine:
     input_tokens: int = 0
     output_tokens: int = 0
     cost: Decimal = field(default_factory=lambda: Decimal(0))
+    unpriced_calls: int = 0  # calls whose cost is unknown (not in ``cost``)
 
 
 @dataclass
@@ -32,6 +33,7 @@ class CostReport:
     by_agent: dict[tuple[str, str], CostLine] = field(default_factory=dict)
     by_model: dict[tuple[str, str], CostLine] = field(default_factory=dict)
     total: dict[str, Decimal] = field(default_factory=dict)
+    unpriced_calls: int = 0
 
     def to_json(self) -> dict[str, Any]:
         def line(k: tuple[str, str], v: CostLine) -> dict[str, Any]:
@@ -43,17 +45,22 @@ class CostReport:
                 "input_tokens": v.input_tokens,
                 "output_tokens": v.output_tokens,
                 "cost": money_str(v.cost),
+                "unpriced_calls": v.unpriced_calls,
             }
 
         return {
             "by_agent": [line(k, v) for k, v in sorted(self.by_agent.items())],
             "by_model": [line(k, v) for k, v in sorted(self.by_model.items())],
             "total": {c: money_str(a) for c, a in sorted(self.total.items())},
+            "unpriced_calls": self.unpriced_calls,
         }
 
 
 def cost_report(totals: Iterable[TotalsDoc]) -> CostReport:
-    """Sum per-run totals by agent and by model (in each run's currency)."""
+    """Sum per-run totals by agent and by model (in each run's currency).
+
+    Calls without a known price are counted apart (``unpriced_calls``), never as zero cost.
+    """
     report = CostReport()
     for t in totals:
         currency = t.get("currency") or "-"
@@ -71,6 +78,10 @@ def cost_report(totals: Iterable[TotalsDoc]) -> CostReport:
             line.input_tokens += m["input_tokens"]
             line.output_tokens += m["output_tokens"]
             line.cost += Decimal(m["cost"])
+            unpriced = m.get("unpriced_calls", 0)
+            line.unpriced_calls += unpriced
+            agent.unpriced_calls += unpriced
+            report.unpriced_calls += unpriced
     return report
 
 

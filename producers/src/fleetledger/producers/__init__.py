@@ -4,22 +4,28 @@
 (embedded SQLite log, Kafka, or memory); ``simulate`` drives a deterministic fleet.
 """
 
+from fleetledger.producers.blobs import BlobStore, FolderBlobStore
+from fleetledger.producers.context import current_run, current_step
+from fleetledger.producers.instrument import instrument, uninstrument
 from fleetledger.producers.pricing import (
-    CURRENT_PRICE_TABLE,
     ModelPrice,
-    PriceTable,
-    available_price_tables,
-    load_price_table,
+    PriceOverrides,
+    Pricer,
+    TokenUsage,
+    load_price_overrides,
 )
 from fleetledger.producers.recorder import (
+    IMPLICIT_STEP,
     Clock,
     IdFactory,
     Recorder,
     Run,
     Step,
     content_hash,
+    implicit_workflow,
     utc_now,
 )
+from fleetledger.producers.redaction import RedactionPolicy
 from fleetledger.producers.simulator import (
     SHAPES,
     SIM_EPOCH,
@@ -28,6 +34,7 @@ from fleetledger.producers.simulator import (
     simulate,
 )
 from fleetledger.producers.sync import SyncRecorder, SyncRun, SyncStep
+from fleetledger.producers.tools import tool, tool_call
 from fleetledger.producers.transports import (
     KafkaTransport,
     MemoryTransport,
@@ -39,16 +46,20 @@ from fleetledger.producers.transports import (
 )
 
 __all__ = [
-    "CURRENT_PRICE_TABLE",
+    "IMPLICIT_STEP",
     "SHAPES",
     "SIM_EPOCH",
+    "BlobStore",
     "Clock",
+    "FolderBlobStore",
     "IdFactory",
     "KafkaTransport",
     "MemoryTransport",
     "ModelPrice",
-    "PriceTable",
+    "PriceOverrides",
+    "Pricer",
     "Recorder",
+    "RedactionPolicy",
     "Run",
     "SimulationSummary",
     "SqliteTransport",
@@ -56,14 +67,21 @@ __all__ = [
     "SyncRecorder",
     "SyncRun",
     "SyncStep",
+    "TokenUsage",
     "Transport",
     "VirtualClock",
-    "available_price_tables",
     "content_hash",
+    "current_run",
+    "current_step",
     "ensure_topic",
     "events_topic",
-    "load_price_table",
+    "implicit_workflow",
+    "instrument",
+    "load_price_overrides",
     "make_transport",
     "simulate",
+    "tool",
+    "tool_call",
+    "uninstrument",
     "utc_now",
 ]

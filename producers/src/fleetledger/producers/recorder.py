@@ -3,10 +3,24 @@
 ::
 
     async with Recorder.from_url("sqlite:///ledger.db") as rec:
-        run = await rec.start_run(agent_id="planner", workflow=workflow)
-        async with run:
-            async with run.step("plan") as step:
-                await step.model_io(provider="openai", model="gpt-4.1", ...)
+        async with rec.run(agent_id="planner") as run:   # no workflow: an implicit one
+            print(run.run_id)
+            async with run.step("plan"):
+                await run.model_io(provider="openai", model="gpt-4.1", ...)
+
+Current run and step
+    ``start_run``/``async with run`` make the run current and ``async with run.step()``
+    the step (context variables, see :mod:`fleetledger.producers.context`); a work event
+    recorded without ``step_id`` belongs to the current step.  A ``model_io`` or
+    ``tool_call`` outside any step goes to the run's *implicit step* (``implicit``, opened
+    on first use with ``step_started.implicit = true``, completed before the run is).
+
+Content
+    ``inputs``/``outputs`` pass the recorder's :class:`RedactionPolicy` before anything
+    is hashed or leaves the process; content larger than ``blob_threshold`` bytes goes to
+    the blob store and the event keeps its :class:`ContentRef`.  An event that would still
+    be larger than a message may be raises :class:`MessageTooLargeError` from that call
+    alone: the run and the recorder go on.
 
 Sequence numbers
     Each run numbers its events from 0 without gaps.  A call that fails validation
@@ -36,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import socket
@@ -55,21 +68,27 @@ from fleetledger.kernel.errors import (
     DeliveryError,
     EventValidationError,
     FleetLedgerError,
+    MessageTooLargeError,
     ProducerError,
     RunStateError,
 )
-from fleetledger.producers.pricing import PriceTable, load_price_table
+from fleetledger.producers.blobs import BlobStore, FolderBlobStore, sha256_hex
+from fleetledger.producers.context import _RUN, _STEP, current_step
+from fleetledger.producers.pricing import Pricer, TokenUsage, load_price_overrides
+from fleetledger.producers.redaction import RedactionPolicy, merge_redactions
 from fleetledger.producers.transports import Transport, make_transport
 from fleetledger.schemas import (
     ArtifactState,
     ArtifactWritten,
     CacheStatus,
+    ContentRef,
     Cost,
     EventType,
     GateDecision,
     GatePolicy,
     HumanGateRequested,
     HumanGateResolved,
+    ModelDecision,
     ModelIO,
     ModelOutcome,
     Money,
@@ -86,6 +105,7 @@ from fleetledger.schemas import (
     TraceEvent,
     ValidationEvidence,
     WorkflowSnapshot,
+    WorkflowStep,
 )
 from fleetledger.schemas.codec import Codec
 from fleetledger.schemas.models import validation_error
@@ -93,6 +113,7 @@ from fleetledger.schemas.models import validation_error
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "IMPLICIT_STEP",
     "Clock",
     "IdFactory",
     "Recorder",
@@ -100,6 +121,7 @@ __all__ = [
     "Step",
     "content_hash",
     "default_producer_id",
+    "implicit_workflow",
     "utc_now",
 ]
 
@@ -111,6 +133,10 @@ _T = TypeVar("_T")
 _UNSET: Any = object()
 _TERMINAL = frozenset({EventType.RUN_COMPLETED, EventType.RUN_FAILED})
 _MAX_ERROR_MESSAGE = 2000
+#: Id of the step that work recorded outside any step belongs to.
+IMPLICIT_STEP = "implicit"
+_BATCH_OVERHEAD = 64  # EventBatch framing around one event: header, run_id, array counts
+_JSON_START = frozenset('{["-0123456789tfn')
 
 
 def utc_now() -> datetime:
@@ -129,18 +155,52 @@ def content_hash(data: bytes | str) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-def _json_text(value: JsonText, field: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    try:
-        return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str
-        )
-    except (TypeError, ValueError) as exc:
-        raise EventValidationError(
-            f"{field}: found {type(value).__name__} that is not JSON-serializable ({exc}), "
-            "expected JSON text or a JSON-serializable mapping/list"
-        ) from exc
+def implicit_workflow(agent_id: str) -> WorkflowSnapshot:
+    """The snapshot of a run started without a workflow: one implicit step."""
+    return WorkflowSnapshot(
+        name=agent_id,
+        revision="",
+        steps=(WorkflowStep(id=IMPLICIT_STEP, name=IMPLICIT_STEP, kind="implicit"),),
+        implicit=True,
+    )
+
+
+def _media_type(text: str) -> str:
+    head = text.lstrip()[:1]
+    return "application/json" if head and head in _JSON_START else "text/plain; charset=utf-8"
+
+
+def _text_size(value: Any) -> int:
+    """Characters of the strings inside a payload: a cheap bound on its encoded size."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, BaseModel):
+        return sum(_text_size(v) for v in value.__dict__.values())
+    if isinstance(value, tuple | list):
+        return sum(_text_size(v) for v in value) + len(value)
+    if isinstance(value, dict):
+        return sum(_text_size(k) + _text_size(v) for k, v in value.items())
+    return 0
+
+
+class _Content:
+    """One inputs/outputs field after redaction: inline text, or a reference (+ blob)."""
+
+    __slots__ = ("blob", "digest", "redactions", "ref", "text")
+
+    def __init__(
+        self,
+        text: str | None,
+        ref: ContentRef | None,
+        redactions: tuple[str, ...],
+        blob: bytes | None,
+        digest: str | None,
+    ) -> None:
+        self.text = text
+        self.ref = ref
+        self.redactions = redactions
+        self.blob = blob  # bytes the blob store must hold before the event is sent
+        self.digest = digest  # "sha256:<hex>" of the (redacted) content
 
 
 def _build(what: str, factory: Callable[[], _T]) -> _T:
@@ -176,6 +236,10 @@ class Recorder:
 
     A recorder belongs to one event loop and is not thread-safe; agents in threads
     share a :class:`~fleetledger.producers.sync.SyncRecorder` instead.
+
+    ``redaction`` applies to every inputs/outputs value (default: secrets redacted, the
+    rest kept); ``blobs`` receives content over ``blob_threshold`` bytes (``None``: no
+    offloading, so such content stays inline and may make the call fail as too large).
     """
 
     def __init__(
@@ -190,7 +254,10 @@ class Recorder:
         linger_ms: int | None = 5,
         max_buffered_events: int = 100_000,
         max_message_bytes: int | None = 900_000,
-        prices: PriceTable | None = None,
+        pricer: Pricer | None = None,
+        redaction: RedactionPolicy | None = None,
+        blobs: BlobStore | None = None,
+        blob_threshold: int = 65_536,
     ) -> None:
         if batch_max_events < 1:
             raise ConfigError(f"batch_max_events: found {batch_max_events}, expected >= 1")
@@ -198,6 +265,8 @@ class Recorder:
             raise ConfigError(f"max_buffered_events: found {max_buffered_events}, expected >= 1")
         if linger_ms is not None and linger_ms < 0:
             raise ConfigError(f"linger_ms: found {linger_ms}, expected >= 0 or None")
+        if blob_threshold < 0:
+            raise ConfigError(f"blob_threshold: found {blob_threshold}, expected >= 0")
         self.transport = transport
         self.codec = codec if codec is not None else Codec()
         self.producer_id = producer_id if producer_id is not None else default_producer_id()
@@ -207,7 +276,11 @@ class Recorder:
         self.linger_ms = linger_ms
         self.max_buffered_events = max_buffered_events
         self.max_message_bytes = max_message_bytes
-        self._prices = prices
+        self.pricer = pricer if pricer is not None else Pricer()
+        self.redaction = redaction if redaction is not None else RedactionPolicy()
+        self.blobs = blobs
+        self.blob_threshold = blob_threshold
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._cut_threshold = max(1, max_buffered_events // 2)
 
         self._buffers: dict[str, _Buffer] = {}
@@ -245,18 +318,25 @@ class Recorder:
         linger_ms: int | None = _UNSET,
         max_buffered_events: int | None = None,
         create_topic: bool = True,
-        prices: PriceTable | None = None,
+        pricer: Pricer | None = None,
+        redaction: RedactionPolicy | None = None,
+        blobs: BlobStore | None = _UNSET,
     ) -> Recorder:
         """A recorder for a broker URL (default: ``Settings().broker``).
 
         ``sqlite:///path.db`` appends to the embedded log; ``kafka://host:port`` publishes
         to ``<topic_prefix>.events`` (created with ``settings.partitions`` partitions if
-        missing, unless ``create_topic=False``).  Batching knobs default to the settings.
+        missing, unless ``create_topic=False``).  Batching knobs default to the settings;
+        the pricer uses ``settings.price_overrides`` (a price file) when it is set, the
+        blob store the folder ``settings.blob_dir`` (``none``: no offloading).
         """
         if settings is None:
             settings = load_settings(broker=url)
         elif url is not None:
             settings = settings.model_copy(update={"broker": url})
+        if pricer is None:
+            overrides = settings.price_overrides
+            pricer = Pricer(load_price_overrides(overrides) if overrides is not None else None)
         transport = make_transport(settings, create_topic=create_topic)
         return cls(
             transport,
@@ -274,15 +354,15 @@ class Recorder:
                 else settings.max_buffered_events
             ),
             max_message_bytes=settings.max_message_bytes,
-            prices=prices,
+            pricer=pricer,
+            redaction=redaction,
+            blobs=(
+                (FolderBlobStore(settings.blob_dir) if settings.blob_dir is not None else None)
+                if blobs is _UNSET
+                else blobs
+            ),
+            blob_threshold=settings.blob_threshold_bytes,
         )
-
-    @property
-    def prices(self) -> PriceTable:
-        """The price table used when ``model_io`` is given no cost (loaded on first use)."""
-        if self._prices is None:
-            self._prices = load_price_table()
-        return self._prices
 
     @property
     def buffered_events(self) -> int:
@@ -322,6 +402,7 @@ class Recorder:
                     f"cannot start transport {type(self.transport).__name__}: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
+            self._loop = asyncio.get_running_loop()
             self._sender = asyncio.create_task(self._send_loop(), name="fleetledger-sender")
             self._sender.add_done_callback(self._sender_done)
             self._state = "started"
@@ -400,11 +481,19 @@ class Recorder:
         await self.close()
 
     # ------------------------------------------------------------------ runs
+    def run(self, *, agent_id: str, **kwargs: Any) -> _RunScope:
+        """``async with rec.run(agent_id=...) as run:`` starts a run and ends it on exit.
+
+        Same arguments as :meth:`start_run`; the run completes when the block ends and
+        fails (the exception propagating) when it raises.
+        """
+        return _RunScope(self, {"agent_id": agent_id, **kwargs})
+
     async def start_run(
         self,
         *,
         agent_id: str,
-        workflow: WorkflowSnapshot | Mapping[str, Any],
+        workflow: WorkflowSnapshot | Mapping[str, Any] | None = None,
         tenant: str = "default",
         project: str | None = None,
         budget: Money | None = None,
@@ -416,10 +505,11 @@ class Recorder:
         producer_id: str | None = None,
         linger: bool = True,
     ) -> Run:
-        """Record ``run_started`` (seq 0) and return the :class:`Run`.
+        """Record ``run_started`` (seq 0) and return the :class:`Run`, now the current run.
 
-        ``clock``, ``ids`` and ``producer_id`` override the recorder's for this run;
-        ``linger=False`` exempts the run from the time-based cut.
+        Without ``workflow`` the run gets an implicit one-step snapshot (marked
+        ``implicit``).  ``clock``, ``ids`` and ``producer_id`` override the recorder's for
+        this run; ``linger=False`` exempts the run from the time-based cut.
         """
         self._check_usable()
         await self.start()
@@ -445,13 +535,16 @@ class Recorder:
             linger=linger,
         )
         the_labels = dict(labels) if labels is not None else {}
+        the_workflow = workflow if workflow is not None else implicit_workflow(agent_id)
         await run._record(
             EventType.RUN_STARTED,
             lambda: RunStarted(
-                project=project, budget=budget, workflow=workflow, labels=the_labels
+                project=project, budget=budget, workflow=the_workflow, labels=the_labels
             ),
         )
         self._active.add(run_id)
+        run._outer = _RUN.get()
+        _RUN.set(run)
         return run
 
     # ------------------------------------------------------------------ internals
@@ -488,10 +581,62 @@ class Recorder:
             self._raise_failed()
             self._space.clear()
             await self._space.wait()
+        self._reserve_now()
+
+    def _reserve_now(self) -> None:
+        """Take a buffer slot without waiting (the synchronous recording path)."""
         self._raise_failed()
         self._pending += 1
         if self._pending > self.max_pending_seen:
             self.max_pending_seen = self._pending
+
+    def _check_size(self, event: TraceEvent) -> None:
+        """Refuse an event that cannot fit in one message (before it takes a seq)."""
+        limit = self.max_message_bytes
+        if limit is None or 4 * _text_size(event.payload) + 4096 < limit:
+            return  # far below the limit whatever the encoding
+        size = len(self.codec.encode_event(event)) + _BATCH_OVERHEAD + len(event.run_id)
+        if size <= limit:
+            return
+        offload = (
+            f"content over {self.blob_threshold} bytes goes to {self.blobs!r}, so a field "
+            "that is not inputs/outputs is too large"
+            if self.blobs is not None
+            else "no blob store is set (FLEETLEDGER_BLOB_DIR=none), so large inputs/outputs "
+            "stay inline"
+        )
+        raise MessageTooLargeError(
+            f"{event.type.value} event of run {event.run_id!r}: found {size:,} bytes "
+            f"encoded, expected at most {limit:,} (FLEETLEDGER_MAX_MESSAGE_BYTES); {offload}. "
+            "Nothing was recorded; the run goes on"
+        )
+
+    def _content(self, value: JsonText, field: str) -> _Content:
+        """Redact one inputs/outputs value and decide where it goes (inline or a blob)."""
+        red = self.redaction.apply(value, field)
+        text = red.text
+        if text is None:
+            return _Content(None, None, red.redactions, None, None)
+        if not red.withheld and (self.blobs is None or len(text) * 4 <= self.blob_threshold):
+            return _Content(text, None, red.redactions, None, None)
+        raw = text.encode("utf-8")
+        hexdigest = sha256_hex(raw)
+        ref = ContentRef(sha256=hexdigest, size=len(raw), media_type=_media_type(text))
+        if red.withheld:  # only the hash leaves the process
+            return _Content(None, ref, red.redactions, None, "sha256:" + hexdigest)
+        if self.blobs is None or len(raw) <= self.blob_threshold:
+            return _Content(text, None, red.redactions, None, "sha256:" + hexdigest)
+        return _Content(None, ref, red.redactions, raw, "sha256:" + hexdigest)
+
+    async def _store(self, *contents: _Content) -> None:
+        for c in contents:
+            if c.blob is not None and c.ref is not None and self.blobs is not None:
+                await asyncio.to_thread(self.blobs.put, c.ref.sha256, c.blob)
+
+    def _store_now(self, *contents: _Content) -> None:
+        for c in contents:
+            if c.blob is not None and c.ref is not None and self.blobs is not None:
+                self.blobs.put(c.ref.sha256, c.blob)
 
     def _release(self, n: int = 1) -> None:
         self._pending -= n
@@ -576,11 +721,34 @@ class Recorder:
         self.messages_sent += 1
 
 
+class _RunScope:
+    """What :meth:`Recorder.run` returns: starts the run on enter, ends it on exit."""
+
+    def __init__(self, recorder: Recorder, kwargs: dict[str, Any]) -> None:
+        self._recorder = recorder
+        self._kwargs = kwargs
+        self.run: Run | None = None
+
+    async def __aenter__(self) -> Run:
+        self.run = await self._recorder.start_run(**self._kwargs)
+        return await self.run.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self.run is not None
+        await self.run.__aexit__(exc_type, exc, tb)
+
+
 class Run:
     """One agent run: records its events in order.  Made by :meth:`Recorder.start_run`.
 
     ``async with run:`` completes the run on normal exit and fails it (re-raising) on an
-    exception; a run already ended inside the block is left as it is.
+    exception; a run already ended inside the block is left as it is.  ``run.run_id`` is
+    the id to look the run up by (``fleetledger show RUN_ID``).
     """
 
     def __init__(
@@ -613,6 +781,14 @@ class Run:
         self._attempts: dict[str, int] = {}
         self._open_gates: dict[str, datetime] = {}
         self._failed_step: str | None = None
+        self._implicit_open = False
+        #: the model decision in force, per step (None: the whole run)
+        self._decisions: dict[str | None, ModelDecision] = {}
+        self._outer: Run | None = None  # the run that was current when this one started
+        self._tokens: list[Any] = []
+
+    def __str__(self) -> str:
+        return self.run_id
 
     def __repr__(self) -> str:
         return f"Run(run_id={self.run_id!r}, status={self._status}, next_seq={self._next_seq})"
@@ -651,21 +827,24 @@ class Run:
                 "its last event), expected a running run"
             )
 
-    async def _record(
-        self,
-        etype: EventType,
-        payload: Callable[[], BaseModel],
-        *,
-        step_id: str | None = None,
-        check: Callable[[], None] | None = None,
-    ) -> TraceEvent:
-        rec = self.recorder
-        rec._check_usable()
+    def _prepare(
+        self, etype: EventType, payload: Callable[[], BaseModel], check: Callable[[], None] | None
+    ) -> BaseModel:
+        self.recorder._check_usable()
         self._check_running()
         if check is not None:
             check()
-        body = _build(f"{etype.value} payload", payload)
-        await rec._reserve()
+        return _build(f"{etype.value} payload", payload)
+
+    def _commit(
+        self,
+        etype: EventType,
+        body: BaseModel,
+        step_id: str | None,
+        check: Callable[[], None] | None,
+    ) -> TraceEvent:
+        """Number and buffer an event (a buffer slot is reserved; released on failure)."""
+        rec = self.recorder
         try:
             rec._check_usable()
             self._check_running()
@@ -688,6 +867,7 @@ class Run:
                     payload=body,
                 ),
             )
+            rec._check_size(event)
         except BaseException:
             rec._release()
             raise
@@ -696,8 +876,80 @@ class Run:
             self._status = "completed"
         elif etype is EventType.RUN_FAILED:
             self._status = "failed"
+        if self._status != "running" and _RUN.get() is self:
+            _RUN.set(self._outer)
         rec._append(self, event)
         return event
+
+    async def _record(
+        self,
+        etype: EventType,
+        payload: Callable[[], BaseModel],
+        *,
+        step_id: str | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> TraceEvent:
+        body = self._prepare(etype, payload, check)
+        await self.recorder._reserve()
+        return self._commit(etype, body, step_id, check)
+
+    def _record_now(
+        self,
+        etype: EventType,
+        payload: Callable[[], BaseModel],
+        *,
+        step_id: str | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> TraceEvent:
+        """:meth:`_record` without waiting for buffer space (for synchronous callers on the
+        recorder's event loop; the buffer may go past ``max_buffered_events``)."""
+        body = self._prepare(etype, payload, check)
+        self.recorder._reserve_now()
+        return self._commit(etype, body, step_id, check)
+
+    # ------------------------------------------------------------------ attribution
+    def _step_of(self, step_id: str | None) -> str | None:
+        """``step_id``, else the current step of this run (context variable), else None."""
+        if step_id is not None:
+            return step_id
+        step = current_step()
+        if step is not None and step.run is self:
+            return step.step_id
+        return None
+
+    def _open_implicit(self) -> None:
+        """Record ``step_started`` of the implicit step (a buffer slot is reserved)."""
+        attempt = self._attempts.get(IMPLICIT_STEP, 0) + 1
+        try:
+            body = self._prepare(
+                EventType.STEP_STARTED, lambda: StepStarted(attempt=attempt, implicit=True), None
+            )
+        except BaseException:
+            self.recorder._release()
+            raise
+        event = self._commit(EventType.STEP_STARTED, body, IMPLICIT_STEP, None)
+        self._open_steps[IMPLICIT_STEP] = (attempt, event.ts)
+        self._attempts[IMPLICIT_STEP] = attempt
+        self._implicit_open = True
+
+    def _close_implicit(self) -> None:
+        """Record ``step_completed`` of the implicit step (a buffer slot is reserved)."""
+        started_at = self._open_steps[IMPLICIT_STEP][1]
+        try:
+            body = self._prepare(
+                EventType.STEP_COMPLETED,
+                lambda: StepCompleted(
+                    outcome=StepOutcome.SUCCESS,
+                    duration_ms=max(0, int((self.clock() - started_at).total_seconds() * 1000)),
+                ),
+                None,
+            )
+        except BaseException:
+            self.recorder._release()
+            raise
+        self._commit(EventType.STEP_COMPLETED, body, IMPLICIT_STEP, None)
+        del self._open_steps[IMPLICIT_STEP]
+        self._implicit_open = False
 
     # ------------------------------------------------------------------ generic
     async def emit(self, payload: BaseModel, *, step_id: str | None = None) -> TraceEvent:
@@ -708,7 +960,7 @@ class Run:
                 f"payload: found {type(payload).__name__}, expected a payload model other "
                 "than RunStarted"
             )
-        return await self._record(etype, lambda: payload, step_id=step_id)
+        return await self._record(etype, lambda: payload, step_id=self._step_of(step_id))
 
     # ------------------------------------------------------------------ steps
     def step(self, step_id: str, *, attempt: int | None = None) -> Step:
@@ -786,49 +1038,140 @@ class Run:
         output_tokens: int,
         duration_ms: int,
         cache_read_tokens: int = 0,
+        cache_write_tokens: int | None = None,
         cost: Cost | Mapping[str, Any] | None = None,
         prompt_hash: str | None = None,
         response_hash: str | None = None,
         response_model: str | None = None,
         cache: CacheStatus | str | None = None,
-        outcome: ModelOutcome | str = ModelOutcome.SUCCESS,
+        outcome: ModelOutcome | str | None = None,
         error_type: str | None = None,
         inputs: JsonText = None,
         outputs: JsonText = None,
+        decision_id: str | None = None,
         step_id: str | None = None,
     ) -> TraceEvent:
         """Record one model call (OpenTelemetry GenAI names in the payload).
 
-        Without ``cost`` the call is priced from the recorder's price table (source
-        ``local``).  ``prompt_hash`` defaults to the hash of ``inputs``; ``cache`` to
-        ``hit`` when cache-read tokens were reported.
+        Without ``cost`` the call is priced by the recorder's :class:`Pricer` (the served
+        ``response_model`` first; source ``local`` with its price data, or ``unpriced``
+        when no price is known - an unknown model never raises).  ``input_tokens``
+        include the cache-read and cache-write tokens.  ``prompt_hash`` defaults to the
+        hash of the (redacted) ``inputs``; ``cache`` to ``hit`` when cache-read tokens
+        were reported.  The call refers to the model decision in force for its step
+        (``decision_id``); ``outcome`` defaults to ``fallback`` when that decision names
+        ``model`` in its fallback chain, else ``success``.  Without ``step_id`` the call
+        belongs to the current step, else to the run's implicit step.
         """
-        in_text = _json_text(inputs, "inputs")
-        out_text = _json_text(outputs, "outputs")
+        body, step, contents = self._model_io_body(
+            provider=provider,
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            duration_ms=duration_ms,
+            cache_read_tokens=cache_read_tokens,
+            cache_write_tokens=cache_write_tokens,
+            cost=cost,
+            prompt_hash=prompt_hash,
+            response_hash=response_hash,
+            response_model=response_model,
+            cache=cache,
+            outcome=outcome,
+            error_type=error_type,
+            inputs=inputs,
+            outputs=outputs,
+            decision_id=decision_id,
+            step_id=step_id,
+        )
+        await self.recorder._store(*contents)
+        return await self._work(EventType.MODEL_IO, body, step)
+
+    def _model_io_now(self, **kwargs: Any) -> TraceEvent:
+        """:meth:`model_io` for synchronous callers on the recorder's loop."""
+        body, step, contents = self._model_io_body(**kwargs)
+        self.recorder._store_now(*contents)
+        return self._work_now(EventType.MODEL_IO, body, step)
+
+    def _model_io_body(
+        self,
+        *,
+        provider: str,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        duration_ms: int,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int | None = None,
+        cost: Cost | Mapping[str, Any] | None = None,
+        prompt_hash: str | None = None,
+        response_hash: str | None = None,
+        response_model: str | None = None,
+        cache: CacheStatus | str | None = None,
+        outcome: ModelOutcome | str | None = None,
+        error_type: str | None = None,
+        inputs: JsonText = None,
+        outputs: JsonText = None,
+        decision_id: str | None = None,
+        step_id: str | None = None,
+    ) -> tuple[BaseModel, str | None, tuple[_Content, _Content]]:
+        rec = self.recorder
+        rec._check_usable()
+        self._check_running()
+        step = self._step_of(step_id)
+        in_c = rec._content(inputs, "inputs")
+        out_c = rec._content(outputs, "outputs")
         if prompt_hash is None:
-            if in_text is None:
+            if in_c.digest is not None:
+                prompt_hash = in_c.digest
+            elif in_c.text is not None:
+                prompt_hash = content_hash(in_c.text)
+            else:
                 raise EventValidationError(
                     "model_io prompt_hash: found neither prompt_hash nor inputs, "
                     "expected one of them"
                 )
-            prompt_hash = content_hash(in_text)
-        if response_hash is None and out_text is not None:
-            response_hash = content_hash(out_text)
+        if response_hash is None:
+            if out_c.digest is not None:
+                response_hash = out_c.digest
+            elif out_c.text is not None:
+                response_hash = content_hash(out_c.text)
         the_cache = (
             cache
             if cache is not None
-            else (CacheStatus.HIT if cache_read_tokens > 0 else CacheStatus.MISS)
+            else (
+                CacheStatus.HIT
+                if isinstance(cache_read_tokens, int) and cache_read_tokens > 0
+                else CacheStatus.MISS
+            )
         )
+        decision = self._decisions.get(step if step is not None else IMPLICIT_STEP)
+        if decision is None:
+            decision = self._decisions.get(None)
+        the_decision = (
+            decision_id
+            if decision_id is not None
+            else (decision.decision_id if decision is not None else None)
+        )
+        the_outcome = outcome
+        if the_outcome is None:
+            fallback = (
+                decision is not None
+                and model != decision.primary_model
+                and model in decision.fallback_chain
+            )
+            the_outcome = ModelOutcome.FALLBACK if fallback else ModelOutcome.SUCCESS
 
         def payload() -> ModelIO:
             the_cost = cost
             if the_cost is None:
-                the_cost = self.recorder.prices.cost(
+                the_cost = rec.pricer.cost(
                     provider,
                     model,
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    cache_read_tokens=cache_read_tokens,
+                    TokenUsage(
+                        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens or 0
+                    ),
+                    at=self.clock(),
+                    response_model=response_model,
                 )
             return ModelIO(
                 gen_ai_provider_name=provider,
@@ -842,13 +1185,38 @@ class Run:
                 prompt_hash=prompt_hash,
                 response_hash=response_hash,
                 cache=the_cache,
-                outcome=outcome,
+                outcome=the_outcome,
                 error_type=error_type,
-                inputs=in_text,
-                outputs=out_text,
+                inputs=in_c.text,
+                outputs=out_c.text,
+                gen_ai_usage_cache_creation_input_tokens=cache_write_tokens,
+                inputs_ref=in_c.ref,
+                outputs_ref=out_c.ref,
+                redactions=merge_redactions(in_c.redactions, out_c.redactions),
+                decision_id=the_decision,
             )
 
-        return await self._record(EventType.MODEL_IO, payload, step_id=step_id)
+        return self._prepare(EventType.MODEL_IO, payload, None), step, (in_c, out_c)
+
+    async def _work(self, etype: EventType, body: BaseModel, step: str | None) -> TraceEvent:
+        """Commit a model or tool call; outside any step, in the implicit step."""
+        rec = self.recorder
+        if step is None and not self._implicit_open:
+            await rec._reserve()
+            if self._implicit_open:  # another task opened it meanwhile
+                rec._release()
+            else:
+                self._open_implicit()
+        await rec._reserve()
+        return self._commit(etype, body, step if step is not None else IMPLICIT_STEP, None)
+
+    def _work_now(self, etype: EventType, body: BaseModel, step: str | None) -> TraceEvent:
+        rec = self.recorder
+        if step is None and not self._implicit_open:
+            rec._reserve_now()
+            self._open_implicit()
+        rec._reserve_now()
+        return self._commit(etype, body, step if step is not None else IMPLICIT_STEP, None)
 
     async def tool_call(
         self,
@@ -862,22 +1230,98 @@ class Run:
         error_type: str | None = None,
         step_id: str | None = None,
     ) -> TraceEvent:
-        """Record one tool invocation."""
-        in_text = _json_text(inputs, "inputs")
-        out_text = _json_text(outputs, "outputs")
-        return await self._record(
+        """Record one tool invocation (in the current step, else the implicit one)."""
+        body, step, contents = self._tool_call_body(
+            name=name,
+            duration_ms=duration_ms,
+            call_id=call_id,
+            inputs=inputs,
+            outputs=outputs,
+            outcome=outcome,
+            error_type=error_type,
+            step_id=step_id,
+        )
+        await self.recorder._store(*contents)
+        return await self._work(EventType.TOOL_CALL, body, step)
+
+    def _tool_call_now(self, **kwargs: Any) -> TraceEvent:
+        """:meth:`tool_call` for synchronous callers on the recorder's loop."""
+        body, step, contents = self._tool_call_body(**kwargs)
+        self.recorder._store_now(*contents)
+        return self._work_now(EventType.TOOL_CALL, body, step)
+
+    def _tool_call_body(
+        self,
+        *,
+        name: str,
+        duration_ms: int,
+        call_id: str | None = None,
+        inputs: JsonText = None,
+        outputs: JsonText = None,
+        outcome: ToolOutcome | str = ToolOutcome.SUCCESS,
+        error_type: str | None = None,
+        step_id: str | None = None,
+    ) -> tuple[BaseModel, str | None, tuple[_Content, _Content]]:
+        rec = self.recorder
+        rec._check_usable()
+        self._check_running()
+        in_c = rec._content(inputs, "inputs")
+        out_c = rec._content(outputs, "outputs")
+        body = self._prepare(
             EventType.TOOL_CALL,
             lambda: ToolCall(
                 gen_ai_tool_name=name,
                 gen_ai_tool_call_id=call_id,
-                inputs=in_text,
-                outputs=out_text,
+                inputs=in_c.text,
+                outputs=out_c.text,
                 duration_ms=duration_ms,
                 outcome=outcome,
                 error_type=error_type,
+                inputs_ref=in_c.ref,
+                outputs_ref=out_c.ref,
+                redactions=merge_redactions(in_c.redactions, out_c.redactions),
             ),
-            step_id=step_id,
+            None,
         )
+        return body, self._step_of(step_id), (in_c, out_c)
+
+    async def model_decision(
+        self,
+        primary_model: str,
+        *,
+        provider: str | None = None,
+        task_class: str | None = None,
+        capability_class: str | None = None,
+        fallback_chain: tuple[str, ...] | list[str] = (),
+        budget_mode: str | None = None,
+        routing_reason: str | None = None,
+        decision_id: str | None = None,
+        step_id: str | None = None,
+    ) -> TraceEvent:
+        """Record why a model was chosen, before the model calls it governs.
+
+        Later ``model_io`` calls of the same step (or of the whole run, for a decision
+        outside steps) refer to it; a call to a model of ``fallback_chain`` is recorded
+        with outcome ``fallback``.  ``decision_id`` defaults to a new id.
+        """
+        step = self._step_of(step_id)
+        the_id = decision_id if decision_id is not None else f"md-{self.ids().hex[:16]}"
+        event = await self._record(
+            EventType.MODEL_DECISION,
+            lambda: ModelDecision(
+                decision_id=the_id,
+                primary_model=primary_model,
+                provider=provider,
+                task_class=task_class,
+                capability_class=capability_class,
+                fallback_chain=tuple(fallback_chain),
+                budget_mode=budget_mode,
+                routing_reason=routing_reason,
+            ),
+            step_id=step,
+        )
+        self._decisions[step] = event.payload  # type: ignore[assignment]
+        return event
 
     async def gate_requested(
         self,
@@ -907,7 +1351,7 @@ class Run:
                 artifact_version=artifact_version,
                 prompt=prompt,
             ),
-            step_id=step_id,
+            step_id=self._step_of(step_id),
             check=check,
         )
         self._open_gates[gate_id] = event.ts
@@ -952,7 +1396,7 @@ class Run:
             )
 
         event = await self._record(
-            EventType.HUMAN_GATE_RESOLVED, payload, step_id=step_id, check=check
+            EventType.HUMAN_GATE_RESOLVED, payload, step_id=self._step_of(step_id), check=check
         )
         del self._open_gates[gate_id]
         return event
@@ -988,7 +1432,7 @@ class Run:
                 state=state,
                 validation=validation,
             ),
-            step_id=step_id,
+            step_id=self._step_of(step_id),
         )
 
     async def recovery(
@@ -1013,23 +1457,30 @@ class Run:
                 new_model=new_model,
                 reason=reason,
             ),
-            step_id=step_id,
+            step_id=self._step_of(step_id),
         )
 
     # ------------------------------------------------------------------ terminal
     async def complete(self, summary: str | None = None) -> TraceEvent:
-        """Record ``run_completed``; every step must be completed first."""
+        """Record ``run_completed``; every step must be completed first (the implicit step
+        is completed here)."""
 
         def check() -> None:
-            if self._open_steps:
+            if self._open_steps and list(self._open_steps) != [IMPLICIT_STEP]:
                 raise RunStateError(
                     f"run {self.run_id!r}: found open steps {sorted(self._open_steps)}, "
                     "expected every step completed before run_completed"
                 )
 
-        return await self._record(
-            EventType.RUN_COMPLETED, lambda: RunCompleted(summary=summary), check=check
-        )
+        body = self._prepare(EventType.RUN_COMPLETED, lambda: RunCompleted(summary=summary), check)
+        if self._implicit_open:
+            await self.recorder._reserve()
+            if self._implicit_open:
+                self._close_implicit()
+            else:
+                self.recorder._release()
+        await self.recorder._reserve()
+        return self._commit(EventType.RUN_COMPLETED, body, None, check)
 
     async def fail(
         self, error_type: str, error_message: str, failed_step: str | None = None
@@ -1045,6 +1496,7 @@ class Run:
         )
 
     async def __aenter__(self) -> Run:
+        self._tokens.append(_RUN.set(self) if _RUN.get() is not self else None)
         return self
 
     async def __aexit__(
@@ -1053,7 +1505,14 @@ class Run:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._exit(exc)
+        try:
+            await self._exit(exc)
+        finally:
+            token = self._tokens.pop() if self._tokens else None
+            if token is not None:
+                _reset(_RUN, token)
+            if _RUN.get() is self:
+                _RUN.set(self._outer)
 
     async def _exit(self, exc: BaseException | None) -> None:
         if self._status != "running":
@@ -1072,6 +1531,11 @@ class Run:
 
 def _hash_content(content: bytes | str) -> str:
     return content_hash(content)
+
+
+def _reset(var: Any, token: Any) -> None:
+    with contextlib.suppress(ValueError):  # exited in another context than entered: leave it
+        var.reset(token)
 
 
 def _error_message(exc: BaseException) -> str:
@@ -1097,6 +1561,7 @@ class Step:
         self.reason: str | None = None
         self.started: TraceEvent | None = None
         self.completed: TraceEvent | None = None
+        self._token: Any = None
 
     def mark_blocked(self, reason: str | None = None) -> None:
         """Complete with outcome ``blocked`` (e.g. a gate rejected the step's output)."""
@@ -1111,9 +1576,13 @@ class Step:
     async def _enter(self) -> Step:
         self.started = await self.run.step_started(self.step_id, attempt=self.attempt)
         self.attempt = self.started.payload.attempt  # type: ignore[union-attr]
+        self._token = _STEP.set(self)
         return self
 
     async def _exit(self, exc: BaseException | None) -> None:
+        if self._token is not None:
+            _reset(_STEP, self._token)
+            self._token = None
         run = self.run
         if run.ended or self.step_id not in run._open_steps:
             return

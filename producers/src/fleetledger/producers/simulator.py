@@ -10,7 +10,7 @@ events and the recorder's ``batch_max_events``/``max_buffered_events``.
 
 The fleet is meant to look like production: planners, coders, reviewers, researchers,
 support and data agents of several tenants, each following a workflow DAG with human
-gates; model calls across providers priced from the versioned price table (some costs
+gates; model calls across providers priced by the recorder's pricer (some costs
 reported by the provider); prompt-cache hits; tool calls; gates approved, edited and
 rejected; artifacts moving declared -> generated -> schema_valid -> verified -> pinned;
 step errors with L1 retries and L2 escalations to a stronger model; runs with a small
@@ -38,7 +38,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TypedDict
 
 from fleetledger.kernel.errors import ConfigError
-from fleetledger.producers.pricing import ModelPrice, PriceTable, load_price_table
+from fleetledger.producers.pricing import Pricer, TokenUsage
 from fleetledger.producers.recorder import Recorder, Run, content_hash
 from fleetledger.schemas import (
     ArtifactState,
@@ -101,7 +101,7 @@ class SimulationSummary:
     events_by_type: Mapping[str, int]
     total_cost: Decimal
     currency: str
-    price_table: str
+    price_data: tuple[str, ...]  # where the calculated costs' prices came from
     budget_exceeded_run_ids: tuple[str, ...]
     first_ts: datetime | None
     last_ts: datetime | None
@@ -145,6 +145,34 @@ class _StepSpec:
     schema_ref: str | None = None
     tier: str = "small"
     calls: float = 1.0  # mean model calls (or tool calls for "tools") at scale 1
+
+
+@dataclass(frozen=True)
+class _SimModel:
+    """A model of the simulated fleet: the name requested, the dated name that answers."""
+
+    provider: str
+    model: str
+    snapshot: str
+    tier: str
+
+
+#: The fleet's models, priced by the recorder's pricer like any recorded call.
+_MODELS: tuple[_SimModel, ...] = (
+    _SimModel("openai", "gpt-5", "gpt-5-2025-08-07", "large"),
+    _SimModel("openai", "gpt-5-mini", "gpt-5-mini-2025-08-07", "small"),
+    _SimModel("openai", "gpt-4.1", "gpt-4.1-2025-04-14", "medium"),
+    _SimModel("openai", "gpt-4.1-mini", "gpt-4.1-mini-2025-04-14", "small"),
+    _SimModel("openai", "o3", "o3-2025-04-16", "large"),
+    _SimModel("anthropic", "claude-opus-4-1", "claude-opus-4-1-20250805", "large"),
+    _SimModel("anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5-20250929", "medium"),
+    _SimModel("anthropic", "claude-haiku-4-5", "claude-haiku-4-5-20251001", "small"),
+    _SimModel("gcp.gemini", "gemini-2.5-pro", "gemini-2.5-pro", "large"),
+    _SimModel("gcp.gemini", "gemini-2.5-flash", "gemini-2.5-flash", "small"),
+    _SimModel("mistral_ai", "mistral-large-2411", "mistral-large-2411", "medium"),
+    _SimModel("mistral_ai", "mistral-small-latest", "mistral-small-2503", "small"),
+)
+_BY_NAME = {(m.provider, m.model): m for m in _MODELS}
 
 
 @dataclass(frozen=True)
@@ -384,7 +412,8 @@ class _Ctx:
     tenant: str
     strictness: float
     provider: str
-    table: PriceTable
+    pricer: Pricer
+    epoch: datetime
     scale: float
     pace: float
     t: int  # virtual ms since the simulation start
@@ -396,7 +425,7 @@ class _Ctx:
     cost: Decimal = Decimal(0)
     recoveries: int = 0
     escalated: dict[str, str] = field(default_factory=dict)  # step -> provider/model
-    models: dict[str, ModelPrice] = field(default_factory=dict)  # step -> chosen model
+    models: dict[str, _SimModel] = field(default_factory=dict)  # step -> chosen model
     calls: int = 0
 
 
@@ -435,16 +464,17 @@ class _Script:
         return max(1, base + extra + jitter)
 
     # -- models
-    def model_for(self, step: _StepSpec) -> ModelPrice:
+    def model_for(self, step: _StepSpec) -> _SimModel:
         c = self.c
         if step.id in c.escalated:
-            return c.table.price(*c.escalated[step.id].split("/", 1))
+            provider, model = c.escalated[step.id].split("/", 1)
+            return _BY_NAME[(provider, model)]
         chosen = c.models.get(step.id)
         if chosen is not None:
             return chosen
         want = "large" if c.tight_budget else step.tier
         options = sorted(
-            (p for p in c.table if p.provider == c.provider),
+            (p for p in _MODELS if p.provider == c.provider),
             key=lambda p: (abs(_TIER_ORDER[p.tier] - _TIER_ORDER[want]), p.model),
         )
         best = [p for p in options if p.tier == options[0].tier]
@@ -452,17 +482,16 @@ class _Script:
         c.models[step.id] = chosen
         return chosen
 
-    def stronger(self, price: ModelPrice) -> ModelPrice:
-        c = self.c
+    def stronger(self, price: _SimModel) -> _SimModel:
         same = [
             p
-            for p in c.table
+            for p in _MODELS
             if p.provider == price.provider and _TIER_ORDER[p.tier] > _TIER_ORDER[price.tier]
         ]
         if same:
             same.sort(key=lambda p: (_TIER_ORDER[p.tier], p.model))
             return same[0]
-        top = c.table.price("anthropic", "claude-opus-4-1")
+        top = _BY_NAME[("anthropic", "claude-opus-4-1")]
         return top if top != price else price
 
     def model_call(self, step: _StepSpec, turn: int, *, error: str | None = None) -> _Action:
@@ -477,7 +506,7 @@ class _Script:
         elif rng.random() < 0.12:  # shared system prompt hit
             cached = min(prompt, rng.choice((1024, 2048, 4096)))
         outcome = ModelOutcome.SUCCESS
-        response_model: str | None = price.snapshot or price.model
+        response_model: str | None = price.snapshot
         if error is not None:
             outcome = ModelOutcome.ERROR
             output = 0
@@ -491,18 +520,22 @@ class _Script:
             if rng.random() < 0.015:
                 outcome = ModelOutcome.FALLBACK
                 response_model = f"{price.model}-fallback"
+        requested_at = c.epoch + timedelta(milliseconds=c.t)
         duration = self.work(ms)
-        amount = c.table.cost_amount(
+        cost = c.pricer.cost(
             price.provider,
             price.model,
-            input_tokens=prompt,
-            output_tokens=output,
-            cache_read_tokens=cached,
+            TokenUsage(prompt, output, cached),
+            at=requested_at,
+            response_model=response_model,
         )
-        source = CostSource.LOCAL
-        if rng.random() < 0.2:
-            source = CostSource.PROVIDER
-            amount = amount.quantize(_PROVIDER_COST_SCALE, rounding=ROUND_HALF_UP)
+        if rng.random() < 0.2 and cost.source is CostSource.LOCAL:  # reported by the provider
+            cost = Cost(
+                amount=cost.amount.quantize(_PROVIDER_COST_SCALE, rounding=ROUND_HALF_UP),
+                currency=cost.currency,
+                source=CostSource.PROVIDER,
+            )
+        amount = cost.amount
         c.cost += amount
         salt = rng.getrandbits(64)
         # JSON text with sorted keys, as the SDK would serialize a mapping
@@ -521,7 +554,7 @@ class _Script:
             input_tokens=prompt,
             output_tokens=output,
             cache_read_tokens=cached,
-            cost=Cost(amount=amount, currency=c.table.currency, source=source),
+            cost=cost,
             duration_ms=duration,
             prompt_hash=content_hash(f"{c.run_id}/{step.id}/{turn}/{salt:x}"),
             response_hash=(
@@ -926,7 +959,8 @@ def _make_script(
     used_ids: set[str],
     *,
     seed: int,
-    table: PriceTable,
+    pricer: Pricer,
+    epoch: datetime,
     scale: float,
     pace: float,
     t: int,
@@ -974,7 +1008,8 @@ def _make_script(
         tenant=tenant,
         strictness=strictness,
         provider=provider,
-        table=table,
+        pricer=pricer,
+        epoch=epoch,
         scale=scale,
         pace=pace,
         t=t,
@@ -1006,7 +1041,7 @@ async def simulate(
     pace: float = 1.0,
     arrival_s: float = 20.0,
     start: datetime = SIM_EPOCH,
-    prices: PriceTable | str | None = None,
+    pricer: Pricer | None = None,
     producer_id: str = "fleetledger-simulator",
     linger_ms: int | None = _FROM_RECORDER,
     flush: bool = True,
@@ -1014,8 +1049,8 @@ async def simulate(
     """Record ``runs`` simulated runs through ``recorder``; same arguments, same bytes.
 
     ``scale`` multiplies the work per step, ``pace`` the idle gaps, ``arrival_s`` is the
-    mean virtual gap between run starts (exponential arrivals).  ``prices`` is a price
-    table or a shipped version (default: the current table).  Every event carries
+    mean virtual gap between run starts (exponential arrivals).  Calls are priced by
+    ``pricer`` (default: the recorder's) as of their virtual time.  Every event carries
     ``producer_id``.  With ``flush`` the recorder is flushed before returning.
 
     Message boundaries are deterministic too: the simulated runs ignore the wall-clock
@@ -1032,13 +1067,15 @@ async def simulate(
         )
     if start.tzinfo is None or start.utcoffset() is None:
         raise ConfigError(f"start: found naive {start.isoformat()}, expected an aware datetime")
-    table = prices if isinstance(prices, PriceTable) else load_price_table(prices or "2026-11")
+    the_pricer = pricer if pricer is not None else recorder.pricer
     master = random.Random(seed)
     used: set[str] = set()
     scripts: list[_Script] = []
     t = 0
     for i in range(runs):
-        script = _make_script(i, master, used, seed=seed, table=table, scale=scale, pace=pace, t=t)
+        script = _make_script(
+            i, master, used, seed=seed, pricer=the_pricer, epoch=start, scale=scale, pace=pace, t=t
+        )
         scripts.append(script)
         t += int(master.expovariate(1.0) * arrival_s * 1000 * pace)
 
@@ -1052,6 +1089,7 @@ async def simulate(
     over_budget: list[str] = []
     run_cost: dict[int, Decimal] = {}
     run_budget: dict[int, Decimal] = {}
+    price_data: set[str] = set()
 
     # Batches are cut by virtual time: a run's buffer becomes a message once its oldest
     # event is ``linger`` virtual ms old (or by size / terminal event, as usual).
@@ -1087,6 +1125,8 @@ async def simulate(
             ts = event.ts
             if isinstance(event.payload, ModelIO):
                 amount = event.payload.cost.amount
+                if event.payload.cost.price_data is not None:
+                    price_data.add(event.payload.cost.price_data)
                 total += amount
                 run_cost[index] += amount
             if event.type == EventType.RUN_COMPLETED:
@@ -1117,8 +1157,8 @@ async def simulate(
         failed=failed,
         events_by_type=dict(sorted(counts.items())),
         total_cost=total,
-        currency=table.currency,
-        price_table=table.version,
+        currency=_CURRENCY,
+        price_data=tuple(sorted(price_data)),
         budget_exceeded_run_ids=tuple(over_budget),
         first_ts=first_ts,
         last_ts=last_ts,

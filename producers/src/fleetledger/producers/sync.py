@@ -5,10 +5,12 @@ a coroutine to it and waits for the result, so the semantics (sequence numbers,
 batching, backpressure, delivery errors) are exactly those of the async API::
 
     with SyncRecorder.from_url("sqlite:///ledger.db") as rec:
-        run = rec.start_run(agent_id="planner", workflow=workflow)
-        with run:
-            with run.step("plan") as step:
-                step.model_io(provider="openai", model="gpt-4.1", ...)
+        with rec.run(agent_id="planner") as run:
+            with run.step("plan"):
+                run.model_io(provider="openai", model="gpt-4.1", ...)
+
+The run and step are current in the calling thread (context variables), so the model
+client instrumentation and :func:`~fleetledger.producers.tools.tool` record into them.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from fleetledger.kernel.errors import RunStateError
-from fleetledger.producers.recorder import Recorder, Run, Step
+from fleetledger.producers.context import _RUN, _STEP
+from fleetledger.producers.recorder import Recorder, Run, Step, _reset
 from fleetledger.producers.transports import Transport
 from fleetledger.schemas import TraceEvent
 
@@ -150,8 +153,35 @@ class SyncRecorder:
         self.close()
 
     def start_run(self, **kwargs: Any) -> SyncRun:
-        """Like :meth:`Recorder.start_run`."""
-        return SyncRun(self, self._call(self.recorder.start_run(**kwargs)))
+        """Like :meth:`Recorder.start_run` (the run becomes current in this thread)."""
+        run = self._call(self.recorder.start_run(**kwargs))
+        run._outer = _RUN.get()
+        _RUN.set(run)
+        return SyncRun(self, run)
+
+    def run(self, **kwargs: Any) -> _SyncRunScope:
+        """``with rec.run(agent_id=...) as run:`` like :meth:`Recorder.run`."""
+        return _SyncRunScope(self, kwargs)
+
+
+class _SyncRunScope:
+    def __init__(self, owner: SyncRecorder, kwargs: dict[str, Any]) -> None:
+        self._owner = owner
+        self._kwargs = kwargs
+        self.run: SyncRun | None = None
+
+    def __enter__(self) -> SyncRun:
+        self.run = self._owner.start_run(**self._kwargs)
+        return self.run.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self.run is not None
+        self.run.__exit__(exc_type, exc, tb)
 
 
 class SyncRun:
@@ -160,6 +190,10 @@ class SyncRun:
     def __init__(self, owner: SyncRecorder, run: Run) -> None:
         self._owner = owner
         self.run = run
+        self._tokens: list[Any] = []
+
+    def __str__(self) -> str:
+        return self.run.run_id
 
     def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
         return self._owner._call(coro)
@@ -203,6 +237,9 @@ class SyncRun:
     def recovery(self, **kwargs: Any) -> TraceEvent:
         return self._call(self.run.recovery(**kwargs))
 
+    def model_decision(self, primary_model: str, **kwargs: Any) -> TraceEvent:
+        return self._call(self.run.model_decision(primary_model, **kwargs))
+
     def emit(self, payload: Any, *, step_id: str | None = None) -> TraceEvent:
         return self._call(self.run.emit(payload, step_id=step_id))
 
@@ -215,6 +252,7 @@ class SyncRun:
         return self._call(self.run.fail(error_type, error_message, failed_step))
 
     def __enter__(self) -> SyncRun:
+        self._tokens.append(_RUN.set(self.run) if _RUN.get() is not self.run else None)
         return self
 
     def __exit__(
@@ -223,7 +261,14 @@ class SyncRun:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._call(self.run._exit(exc))
+        try:
+            self._call(self.run._exit(exc))
+        finally:
+            token = self._tokens.pop() if self._tokens else None
+            if token is not None:
+                _reset(_RUN, token)
+            if _RUN.get() is self.run:
+                _RUN.set(self.run._outer)
 
 
 class SyncStep:
@@ -232,6 +277,7 @@ class SyncStep:
     def __init__(self, owner: SyncRun, step: Step) -> None:
         self._owner = owner
         self.step = step
+        self._token: Any = None
 
     def _call(self, coro: Coroutine[Any, Any, _T]) -> _T:
         return self._owner._call(coro)
@@ -252,6 +298,7 @@ class SyncStep:
 
     def __enter__(self) -> SyncStep:
         self._call(self.step._enter())
+        self._token = _STEP.set(self.step)  # current in the calling thread
         return self
 
     def __exit__(
@@ -260,6 +307,9 @@ class SyncStep:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._token is not None:
+            _reset(_STEP, self._token)
+            self._token = None
         self._call(self.step._exit(exc))
 
     def model_io(self, **kwargs: Any) -> TraceEvent:

@@ -77,7 +77,7 @@ def parse_broker_url(url: str) -> BrokerURL:
 
 
 #: Settings whose value is a secret; each may also come from ``FLEETLEDGER_<NAME>_FILE``.
-SECRET_FIELDS = ("kafka_ssl_key_password", "kafka_sasl_password")
+SECRET_FIELDS = ("kafka_ssl_key_password", "kafka_sasl_password", "otlp_token")
 
 
 def read_secret_file(path: Path, field: str) -> str:
@@ -144,12 +144,25 @@ class Settings(BaseSettings):
         None, description="OAUTHBEARER: package.module:factory returning a token provider"
     )
     archive_dir: Path = Field(Path("archive"), description="folder for oversized bundles")
+    blob_dir: Path | None = Field(
+        Path("blobs"), description="SDK: content-addressed store of large inputs/outputs"
+    )
+    blob_threshold_bytes: int = Field(
+        65_536, ge=0, description="SDK: inputs/outputs larger than this go to the blob store"
+    )
     compliance_archive: Path | None = Field(
         None, description="worker: archive every bundle under this folder (--archive)"
     )
     signing_key: Path | None = Field(
         None, description="Ed25519 private key (PEM) signing archived bundles (--sign)"
     )
+    price_overrides: Path | None = Field(
+        None, description="SDK: a price file whose prices take precedence over genai-prices"
+    )
+    otlp_token: SecretStr | None = Field(
+        None, description="fleetledger otlp: bearer token clients must send (secret; --token)"
+    )
+    otlp_token_file: Path | None = Field(None, description="file holding FLEETLEDGER_OTLP_TOKEN")
     group_id: str = Field("fleetledger-worker", description="Kafka consumer group of workers")
     batch_max_events: int = Field(500, ge=1, description="SDK: most events in one message")
     linger_ms: int = Field(5, ge=0, description="SDK: wait to fill a batch")
@@ -167,6 +180,9 @@ class Settings(BaseSettings):
     @field_validator(
         "compliance_archive",
         "signing_key",
+        "price_overrides",
+        "otlp_token",
+        "otlp_token_file",
         "kafka_ssl_cafile",
         "kafka_ssl_certfile",
         "kafka_ssl_keyfile",
@@ -182,6 +198,11 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         return None if v == "" else v
+
+    @field_validator("blob_dir", mode="before")
+    @classmethod
+    def _none_disables(cls, v: object) -> object:
+        return None if v in ("", "none") else v
 
     @model_validator(mode="before")
     @classmethod

@@ -103,3 +103,7 @@ class VerificationError(FleetLedgerError):
         self.check = check
         self.where = where
         super().__init__(f"{check}{f' ({where})' if where else ''}: {message}")
+
+
+class MessageTooLargeError(ProducerError):
+    """One event is larger than a message may be; the call fails, the run goes on."""

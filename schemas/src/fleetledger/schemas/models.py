@@ -49,6 +49,7 @@ __all__ = [
     "ArtifactState",
     "ArtifactWritten",
     "CacheStatus",
+    "ContentRef",
     "Cost",
     "CostSource",
     "EventType",
@@ -56,6 +57,7 @@ __all__ = [
     "GatePolicy",
     "HumanGateRequested",
     "HumanGateResolved",
+    "ModelDecision",
     "ModelIO",
     "ModelOutcome",
     "Money",
@@ -82,7 +84,7 @@ __all__ = [
 
 AVRO_NAMESPACE = "fleetledger"
 #: The contract version this code writes (the newest directory under ``schemas/avro``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Avro longs are 64-bit, but every long of an event also appears as a JSON integer in the
 # canonical object, which is hashed with JCS (RFC 8785): keep them exactly representable.
@@ -109,11 +111,13 @@ class EventType(StrEnum):
     RECOVERY = "recovery"
     RUN_COMPLETED = "run_completed"
     RUN_FAILED = "run_failed"
+    MODEL_DECISION = "model_decision"  # v3
 
 
 class CostSource(StrEnum):
-    PROVIDER = "provider"
-    LOCAL = "local"
+    PROVIDER = "provider"  # reported by the provider
+    LOCAL = "local"  # calculated by the SDK from price data (Cost.price_data says which)
+    UNPRICED = "unpriced"  # v3: no price known; the amount is 0 and is not a cost
 
 
 class GatePolicy(StrEnum):
@@ -304,6 +308,15 @@ def _validate_currency(v: Any) -> str:
     raise _fail("an ISO 4217 alphabetic code of 3 uppercase letters (e.g. 'USD')")
 
 
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _validate_sha256_hex(v: Any) -> str:
+    if type(v) is str and _SHA256_RE.fullmatch(v):
+        return v
+    raise _fail("a lowercase hex SHA-256 digest (64 characters 0-9a-f)")
+
+
 _TRACEPARENT_RE = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 
 
@@ -335,6 +348,7 @@ Timestamp = Annotated[
 ]
 Currency = Annotated[str, PlainValidator(_validate_currency)]
 TraceParent = Annotated[str, PlainValidator(_validate_traceparent)]
+Sha256Hex = Annotated[str, PlainValidator(_validate_sha256_hex)]
 Str = Annotated[str, Strict()]
 NonEmptyStr = Annotated[str, StringConstraints(strict=True, min_length=1)]
 NonNegLong = Annotated[int, Strict(), Field(ge=0, le=_LONG_MAX)]
@@ -366,6 +380,16 @@ class Cost(_Model):
     amount: Amount
     currency: Currency
     source: CostSource
+    price_data: NonEmptyStr | None = None  # v3
+    priced_model: NonEmptyStr | None = None  # v3
+
+
+class ContentRef(_Model):
+    """Content identified by hash: in the blob store (offloaded) or withheld (redacted)."""
+
+    sha256: Sha256Hex
+    size: NonNegLong
+    media_type: NonEmptyStr
 
 
 class WorkflowStep(_Model):
@@ -385,6 +409,7 @@ class WorkflowSnapshot(_Model):
     revision: Str
     steps: tuple[WorkflowStep, ...] = ()
     edges: tuple[WorkflowEdge, ...] = ()
+    implicit: Bool | None = None  # v3
 
 
 class ValidationEvidence(_Model):
@@ -407,6 +432,7 @@ class RunStarted(_Model):
 class StepStarted(_Model):
     TYPE: ClassVar[EventType] = EventType.STEP_STARTED
     attempt: NonNegInt = 1
+    implicit: Bool | None = None  # v3
 
 
 class StepCompleted(_Model):
@@ -434,6 +460,11 @@ class ModelIO(_Model):
     error_type: Str | None = None
     inputs: Str | None = None
     outputs: Str | None = None
+    gen_ai_usage_cache_creation_input_tokens: NonNegLong | None = None  # v3
+    inputs_ref: ContentRef | None = None  # v3
+    outputs_ref: ContentRef | None = None  # v3
+    redactions: tuple[NonEmptyStr, ...] | None = None  # v3
+    decision_id: NonEmptyStr | None = None  # v3
 
 
 class ToolCall(_Model):
@@ -445,6 +476,9 @@ class ToolCall(_Model):
     duration_ms: NonNegLong
     outcome: ToolOutcome = ToolOutcome.SUCCESS
     error_type: Str | None = None
+    inputs_ref: ContentRef | None = None  # v3
+    outputs_ref: ContentRef | None = None  # v3
+    redactions: tuple[NonEmptyStr, ...] | None = None  # v3
 
 
 class HumanGateRequested(_Model):
@@ -499,6 +533,20 @@ class RunFailed(_Model):
     failed_step: NonEmptyStr | None = None
 
 
+class ModelDecision(_Model):
+    """v3: why a model was chosen, recorded before the model calls it governs."""
+
+    TYPE: ClassVar[EventType] = EventType.MODEL_DECISION
+    decision_id: NonEmptyStr
+    primary_model: NonEmptyStr
+    provider: NonEmptyStr | None = None
+    task_class: Str | None = None
+    capability_class: Str | None = None
+    fallback_chain: tuple[NonEmptyStr, ...] = ()
+    budget_mode: Str | None = None
+    routing_reason: Str | None = None
+
+
 Payload = (
     RunStarted
     | StepStarted
@@ -511,6 +559,7 @@ Payload = (
     | Recovery
     | RunCompleted
     | RunFailed
+    | ModelDecision
 )
 
 #: Payload model of every event type, in Avro union order.
@@ -737,6 +786,10 @@ def _rec_models(seq: tuple[BaseModel, ...]) -> list[dict[str, Any]]:
     return [_to_record(m) for m in seq]
 
 
+def _scalars(seq: tuple[Any, ...]) -> list[Any]:
+    return list(seq)
+
+
 def _rec_named(m: _Model) -> tuple[str, dict[str, Any]]:
     return (m.AVRO_NAME, _to_record(m))
 
@@ -762,7 +815,10 @@ def _convs(ann: Any) -> tuple[_Conv, _Conv]:
     if origin in (Union, UnionType):  # the payload union
         return _to_json, _rec_named
     if origin is tuple:
-        return _json_models, _rec_models
+        item = _strip_optional(get_args(ann)[0])
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            return _json_models, _rec_models
+        return _scalars, _scalars  # strings
     if origin is dict:
         return dict, None
     if isinstance(ann, type):
@@ -785,6 +841,7 @@ def _build_specs() -> None:
     models: list[type[BaseModel]] = [
         Money,
         Cost,
+        ContentRef,
         WorkflowStep,
         WorkflowEdge,
         WorkflowSnapshot,
