@@ -102,7 +102,7 @@ def test_an_approval_of_a_revision_never_written_fails_verify() -> None:
 
 
 def test_content_changed_under_an_approved_version_fails_verify() -> None:
-    with pytest.raises(VerificationError, match="report.md v2 changed after the decision"):
+    with pytest.raises(VerificationError, match=r"report\.md v2 changed after the decision"):
         check_approvals(_gated(late_change=True))
 
 

@@ -401,7 +401,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9_\-]{20,}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 #: Response metadata of model providers, served from the recording as it was: not findings.
 _PROVIDER_META = frozenset(
-    {"id", "created", "created_at", "system_fingerprint", "tool_call_id", "service_tier"}
+    {"id", "model", "created", "created_at", "system_fingerprint", "tool_call_id", "service_tier"}
 )
 _WINDOW_S = 24 * 3600
 _EPOCH_S = (10**9, 10**10)
@@ -445,11 +445,13 @@ def looks_like_id(value: Any) -> bool:
 
 
 def _is_token(text: str) -> bool:
+    """A generated id: 20+ id characters with a segment of 16+ mixing letters and digits,
+    of high entropy (not a SHA-256 hex digest: those are derived from content)."""
     if _TOKEN.fullmatch(text) is None or _HEX64.fullmatch(text) or text.startswith("sha256"):
         return False
-    if not (any(c.isdigit() for c in text) and any(c.isalpha() for c in text)):
-        return False
-    return _entropy(text) >= 3.5
+    segments = [s for s in re.split(r"[-_]", text) if len(s) >= 16]
+    mixed = [s for s in segments if any(c.isdigit() for c in s) and any(c.isalpha() for c in s)]
+    return any(_entropy(s) >= 3.5 for s in mixed)
 
 
 def _leaves(value: Any, at: str, skip_meta: bool) -> Iterator[tuple[str, Any]]:
@@ -648,12 +650,20 @@ def _within_run(actions: Sequence[Action]) -> Iterator[Finding]:
 
 # --------------------------------------------------------------------------- external state
 
+#: A tool whose name starts with one of these verbs writes ...
 _WRITE_VERBS = frozenset(
     (
-        "create", "insert", "update", "upsert", "delete", "remove", "write", "save", "store",
-        "send", "post", "put", "patch", "publish", "charge", "pay", "refund", "transfer",
-        "book", "order", "submit", "email", "notify", "deploy", "merge", "commit", "push",
-        "cancel", "approve", "issue",
+        "create", "insert", "update", "upsert", "delete", "remove", "write", "save", "send",
+        "post", "put", "patch", "publish", "charge", "pay", "refund", "transfer", "book",
+        "submit", "email", "notify", "deploy", "merge", "commit", "push", "cancel", "issue",
+        "place", "set", "add", "drop",
+    )
+)  # fmt: skip
+#: ... and so does one with one of these words anywhere in its name.
+_STRONG_WRITE_WORDS = frozenset(
+    (
+        "create", "insert", "update", "upsert", "delete", "remove", "write", "send", "publish",
+        "charge", "pay", "payment", "refund", "transfer", "submit", "deploy", "cancel",
     )
 )  # fmt: skip
 _WRITE_KINDS = frozenset({"write", "side_effect", "side-effect", "effect", "external_write"})
@@ -666,7 +676,10 @@ _WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 
 
 def _writes(name: str) -> bool:
-    return any(w.lower() in _WRITE_VERBS for w in _WORD.findall(name))
+    words = [w.lower() for w in _WORD.findall(name)]
+    return bool(words) and (
+        words[0] in _WRITE_VERBS or any(w in _STRONG_WRITE_WORDS for w in words)
+    )
 
 
 def _has_idempotency_key(inputs: Any) -> bool:

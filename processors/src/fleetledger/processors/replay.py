@@ -99,12 +99,19 @@ class Recording:
     currency: str | None
     cost: Decimal
     duration_ms: int | None
+    status: str  # completed | failed
+    error_type: str | None  # of run_failed, when it failed
     bundle: Mapping[str, Any] = field(repr=False, compare=False)
 
     @classmethod
     def from_bundle(cls, bundle: Mapping[str, Any]) -> Recording:
         """A recording of a (verified) bundle."""
         totals = bundle.get("totals", {})
+        failed = [
+            item["event"]["payload"]
+            for item in bundle["events"]
+            if item["event"].get("type") == "run_failed"
+        ]
         return cls(
             run_id=bundle["run"]["run_id"],
             head=bundle["chain"]["head"],
@@ -113,6 +120,8 @@ class Recording:
             currency=totals.get("currency"),
             cost=Decimal(totals.get("cost", "0")),
             duration_ms=bundle["run"].get("duration_ms"),
+            status=str(bundle["run"].get("status", "")),
+            error_type=failed[0].get("error_type") if failed else None,
             bundle=bundle,
         )
 
@@ -380,6 +389,10 @@ class ReplayReport:
     stopped: str | None  # the miss (or error) that stopped the replay, if any
     divergences: tuple[Divergence, ...]
     rows: tuple[ComparisonRow, ...]
+    original_status: str = "completed"
+    original_error: str | None = None
+    replay_status: str | None = None  # None: not known (the replay run is still open)
+    replay_error: str | None = None
 
     @property
     def savings(self) -> Decimal:
@@ -393,9 +406,20 @@ class ReplayReport:
         return (Decimal(100) * self.matched / len(self.rows)).quantize(Decimal("0.1"))
 
     @property
+    def same_outcome(self) -> bool:
+        """The replay ended as the original did (completed, or failed with the same
+        error type); True while the replay's outcome is not known."""
+        if self.replay_status is None:
+            return True
+        return (self.replay_status, self.replay_error) == (
+            self.original_status,
+            self.original_error,
+        )
+
+    @property
     def ok(self) -> bool:
-        """Nothing diverged and nothing stopped the replay."""
-        return not self.divergences and self.stopped is None
+        """Nothing diverged, nothing stopped the replay, and it ended as the original."""
+        return not self.divergences and self.stopped is None and self.same_outcome
 
     def counts(self) -> dict[str, int]:
         c = Counter(d.kind for d in self.divergences)
@@ -422,6 +446,13 @@ class ReplayReport:
             "divergence_count": len(self.divergences),
             "divergences_by_kind": self.counts(),
             "stopped": self.stopped,
+            "outcome": {
+                "original": self.original_status,
+                "original_error": self.original_error,
+                "replay": self.replay_status,
+                "replay_error": self.replay_error,
+                "same": self.same_outcome,
+            },
             "ok": self.ok,
             "divergences": [d.to_json() for d in self.divergences],
             "comparison": [r.to_json() for r in self.rows],
@@ -480,6 +511,8 @@ def compare(
     misses: Sequence[Miss] = (),
     replay_run_id: str | None = None,
     stopped: str | None = None,
+    replay_status: str | None = None,
+    replay_error: str | None = None,
 ) -> ReplayReport:
     """The report of a replay whose actions are ``replay`` (in seq order).
 
@@ -487,6 +520,8 @@ def compare(
     ones of that key in the replay); the others were re-executed, and their results are
     compared with the recording's.  ``misses``: calls the recording could not answer; a
     miss that was not made live stopped the replay (``stopped`` says why).
+    ``replay_status``/``replay_error``: how the replay ended (``completed``, or ``failed``
+    with the error type), compared with the original's.
     """
     original = list(recording.actions)
     served_left: Counter[str] = Counter(served or {})
@@ -684,6 +719,10 @@ def compare(
         stopped=stopped,
         divergences=tuple(divergences),
         rows=tuple(rows),
+        original_status=recording.status,
+        original_error=recording.error_type,
+        replay_status=replay_status,
+        replay_error=replay_error,
     )
 
 

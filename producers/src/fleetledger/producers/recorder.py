@@ -50,12 +50,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import logging
 import os
 import socket
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -76,6 +78,7 @@ from fleetledger.producers.blobs import BlobStore, FolderBlobStore, sha256_hex
 from fleetledger.producers.context import _RUN, _STEP, current_step
 from fleetledger.producers.pricing import Pricer, TokenUsage, load_price_overrides
 from fleetledger.producers.redaction import RedactionPolicy, merge_redactions
+from fleetledger.producers.replay import GateRequest, Responder
 from fleetledger.producers.transports import Transport, make_transport
 from fleetledger.schemas import (
     ArtifactState,
@@ -115,6 +118,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "IMPLICIT_STEP",
     "Clock",
+    "GateOutcome",
     "IdFactory",
     "Recorder",
     "Run",
@@ -504,12 +508,15 @@ class Recorder:
         ids: IdFactory | None = None,
         producer_id: str | None = None,
         linger: bool = True,
+        replay: Responder | None = None,
     ) -> Run:
         """Record ``run_started`` (seq 0) and return the :class:`Run`, now the current run.
 
         Without ``workflow`` the run gets an implicit one-step snapshot (marked
         ``implicit``).  ``clock``, ``ids`` and ``producer_id`` override the recorder's for
-        this run; ``linger=False`` exempts the run from the time-based cut.
+        this run; ``linger=False`` exempts the run from the time-based cut.  ``replay``
+        makes the run a replay: its intercepted calls are answered by the responder
+        (:mod:`fleetledger.producers.replay`).
         """
         self._check_usable()
         await self.start()
@@ -533,8 +540,10 @@ class Recorder:
             ids=run_ids,
             producer_id=producer_id if producer_id is not None else self.producer_id,
             linger=linger,
+            labels=dict(labels) if labels is not None else {},
+            replay=replay,
         )
-        the_labels = dict(labels) if labels is not None else {}
+        the_labels = run.labels
         the_workflow = workflow if workflow is not None else implicit_workflow(agent_id)
         await run._record(
             EventType.RUN_STARTED,
@@ -764,9 +773,15 @@ class Run:
         ids: IdFactory,
         producer_id: str,
         linger: bool,
+        labels: dict[str, str] | None = None,
+        replay: Responder | None = None,
     ) -> None:
         self.recorder = recorder
         self.run_id = run_id
+        #: the run's labels (as recorded in ``run_started``)
+        self.labels: dict[str, str] = labels if labels is not None else {}
+        #: the responder answering this run's calls when it is a replay, else None
+        self.replay = replay
         self.agent_id = agent_id
         self.tenant = tenant
         self.project = project
@@ -879,6 +894,8 @@ class Run:
         if self._status != "running" and _RUN.get() is self:
             _RUN.set(self._outer)
         rec._append(self, event)
+        if self.replay is not None:
+            self.replay.recorded(event)
         return event
 
     async def _record(
@@ -1401,6 +1418,62 @@ class Run:
         del self._open_gates[gate_id]
         return event
 
+    async def human_gate(
+        self,
+        *,
+        gate_id: str,
+        policy: GatePolicy | str,
+        ask: Callable[[GateRequest], Any],
+        artifact_key: str | None = None,
+        artifact_version: int | None = None,
+        prompt: str | None = None,
+        step_id: str | None = None,
+    ) -> GateOutcome:
+        """Ask a human, recording both sides of the gate.
+
+        Records ``human_gate_requested``, calls ``ask(request)`` (sync or async) for the
+        decision - a mapping or an object with ``decision``, ``reviewer`` and optionally
+        ``reason`` - and records ``human_gate_resolved`` with it and the time waited.  In
+        a replay the recorded decision is used and ``ask`` is not called.
+        """
+        step = self._step_of(step_id)
+        request = GateRequest(
+            gate_id=gate_id,
+            policy=str(getattr(policy, "value", policy)),
+            artifact_key=artifact_key,
+            artifact_version=artifact_version,
+            step_id=step,
+        )
+        await self.gate_requested(
+            gate_id=gate_id,
+            policy=policy,
+            artifact_key=artifact_key,
+            artifact_version=artifact_version,
+            prompt=prompt,
+            step_id=step,
+        )
+        if self.replay is not None:
+            recorded = self.replay.decide(request)
+            decision, reviewer, reason = recorded.decision, recorded.reviewer, recorded.reason
+            wait_ms: int | None = recorded.wait_ms
+        else:
+            answer = ask(request)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            decision, reviewer, reason = _decision_of(answer)
+            wait_ms = None
+        await self.gate_resolved(
+            gate_id=gate_id,
+            decision=decision,
+            reviewer=reviewer,
+            reason=reason,
+            artifact_key=artifact_key,
+            artifact_version=artifact_version,
+            wait_ms=wait_ms,
+            step_id=step,
+        )
+        return GateOutcome(decision, reviewer, reason, replayed=self.replay is not None)
+
     async def artifact(
         self,
         *,
@@ -1529,6 +1602,29 @@ class Run:
             )
 
 
+@dataclass(frozen=True)
+class GateOutcome:
+    """What :meth:`Run.human_gate` decided (``replayed``: taken from the recording)."""
+
+    decision: str
+    reviewer: str
+    reason: str | None = None
+    replayed: bool = False
+
+
+def _decision_of(answer: Any) -> tuple[str, str, str | None]:
+    def get(name: str) -> Any:
+        return answer.get(name) if isinstance(answer, Mapping) else getattr(answer, name, None)
+
+    decision, reviewer, reason = get("decision"), get("reviewer"), get("reason")
+    if decision is None or not reviewer:
+        raise EventValidationError(
+            f"human_gate ask: found {answer!r}, expected a decision and a reviewer "
+            "(a mapping or object with 'decision', 'reviewer' and optionally 'reason')"
+        )
+    return str(getattr(decision, "value", decision)), str(reviewer), reason
+
+
 def _hash_content(content: bytes | str) -> str:
     return content_hash(content)
 
@@ -1633,3 +1729,7 @@ class Step:
     async def recovery(self, **kwargs: Any) -> TraceEvent:
         """:meth:`Run.recovery` with this step's id."""
         return await self.run.recovery(step_id=self.step_id, **kwargs)
+
+    async def human_gate(self, **kwargs: Any) -> GateOutcome:
+        """:meth:`Run.human_gate` with this step's id."""
+        return await self.run.human_gate(step_id=self.step_id, **kwargs)

@@ -26,10 +26,16 @@ verify bundles) does the matching.  Every event the replay run records is also h
 
 from __future__ import annotations
 
+import builtins
+import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
+from fleetledger.kernel.errors import ReplayedFailureError
+from fleetledger.producers.redaction import RedactionPolicy
 from fleetledger.schemas import Cost, CostSource, TraceEvent
 
 __all__ = [
@@ -39,6 +45,8 @@ __all__ = [
     "RecordedCall",
     "RecordedDecision",
     "Responder",
+    "call_request",
+    "recorded_failure",
     "served_cost",
 ]
 
@@ -126,3 +134,44 @@ def served_cost(currency: str = "USD") -> Cost:
         source=CostSource.LOCAL,
         price_data=REPLAY_PRICE_DATA,
     )
+
+
+def call_request(
+    redaction: RedactionPolicy,
+    kind: Literal["model_io", "tool_call"],
+    name: str,
+    provider: str | None,
+    inputs: Any,
+    step_id: str | None,
+) -> CallRequest:
+    """The request of a call whose inputs the recorder would record as given: redacted
+    by ``redaction``, as JSON text, then read back as the recording's JSON value."""
+    red = redaction.apply(inputs, "inputs")
+    text = red.text
+    value: Any = None
+    if text is not None:
+        try:
+            value = json.loads(text, parse_constant=str)
+        except ValueError:
+            value = text
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest() if text is not None else None
+    return CallRequest(kind, name, provider, value, digest, step_id)
+
+
+def recorded_failure(
+    recorded: RecordedCall, what: str, scope: Callable[..., Any] | None = None
+) -> BaseException:
+    """The exception to raise for a call that failed in the recording: the recorded
+    ``error_type`` when ``scope`` (the called function) sees an exception class of that
+    name taking a message, else :class:`ReplayedFailureError`."""
+    message = f"{what} failed in the recording (seq {recorded.seq})"
+    name = recorded.error_type or "Exception"
+    found = getattr(scope, "__globals__", {}).get(name) if scope is not None else None
+    if found is None:
+        found = getattr(builtins, name, None)
+    if isinstance(found, type) and issubclass(found, Exception):
+        try:
+            return found(message)
+        except TypeError:
+            pass
+    return ReplayedFailureError(f"{message} with {name}", error_type=name)

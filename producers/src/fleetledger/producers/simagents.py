@@ -40,6 +40,7 @@ records one run of each (deterministic: same seed, same bytes).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import uuid
@@ -126,9 +127,9 @@ class SimEnv:
         return tag
 
     def feed_status(self) -> str:
-        """An external status page, read without a recorded call."""
-        digest = hashlib.sha256(f"status/{self.seed}".encode()).digest()
-        return "degraded" if digest[0] % 2 else "ok"
+        """An external status page, read without a recorded call: it reported an incident
+        from a day after the simulated runs on."""
+        return "degraded" if self.now() >= SIM_AGENTS_EPOCH + timedelta(days=1) else "ok"
 
 
 # --------------------------------------------------------------------------- the provider
@@ -183,7 +184,10 @@ def _text(reply: ModelReply) -> str:
 
 # --------------------------------------------------------------------------- tools
 
-_CUSTOMERS = {"c-17": {"name": "Acme Corp", "tier": "gold"}, "c-42": {"name": "Initech", "tier": "silver"}}
+_CUSTOMERS = {
+    "c-17": {"name": "Acme Corp", "tier": "gold"},
+    "c-42": {"name": "Initech", "tier": "silver"},
+}
 _ORDERS = {"o-981": {"total": "42.00", "currency": "USD", "customer": "c-17"}}
 
 
@@ -288,7 +292,10 @@ async def ledger_bot(run: Run) -> None:
         )
         digest = checksum(summary)["sha256"]
         await run.artifact(
-            key="summary.md", version=1, state=ArtifactState.VERIFIED, content_hash=f"sha256:{digest}"
+            key="summary.md",
+            version=1,
+            state=ArtifactState.VERIFIED,
+            content_hash=f"sha256:{digest}",
         )
     async with run.step("review"):
         decision = await run.human_gate(
@@ -481,9 +488,7 @@ def agent_run_id(agent: SimAgent, n: int = 1) -> str:
 
 def _workflow(agent: SimAgent) -> WorkflowSnapshot:
     steps = tuple(WorkflowStep(id=s, name=s.replace("-", " "), kind=k) for s, k in agent.steps)
-    edges = tuple(
-        WorkflowEdge(source=a.id, target=b.id) for a, b in zip(steps, steps[1:], strict=False)
-    )
+    edges = tuple(WorkflowEdge(source=a.id, target=b.id) for a, b in itertools.pairwise(steps))
     return WorkflowSnapshot(name=agent.name, revision="1", steps=steps, edges=edges)
 
 

@@ -87,6 +87,15 @@ class ReplayMissError(ReplayError):
         super().__init__(message)
 
 
+class ReplayedFailureError(ReplayError):
+    """A call that failed in the recording, replayed as a failure (when its own exception
+    type could not be rebuilt); ``error_type`` is the recorded type's name."""
+
+    def __init__(self, message: str, *, error_type: str) -> None:
+        self.error_type = error_type
+        super().__init__(message)
+
+
 class RecordingRefusedError(ReplayError):
     """A recording failed verification (tampered, unsigned where a signature is required):
     nothing is replayed against it."""

@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any
 from fleetledger.kernel.errors import (
     FleetLedgerError,
     RecordingRefusedError,
+    ReplayedFailureError,
     ReplayError,
-    ReplayMissError,
     RunStateError,
     VerificationError,
 )
@@ -205,7 +205,9 @@ class _Responder:
         if action.outputs is not None or action.outputs_sha256 is None:
             return action.outputs
         withheld = "outputs" in (action.payload.get("redactions") or ())
-        data = self.blobs(action.outputs_sha256) if self.blobs is not None and not withheld else None
+        data = (
+            self.blobs(action.outputs_sha256) if self.blobs is not None and not withheld else None
+        )
         if data is None:
             why = (
                 "were withheld by redaction (only their hash was recorded)"
@@ -345,18 +347,21 @@ async def replay(
         await _call(agent, run)
     except Exception as exc:  # the agent's own failure is part of the result
         error = exc
-    actions = actions_of(event_items(responder.events))
+    stopped = isinstance(error, ReplayError) and not isinstance(error, ReplayedFailureError)
+    error_type = None
+    if error is not None:
+        error_type = (
+            error.error_type if isinstance(error, ReplayedFailureError) else type(error).__name__
+        )
     report = compare(
         rec,
-        actions,
+        actions_of(event_items(responder.events)),
         served=Counter(rec.actions[s.recorded].key for s in matcher.served),
         misses=matcher.misses,
         replay_run_id=run.run_id,
-        stopped=(
-            str(error)
-            if isinstance(error, ReplayMissError)
-            else (f"{type(error).__name__}: {error}" if error is not None else None)
-        ),
+        stopped=str(error) if stopped else None,
+        replay_status="failed" if error is not None else "completed",
+        replay_error=error_type,
     )
     if not run.ended:
         await _finish(run, report, error)
@@ -435,7 +440,9 @@ async def replay_folder(
         await recorder.start()
         for path in files:
             loaded = load_recording(path, trusted=trusted)
-            result = await replay(loaded, agent, recorder=recorder, allow_live=allow_live, blobs=blobs)
+            result = await replay(
+                loaded, agent, recorder=recorder, allow_live=allow_live, blobs=blobs
+            )
             out.append((path, result))
     finally:
         if own:
@@ -455,7 +462,7 @@ def assert_replays(
         def test_production_runs_still_replay() -> None:
             assert_replays("tests/recordings", support_bot)
     """
-    results = _run(replay_folder(folder, agent, **kwargs))
+    results: list[tuple[Path, ReplayResult]] = _run(replay_folder(folder, agent, **kwargs))
     problems = []
     for path, result in results:
         if result.ok:

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fleetledger.producers.instrument._bridge import Target, target
+from fleetledger.producers.instrument._replay import aserve, recorded_error, serve
 from fleetledger.producers.pricing import unpriced_cost
+from fleetledger.producers.replay import RecordedCall, call_request, served_cost
 
 log = logging.getLogger("fleetledger.producers.instrument")
 
@@ -87,9 +89,22 @@ def library_tokens(provider_id: str, data: dict[str, Any], flavor: str) -> dict[
     }
 
 
+_SENTINELS = frozenset({"Omit", "NotGiven"})
+
+
+def _given(value: Any) -> Any:
+    """A request body without the client's "not given" sentinels (``Omit``, ``NotGiven``),
+    which the client drops before sending: what was sent, not the sentinels' reprs."""
+    if isinstance(value, dict):
+        return {k: _given(v) for k, v in value.items() if type(v).__name__ not in _SENTINELS}
+    if isinstance(value, list | tuple):
+        return [_given(v) for v in value if type(v).__name__ not in _SENTINELS]
+    return value
+
+
 def _body(options: Any) -> dict[str, Any]:
     body = getattr(options, "json_data", None)
-    return body if isinstance(body, dict) else {}
+    return _given(body) if isinstance(body, dict) else {}
 
 
 @dataclass
@@ -270,6 +285,15 @@ def instrument_client(client: Any, adapter: Adapter) -> Any:
             if tgt is None or kind is None:
                 return await original(cast_to, options, *args, **kwargs)
             call = Call(tgt, adapter, kind, _body(options))
+            recorded = _replay_answer(call)
+            if recorded is not None:
+                await call.target.arecord("model_io", _served_kwargs(call, recorded))
+                if recorded.outcome == "error":
+                    raise recorded_error(client, options, recorded)
+                return await aserve(
+                    client, _vendor(client), kind, recorded, cast_to, options,
+                    bool(kwargs.get("stream")), kwargs.get("stream_cls"),
+                )  # fmt: skip
             try:
                 result = await original(cast_to, options, *args, **kwargs)
             except Exception as exc:
@@ -287,6 +311,15 @@ def instrument_client(client: Any, adapter: Adapter) -> Any:
             if tgt is None or kind is None:
                 return original(cast_to, options, *args, **kwargs)
             call = Call(tgt, adapter, kind, _body(options))
+            recorded = _replay_answer(call)
+            if recorded is not None:
+                call.target.record("model_io", _served_kwargs(call, recorded))
+                if recorded.outcome == "error":
+                    raise recorded_error(client, options, recorded)
+                return serve(
+                    client, _vendor(client), kind, recorded, cast_to, options,
+                    bool(kwargs.get("stream")), kwargs.get("stream_cls"),
+                )  # fmt: skip
             try:
                 result = original(cast_to, options, *args, **kwargs)
             except Exception as exc:
@@ -303,6 +336,51 @@ def instrument_client(client: Any, adapter: Adapter) -> Any:
     client.__dict__[_MARK] = True
     client.__dict__["_fleetledger_original_request"] = original
     return client
+
+
+def _vendor(client: Any) -> str:
+    return "anthropic" if type(client).__module__.startswith("anthropic") else "openai"
+
+
+def _replay_answer(call: Call) -> RecordedCall | None:
+    """In a replay: the recorded answer of this call (None: make it live, when the
+    replay allows it); a call without a recording raises the replay's miss error."""
+    responder = call.target.run.replay
+    if responder is None:
+        return None
+    model = call.body.get("model")
+    request = call_request(
+        call.target.run.recorder.redaction,
+        "model_io",
+        model if isinstance(model, str) and model else "unknown",
+        call.adapter.provider,
+        call.body,
+        call.target.step_id,
+    )
+    return responder.answer(request)
+
+
+def _served_kwargs(call: Call, recorded: RecordedCall) -> dict[str, Any]:
+    """The ``model_io`` of a call answered from the recording: its outputs and tokens, at
+    no cost."""
+    kw = call.kwargs(None)
+    kw.update(
+        outputs=recorded.outputs,
+        input_tokens=recorded.input_tokens,
+        output_tokens=recorded.output_tokens,
+        cache_read_tokens=recorded.cache_read_tokens,
+        cost=served_cost(recorded.currency),
+        cache="hit",
+    )
+    kw.pop("cache_write_tokens", None)
+    if recorded.cache_write_tokens:
+        kw["cache_write_tokens"] = recorded.cache_write_tokens
+    if recorded.response_model:
+        kw["response_model"] = recorded.response_model
+    if recorded.outcome != "success":
+        kw["outcome"] = recorded.outcome
+        kw["error_type"] = recorded.error_type
+    return kw
 
 
 def uninstrument_client(client: Any) -> Any:

@@ -7,7 +7,7 @@ the server-sent events of a stream (one text delta per content block) - and hand
 to the client's own response handling, so the agent gets the very types (``ChatCompletion``,
 ``Stream[ChatCompletionChunk]``, ``Message``, raw responses...) a live call returns.
 
-The client's private ``_build_request`` and ``_process_response`` (identical in the
+The client's private ``_process_response`` and ``_make_status_error_from_response`` (as in the
 ``openai`` and ``anthropic`` packages, which share their generator) are used here and
 only here; the replay tests run them against the real packages.
 """
@@ -119,27 +119,7 @@ def stream_body(vendor: str, kind: str, r: RecordedCall, body: dict[str, Any]) -
     if vendor == "anthropic":
         return _anthropic_stream(full)
     if kind == "responses":
-        started = {**full, "status": "in_progress", "output": []}
-        events: list[tuple[str | None, dict[str, Any] | str]] = [
-            ("response.created", {"type": "response.created", "response": started})
-        ]
-        for i, item in enumerate(full.get("output", [])):
-            for j, part in enumerate(item.get("content", []) if isinstance(item, dict) else []):
-                if isinstance(part, dict) and part.get("type") == "output_text":
-                    events.append(
-                        (
-                            "response.output_text.delta",
-                            {
-                                "type": "response.output_text.delta",
-                                "item_id": item.get("id", f"item_{i}"),
-                                "output_index": i,
-                                "content_index": j,
-                                "delta": part.get("text", ""),
-                            },
-                        )
-                    )
-        events.append(("response.completed", {"type": "response.completed", "response": full}))
-        return _sse(events)
+        return _sse(_responses_events(full))
     usage = full.pop("usage")
     chunk: dict[str, Any] = {
         "id": full.get("id"),
@@ -161,12 +141,43 @@ def stream_body(vendor: str, kind: str, r: RecordedCall, body: dict[str, Any]) -
             item = {"index": choice.get("index", 0), "text": choice.get("text", "")}
         item["finish_reason"] = choice.get("finish_reason")
         chunk["choices"].append(item)
-    events = [(None, chunk)]
+    events: list[tuple[str | None, dict[str, Any] | str]] = [(None, chunk)]
     options = body.get("stream_options")
     if isinstance(options, dict) and options.get("include_usage"):
         events.append((None, {**chunk, "choices": [], "usage": usage}))
     events.append((None, "[DONE]"))
     return _sse(events)
+
+
+def _responses_events(full: dict[str, Any]) -> list[tuple[str | None, dict[str, Any] | str]]:
+    """The Responses API's event sequence for a finished response: every output item
+    added, its text parts added, streamed in one delta and done, then completed."""
+    raw: list[tuple[str, dict[str, Any]]] = []
+    started = {**full, "status": "in_progress", "output": [], "usage": None}
+    raw.append(("response.created", {"response": started}))
+    raw.append(("response.in_progress", {"response": started}))
+    for i, item in enumerate(full.get("output", [])):
+        if not isinstance(item, dict):
+            continue
+        parts = item.get("content") if isinstance(item.get("content"), list) else None
+        opened = {**item, "status": "in_progress", **({"content": []} if parts is not None else {})}
+        raw.append(("response.output_item.added", {"output_index": i, "item": opened}))
+        for j, part in enumerate(parts or []):
+            if not isinstance(part, dict):
+                continue
+            at = {"item_id": item.get("id", f"item_{i}"), "output_index": i, "content_index": j}
+            text = part.get("text", "")
+            empty = {**part, "text": ""} if "text" in part else part
+            raw.append(("response.content_part.added", {**at, "part": empty}))
+            if part.get("type") == "output_text":
+                raw.append(("response.output_text.delta", {**at, "delta": text, "logprobs": []}))
+                raw.append(("response.output_text.done", {**at, "text": text, "logprobs": []}))
+            raw.append(("response.content_part.done", {**at, "part": part}))
+        raw.append(("response.output_item.done", {"output_index": i, "item": item}))
+    raw.append(("response.completed", {"response": full}))
+    return [
+        (name, {"type": name, "sequence_number": n, **data}) for n, (name, data) in enumerate(raw)
+    ]
 
 
 def _anthropic_stream(full: dict[str, Any]) -> bytes:
@@ -220,12 +231,37 @@ def _anthropic_stream(full: dict[str, Any]) -> bytes:
     return _sse(events)
 
 
+def _http(client: Any) -> Any:
+    """The HTTP library module of a client (``httpx`` or its successor): the package of
+    the first class of its HTTP client's type that is not the client package's own."""
+    own = type(client).__module__.split(".", 1)[0]
+    for cls in type(client._client).__mro__:
+        top = cls.__module__.split(".", 1)[0]
+        if top not in (own, "builtins"):
+            return importlib.import_module(top)
+    raise ReplayError(f"cannot find the HTTP library of a {type(client).__name__} client")
+
+
+def _request(client: Any, http: Any, options: Any) -> Any:
+    """The request the call would have sent (method, URL, headers; no body): what the
+    client's response handling reads from a response's request."""
+    headers = {
+        str(k): v
+        for k, v in (getattr(options, "headers", None) or {}).items()
+        if isinstance(v, str)
+    }
+    url = str(getattr(options, "url", ""))
+    if not url.startswith(("http://", "https://")):
+        url = str(client.base_url).rstrip("/") + "/" + url.lstrip("/")
+    return http.Request(str(getattr(options, "method", "post")).upper(), url, headers=headers)
+
+
 def _response(
     client: Any, options: Any, vendor: str, kind: str, r: RecordedCall, stream: bool
 ) -> Any:
     """An HTTP response object of the client's HTTP library carrying the recorded answer."""
-    http = importlib.import_module(type(client._client).__module__.split(".", 1)[0])
-    request = client._build_request(options)
+    http = _http(client)
+    request = _request(client, http, options)
     body = getattr(options, "json_data", None)
     if stream:
         content = stream_body(vendor, kind, r, body if isinstance(body, dict) else {})
@@ -289,12 +325,12 @@ def recorded_error(client: Any, options: Any, recorded: RecordedCall) -> BaseExc
     """The exception a recorded failed call raised, as the client's own exception type
     (a status error for HTTP failures, ``APITimeoutError``/``APIConnectionError``)."""
     package = importlib.import_module(type(client).__module__.split(".", 1)[0])
-    request = client._build_request(options)
+    http = _http(client)
+    request = _request(client, http, options)
     name = recorded.error_type or "InternalServerError"
     if name in ("APITimeoutError", "APIConnectionError") and hasattr(package, name):
         exc: BaseException = getattr(package, name)(request=request)
         return exc
-    http = importlib.import_module(type(client._client).__module__.split(".", 1)[0])
     body = {"error": {"type": name, "message": f"replayed failure of seq {recorded.seq}"}}
     response = http.Response(
         _STATUS.get(name, 500),
