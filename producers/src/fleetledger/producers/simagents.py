@@ -154,7 +154,17 @@ def _answer(model_name: str, messages: list[dict[str, str]]) -> str:
 
 @model(provider="openai")
 def chat(*, model: str, messages: list[dict[str, str]], temperature: float = 0.0) -> ModelReply:
-    """The simulated provider's chat completion (the same answer for the same request)."""
+    """The simulated OpenAI chat completion (the same answer for the same request)."""
+    return _reply(model, messages)
+
+
+@model(provider="anthropic")
+def claude(*, model: str, messages: list[dict[str, str]], max_tokens: int = 512) -> ModelReply:
+    """The simulated Anthropic message (the same answer for the same request)."""
+    return _reply(model, messages)
+
+
+def _reply(model: str, messages: list[dict[str, str]]) -> ModelReply:
     text = _answer(model, messages)
     prompt_tokens = sum(len(m["content"]) for m in messages) // 4 + 12
     completion_tokens = len(text) // 4 + 3
@@ -285,7 +295,7 @@ async def ledger_bot(run: Run) -> None:
     account = run.labels["account"]
     async with run.step("draft"):
         summary = _text(
-            chat(
+            claude(
                 model="claude-haiku-4-5",
                 messages=[{"role": "user", "content": f"summarize account {account}"}],
             )
