@@ -45,14 +45,12 @@ async def _replay(path: Path, name: str, **kwargs: Any) -> ReplayResult:
 
 
 def _divergences(result: ReplayResult) -> list[tuple[str, str, list[tuple[str, str]]]]:
-    return [
-        (
-            d.kind,
-            (d.replay or d.original).label if (d.replay or d.original) else "",
-            [(c.pointer, c.kind) for c in d.changes],
-        )
-        for d in result.report.divergences
-    ]
+    out: list[tuple[str, str, list[tuple[str, str]]]] = []
+    for d in result.report.divergences:
+        subject = d.replay or d.original
+        assert subject is not None
+        out.append((d.kind, subject.label, [(c.pointer, c.kind) for c in d.changes]))
+    return out
 
 
 def _findings(path: Path, result: ReplayResult) -> list[tuple[str, str | None, str]]:
@@ -82,7 +80,12 @@ async def test_deterministic_agents_replay_at_100_percent(
 ) -> None:
     calls: list[str] = []
     real = simagents._answer
-    monkeypatch.setattr(simagents, "_answer", lambda m, msgs: calls.append(m) or real(m, msgs))
+
+    def counted(model: str, messages: list[dict[str, str]]) -> str:
+        calls.append(model)
+        return real(model, messages)
+
+    monkeypatch.setattr(simagents, "_answer", counted)
     path = fleet[agent_run_id(BY_NAME[name])]
     result = await _replay(path, name)
     report = result.report
@@ -144,7 +147,7 @@ async def test_set_ordering_planted(fleet: dict[str, Path]) -> None:
     ]
     assert _findings(path, result) == [("D202", "/payload/inputs/tags", "replay")]
     scan = analyze(json.loads(path.read_bytes()), sources={"simagents.py": SOURCE.read_text()})
-    loops = [f.line for f in scan.findings if f.rule_id == "D305"]
+    loops = [f.line for f in scan.findings if f.rule_id == "D305" and f.line is not None]
     lines = SOURCE.read_text().splitlines()
     assert [lines[n - 1].strip() for n in loops] == [
         "for tag in tags:",

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from fleetledger.cli.common import BrokerOpt, Ctx, backend_of, embedded_of, settings_of
 from fleetledger.cli.evidence import register as register_evidence
+from fleetledger.cli.replay import register as register_replay
 from fleetledger.kernel.config import Settings
 from fleetledger.kernel.errors import FleetLedgerError, StoreError
 
@@ -38,6 +39,7 @@ app = typer.Typer(
     help="fleetledger: a hash-chained, append-only ledger of AI-agent runs.",
 )
 register_evidence(app)
+register_replay(app)
 
 
 _KAFKA = "Kafka connection (every command; FLEETLEDGER_KAFKA_* variables)"
@@ -124,16 +126,21 @@ def _progress(console: Console) -> Progress:
     )
 
 
-async def _simulate(settings: Settings, runs: int, seed: int, progress: Progress | None) -> Any:
+async def _simulate(
+    settings: Settings, runs: int, seed: int, progress: Progress | None, agents: bool = False
+) -> tuple[Any, list[str]]:
+    """The scripted fleet, and with ``agents`` the replayable agents (their run ids)."""
     from fleetledger.producers import Recorder
+    from fleetledger.producers.simagents import simulate_agents
     from fleetledger.producers.simulator import simulate
 
     task = progress.add_task("simulate", total=None) if progress else None
     async with Recorder.from_url(settings.broker, settings=settings) as rec:
         summary = await simulate(rec, runs=runs, seed=seed)
+        agent_runs = await simulate_agents(rec, seed=seed) if agents else []
     if progress is not None and task is not None:
         progress.update(task, total=summary.events, completed=summary.events)
-    return summary
+    return summary, agent_runs
 
 
 def _process_embedded(store: EmbeddedBackend, progress: Progress | None) -> Any:
@@ -158,6 +165,9 @@ def demo(
     out: Annotated[Path, typer.Option(help="folder for <run_id>.bundle.json")] = Path("bundles"),
     broker: BrokerOpt = None,
     sign: Annotated[Path | None, typer.Option("--sign", help="Ed25519 key: signed bundles")] = None,
+    agents: Annotated[
+        bool, typer.Option("--agents", help="also run the replayable simulated agents")
+    ] = False,
 ) -> None:
     """Simulate a fleet into the embedded store, process it, and report."""
     from fleetledger.cli.evidence import load_signing_key
@@ -168,10 +178,10 @@ def demo(
     console: Console = ctx.obj.console
     started = time.perf_counter()
     with _progress(console) as progress:
-        summary = asyncio.run(_simulate(store.settings, runs, seed, progress))
+        summary, agent_runs = asyncio.run(_simulate(store.settings, runs, seed, progress, agents))
         stats = _process_embedded(store, progress)
     out.mkdir(parents=True, exist_ok=True)
-    wanted = set(summary.run_ids)
+    wanted = set(summary.run_ids) | set(agent_runs)
     with store.reader() as reader:
         written = 0
         for bundle in reader.bundles():
@@ -185,7 +195,9 @@ def demo(
     _print_intercepts(console, intercepts, limit=20)
     elapsed = time.perf_counter() - started
     console.print(
-        f"{summary.runs} runs, {summary.events} events simulated; {stats.events} processed "
+        f"{summary.runs} runs, {summary.events} events simulated"
+        + (f" (+ {len(agent_runs)} replayable agent runs)" if agent_runs else "")
+        + f"; {stats.events} processed "
         f"({stats.duplicates} duplicates dropped); {written} bundles in {out}/; "
         f"{elapsed:.1f}s"
     )
@@ -197,14 +209,19 @@ def simulate_cmd(
     broker: BrokerOpt = None,
     runs: Annotated[int, typer.Option(min=1)] = 300,
     seed: Annotated[int, typer.Option()] = 7,
+    agents: Annotated[
+        bool, typer.Option("--agents", help="also run the replayable simulated agents")
+    ] = False,
 ) -> None:
     """Publish simulated fleet traffic to the broker (Kafka or the embedded log)."""
     settings = settings_of(ctx, broker=broker)
     settings.broker_url()
     with _progress(ctx.obj.console) as progress:
-        summary = asyncio.run(_simulate(settings, runs, seed, progress))
+        summary, agent_runs = asyncio.run(_simulate(settings, runs, seed, progress, agents))
     ctx.obj.console.print(
-        f"published {summary.events} events of {summary.runs} runs to {settings.broker}"
+        f"published {summary.events} events of {summary.runs} runs"
+        + (f" and {len(agent_runs)} agent runs" if agent_runs else "")
+        + f" to {settings.broker}"
     )
 
 

@@ -739,11 +739,15 @@ def _replay_findings(report: ReplayReport) -> Iterator[Finding]:
 # --------------------------------------------------------------------------- analysis
 
 
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _source_finding(hit: SourceHit) -> Finding:
     return Finding(
         hit.rule_id,
         0.9 if hit.rule_id in ("D301", "D302", "D303") else 0.7,
-        f"{hit.path}:{hit.line}: {hit.call} in agent code (`{short(hit.code, 70)}`).",
+        f"{hit.path}:{hit.line}: {hit.call} in agent code: {_cut(hit.code, 70)}",
         path=hit.path,
         line=hit.line,
         value=hit.call,

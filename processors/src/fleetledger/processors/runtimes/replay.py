@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fleetledger.kernel.errors import (
+    ConfigError,
     FleetLedgerError,
     RecordingRefusedError,
     ReplayedFailureError,
@@ -82,6 +83,7 @@ __all__ = [
     "LoadedRecording",
     "ReplayResult",
     "assert_replays",
+    "load_agent",
     "load_recording",
     "replay",
     "replay_folder",
@@ -398,6 +400,28 @@ async def _finish(run: Run, report: ReplayReport, error: BaseException | None) -
         except RunStateError as exc:  # steps left open
             error = exc
     await run.fail(type(error).__name__, str(error) or type(error).__name__)
+
+
+def load_agent(spec: str) -> Agent:
+    """The agent function ``package.module:function`` names."""
+    import importlib
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"--agent: found {spec!r}, expected package.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"--agent {spec}: cannot import {module_name!r}: {exc}") from exc
+    found: Any = module
+    for part in attr.split("."):
+        found = getattr(found, part, None)
+        if found is None:
+            raise ConfigError(f"--agent {spec}: {module_name} has no {attr!r}")
+    if not callable(found):
+        raise ConfigError(f"--agent {spec}: found a {type(found).__name__}, expected a function")
+    agent: Agent = found
+    return agent
 
 
 # --------------------------------------------------------------------------- suites
