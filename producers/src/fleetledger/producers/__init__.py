@@ -17,6 +17,7 @@ from fleetledger.producers.pricing import (
 from fleetledger.producers.recorder import (
     IMPLICIT_STEP,
     Clock,
+    GateOutcome,
     IdFactory,
     Recorder,
     Run,
@@ -34,7 +35,7 @@ from fleetledger.producers.simulator import (
     simulate,
 )
 from fleetledger.producers.sync import SyncRecorder, SyncRun, SyncStep
-from fleetledger.producers.tools import tool, tool_call
+from fleetledger.producers.tools import ModelReply, model, tool, tool_call
 from fleetledger.producers.transports import (
     KafkaTransport,
     MemoryTransport,
@@ -52,10 +53,12 @@ __all__ = [
     "BlobStore",
     "Clock",
     "FolderBlobStore",
+    "GateOutcome",
     "IdFactory",
     "KafkaTransport",
     "MemoryTransport",
     "ModelPrice",
+    "ModelReply",
     "PriceOverrides",
     "Pricer",
     "Recorder",
@@ -79,6 +82,7 @@ __all__ = [
     "instrument",
     "load_price_overrides",
     "make_transport",
+    "model",
     "simulate",
     "tool",
     "tool_call",

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from fleetledger.kernel.errors import RunStateError
 from fleetledger.producers.context import _RUN, _STEP
-from fleetledger.producers.recorder import Recorder, Run, Step, _reset
+from fleetledger.producers.recorder import GateOutcome, Recorder, Run, Step, _reset
 from fleetledger.producers.transports import Transport
 from fleetledger.schemas import TraceEvent
 
@@ -210,8 +210,20 @@ class SyncRun:
     def next_seq(self) -> int:
         return self.run.next_seq
 
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.run.labels
+
     def step(self, step_id: str, *, attempt: int | None = None) -> SyncStep:
         return SyncStep(self, self.run.step(step_id, attempt=attempt))
+
+    def human_gate(self, *, ask: Callable[[Any], Any], **kwargs: Any) -> GateOutcome:
+        """:meth:`Run.human_gate`; ``ask`` runs in a worker thread, not on the loop."""
+
+        async def asked(request: Any) -> Any:
+            return await asyncio.to_thread(ask, request)
+
+        return self._call(self.run.human_gate(ask=asked, **kwargs))
 
     def step_started(self, step_id: str, **kwargs: Any) -> TraceEvent:
         return self._call(self.run.step_started(step_id, **kwargs))
