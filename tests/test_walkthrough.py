@@ -48,6 +48,13 @@ def test_the_walkthrough_runs(
     assert "changed" in diff and "refund-fix-1" in diff
     assert "D401" in outputs["determinism sim-refund-bot-1"]
     assert "D305" in outputs["determinism sim-tagger-bot-1"]
+    # the regression-suite snippet, against the demo's bundles
+    snippet = README.split("## Debug a failed run", 1)[1].split("```python\n", 1)[1]
+    scope: dict[str, object] = {"__name__": "readme"}
+    exec(compile(snippet.split("```", 1)[0], "README.md", "exec"), scope)
+    test = scope["test_recorded_runs_still_replay"]
+    assert callable(test)
+    test()
 
 
 def test_the_first_replay_reproduces_the_failure_at_zero_cost(
