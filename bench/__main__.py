@@ -21,6 +21,7 @@ MEASUREMENTS = (
     "verify",
     "memory",
     "canonical",
+    "replay",
 )
 
 
@@ -62,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
 
         log("verification")
         figures += verify.run(sizes)
+    if "replay" in wanted:
+        from . import replay
+
+        log("replay")
+        figures += replay.run(sizes)
     if "embedded" in wanted:
         log("embedded pipeline")
         figures += embedded.run(sizes)

@@ -38,6 +38,8 @@ EXPECTED = {
     "verify.bundle_events",
     "verify.signed_bundles",
     "canonical.events",
+    "replay.calls",
+    "replay.overhead_us_per_call",
 }
 
 

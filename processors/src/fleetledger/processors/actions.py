@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 import rfc8785
 
+from fleetledger.processors.canonical import canonical_bytes
 from fleetledger.processors.jsondiff import content_value, short
 
 __all__ = [
@@ -97,8 +98,20 @@ def normalise(inputs: Any, name: str | None = None) -> Any:
     return value
 
 
+def _has_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_has_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_float(v) for v in value)
+    return False
+
+
 def _digest(obj: Any) -> str:
-    return "sha256:" + hashlib.sha256(rfc8785.dumps(obj)).hexdigest()
+    # JCS either way: the orjson path is byte-identical to it for values without floats
+    data = rfc8785.dumps(obj) if _has_float(obj) else canonical_bytes(obj)
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def match_key(kind: str, provider: str | None, name: str, inputs: Any) -> str:
