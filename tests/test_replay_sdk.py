@@ -123,3 +123,42 @@ def test_sync_runs_ask_humans_off_the_loop() -> None:
 def test_miss_errors_are_fleetledger_errors() -> None:
     err: Any = ReplayMissError("m", key="sha256:x")
     assert err.nearest is None and err.diff == [] and isinstance(err, Exception)
+
+
+@tool
+def fetch(n: int) -> dict[str, int]:
+    return {"n": n, "square": n * n}
+
+
+async def test_a_reordered_call_gets_its_own_answer_and_is_reported(tmp_path: Path) -> None:
+    async def forward(run: Run) -> None:
+        async with run.step("s"):
+            fetch(1)
+            fetch(2)
+
+    async def body(rec: Recorder) -> None:
+        async with rec.run(agent_id="o", run_id="o-1") as run:
+            await forward(run)
+
+    paths = await record(body, tmp_path)
+    got: list[dict[str, int]] = []
+
+    async def backward(run: Run) -> None:
+        async with run.step("s"):
+            got.append(fetch(2))
+            got.append(fetch(1))
+
+    transport = MemoryTransport()
+    async with Recorder(transport, linger_ms=None) as rec:
+        result = await replay(load_recording(paths["o-1"]), backward, recorder=rec, run_id="o-r")
+    assert got == [{"n": 2, "square": 4}, {"n": 1, "square": 1}]  # not first-in-first-out
+    (d,) = result.report.divergences
+    assert d.kind == "reordered" and d.replay is not None and d.replay.inputs == {"n": 2}
+    assert "at step s position 0 was recorded at step s position 1 (seq 3)" in d.message
+    # the replay run's own bundle is evidence like any other
+    from fleetledger.processors.evidence import verify_bundle_bytes
+
+    from .replay_fixtures import bundles_of
+
+    facts = verify_bundle_bytes(bundles_of(transport)["o-r"])
+    assert facts.run_id == "o-r"
