@@ -724,7 +724,8 @@ def _replay_findings(report: ReplayReport) -> Iterator[Finding]:
             yield from _difference_findings(d.original, d.changes, f"the {where}", "replay")
         if d.replay is not None and d.kind == "extra":
             r = d.replay
-            what = "made it live" if r.seq is not None else "could not answer it"
+            answered = r.seq is not None and r.error_type != "ReplayMissError"
+            what = "made it live" if answered else "could not answer it"
             yield Finding(
                 "D402",
                 1.0,

@@ -528,10 +528,15 @@ def compare(
     stopping = [m for m in misses if not m.live]
     if stopping and stopped is None:
         stopped = stopping[0].message()
-    # the stopping miss is an attempted action of the replay (it never became an event)
+    # the stopping miss is an attempted action of the replay; the SDK records it as a call
+    # failed with ReplayMissError, else it is added here
     attempted = list(replay)
+    recorded_misses = {
+        a.key for a in attempted if a.seq is not None and a.error_type == "ReplayMissError"
+    }
     for m in stopping[:1]:
-        attempted.append(_miss_action(m, len(attempted)))
+        if m.key not in recorded_misses:
+            attempted.append(_miss_action(m, len(attempted)))
 
     # 1. pair by key, in order
     queues: dict[str, list[Action]] = defaultdict(list)

@@ -44,6 +44,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel
 
+from fleetledger.kernel.errors import ReplayMissError
 from fleetledger.producers.instrument._bridge import Target, target
 from fleetledger.producers.replay import (
     RecordedCall,
@@ -94,7 +95,11 @@ class ToolCallRecording:
             request = call_request(
                 tgt.run.recorder.redaction, "tool_call", self.name, None, self.inputs, tgt.step_id
             )
-            recorded = responder.answer(request)  # a miss raises: the replay fails closed
+            try:
+                recorded = responder.answer(request)
+            except ReplayMissError as exc:  # fail closed, the attempt recorded as failed
+                tgt.record("tool_call", self._kwargs(exc))
+                raise
             if recorded is not None:
                 self.served = True
                 self.recorded = recorded
@@ -290,7 +295,11 @@ class _ModelCall:
             request = call_request(
                 tgt.run.recorder.redaction, "model_io", model_name, provider, inputs, tgt.step_id
             )
-            self.recorded = responder.answer(request)  # a miss raises: fail closed
+            try:
+                self.recorded = responder.answer(request)
+            except ReplayMissError as exc:  # fail closed, the attempt recorded as failed
+                tgt.record("model_io", self.kwargs(None, exc))
+                raise
 
     def served_reply(self) -> ModelReply:
         r = self.recorded

@@ -58,6 +58,7 @@ from fleetledger.processors.evidence import (
     verify_file,
 )
 from fleetledger.processors.replay import Matcher, Recording, ReplayReport, Request, compare
+from fleetledger.processors.replayview import LABEL_DIGEST, LABEL_HEAD, LABEL_OF
 from fleetledger.producers.recorder import Recorder, Run
 from fleetledger.producers.replay import (
     CallRequest,
@@ -79,6 +80,9 @@ if TYPE_CHECKING:
     from fleetledger.processors.pipeline import OutputReader
 
 __all__ = [
+    "LABEL_DIGEST",
+    "LABEL_HEAD",
+    "LABEL_OF",
     "REPORT_ARTIFACT",
     "LoadedRecording",
     "ReplayResult",
@@ -91,9 +95,6 @@ __all__ = [
 
 #: The artifact a replay run records its report as.
 REPORT_ARTIFACT = "fleetledger.replay.report"
-LABEL_OF = "fleetledger.replay_of"
-LABEL_HEAD = "fleetledger.replay_of_head"
-LABEL_DIGEST = "fleetledger.replay_of_digest"
 _ACTION_TYPES = frozenset({"model_io", "tool_call", "human_gate_resolved", "artifact_written"})
 Agent = Callable[[Run], Any]
 BlobLoader = Callable[[str], bytes | None]

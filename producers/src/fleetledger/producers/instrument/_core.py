@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, 
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from fleetledger.kernel.errors import ReplayMissError
 from fleetledger.producers.instrument._bridge import Target, target
 from fleetledger.producers.instrument._replay import aserve, recorded_error, serve
 from fleetledger.producers.pricing import unpriced_cost
@@ -357,7 +358,12 @@ def _replay_answer(call: Call) -> RecordedCall | None:
         call.body,
         call.target.step_id,
     )
-    return responder.answer(request)
+    try:
+        return responder.answer(request)
+    except ReplayMissError as exc:  # fail closed, the attempt recorded as failed
+        call.done = True
+        call.target.record("model_io", call.kwargs(None, exc))
+        raise
 
 
 def _served_kwargs(call: Call, recorded: RecordedCall) -> dict[str, Any]:
