@@ -36,8 +36,8 @@ from aiokafka.partitioner import murmur2
 
 from fleetledger.kernel.config import Settings
 from fleetledger.kernel.errors import StoreError
-from fleetledger.kernel.topics import ROLES, TOPIC_LAYOUT, TopicTemplate, topic_name
-from fleetledger.processors.archive import write_atomic
+from fleetledger.kernel.topics import MANIFEST_KIND, ROLES, TOPIC_LAYOUT, TopicTemplate, topic_name
+from fleetledger.processors.archive import load_archived_bundle, write_atomic
 
 if TYPE_CHECKING:
     from fleetledger.processors.pipeline import DeadLetter, Outputs, Record
@@ -48,9 +48,6 @@ HEADER_ERROR = "fleetledger.error"
 HEADER_SOURCE_TOPIC = "fleetledger.source.topic"
 HEADER_SOURCE_PARTITION = "fleetledger.source.partition"
 HEADER_SOURCE_OFFSET = "fleetledger.source.offset"
-
-#: ``kind`` of the JSON manifest published on the bundles topic for an archived bundle.
-MANIFEST_KIND = "bundle-manifest"
 
 #: Headroom between the bundle size limit and the broker/producer message limits
 #: (record framing, key and headers).
@@ -582,28 +579,6 @@ async def read_compacted(
         else:
             latest[key] = rec.value
     return latest
-
-
-def load_archived_bundle(manifest: bytes) -> bytes:
-    """The bundle bytes a manifest points at, checked against its size and sha256."""
-    try:
-        obj = json.loads(manifest)
-        path, size, sha = Path(obj["path"]), int(obj["size"]), str(obj["sha256"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"bundle manifest is malformed ({exc}); expected {MANIFEST_KIND}") from exc
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise StoreError(
-            f"archived bundle {str(path)!r} cannot be read: {exc}; expected the archive "
-            "folder (FLEETLEDGER_ARCHIVE_DIR) of the worker to be mounted here"
-        ) from exc
-    if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
-        raise StoreError(
-            f"archived bundle {str(path)!r} has {len(data)} bytes with another sha256; "
-            f"expected {size} bytes with sha256 {sha}"
-        )
-    return data
 
 
 class KafkaOutputReader:
