@@ -1,32 +1,43 @@
-"""The ``fleetledger`` command line: thin commands over the SDK, the runtimes and the reports.
+"""The ``fleetledger`` command line: thin commands over the SDK, the runtimes and the read
+model.  Commands parse options, call the library, and render.
 
 Every failure fleetledger expects (a bad URL, an unreachable broker, a missing store...)
-prints one line and exits non-zero; ``--verbose`` adds the traceback.
+prints one line and exits 2; a usage error prints the usage message and exits 2; an
+interrupt exits 130.  ``--verbose`` (anywhere on the line) adds the traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 import time
 import traceback
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
+import typer.exceptions
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from fleetledger.cli import render
 from fleetledger.kernel.config import Settings, load_settings
 from fleetledger.kernel.errors import ConfigError, FleetLedgerError, StoreError
+
+if TYPE_CHECKING:
+    from fleetledger.processors.core import CoreConfig
+    from fleetledger.processors.readmodel import RunFilter
+    from fleetledger.processors.readstore import ReadStore
+    from fleetledger.processors.runtimes.embedded import ProcessStats
+    from fleetledger.producers.simulator import SimulationSummary
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="fleetledger: a hash-chained, append-only ledger of AI-agent runs.",
 )
 
@@ -35,10 +46,24 @@ BrokerOpt = Annotated[
     typer.Option(
         "--broker",
         "-b",
-        help="kafka://host:port or sqlite:///path.db "
-        "[env FLEETLEDGER_BROKER; default sqlite:///fleetledger.db]",
+        help="kafka://host:port or sqlite:///path.db (relative; sqlite:////abs/path.db is "
+        "absolute) [env FLEETLEDGER_BROKER; default sqlite:///fleetledger.db]",
     ),
 ]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        "-b",
+        help="the embedded store: sqlite:///path.db (relative; sqlite:////abs/path.db is "
+        "absolute) [env FLEETLEDGER_BROKER; default sqlite:///fleetledger.db]",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+LimitOpt = Annotated[int, typer.Option(min=1, max=1000, help="most rows to show")]
+
+#: Flags accepted anywhere on the command line (moved before the subcommand).
+GLOBAL_FLAGS = ("--verbose", "-v")
 
 
 class Ctx:
@@ -52,10 +77,22 @@ class Ctx:
         self.err = Console(stderr=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"fleetledger {version('fleetledger')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show tracebacks")] = False,
+    _show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+    ] = False,
 ) -> None:
     ctx.obj = Ctx(verbose)
 
@@ -64,10 +101,10 @@ def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
     return load_settings(verbose=ctx.obj.verbose or None, **overrides)
 
 
-def _embedded_path(settings: Settings, *, create: bool) -> Path:
+def _embedded_path(settings: Settings, *, create: bool, what: str = "this command") -> Path:
     url = settings.broker_url()
     if url.kind != "sqlite" or url.path is None:
-        raise ConfigError(f"this command needs the embedded store; found broker {url.raw!r}")
+        raise ConfigError(f"{what} needs the embedded store; found broker {url.raw!r}")
     if not create and not url.path.exists():
         raise StoreError(
             f"embedded store {str(url.path)!r} does not exist; run `fleetledger demo` or "
@@ -76,10 +113,16 @@ def _embedded_path(settings: Settings, *, create: bool) -> Path:
     return url.path
 
 
-def _core_config(settings: Settings) -> Any:
+def _core_config(settings: Settings) -> CoreConfig:
     from fleetledger.processors.runtimes.backend import core_config
 
     return core_config(settings)
+
+
+def _read_model(settings: Settings) -> ReadStore:
+    from fleetledger.processors.readstore import open_read_model
+
+    return open_read_model(settings)
 
 
 def _progress(console: Console) -> Progress:
@@ -93,11 +136,13 @@ def _progress(console: Console) -> Progress:
     )
 
 
-async def _simulate(settings: Settings, runs: int, seed: int, progress: Progress | None) -> Any:
+async def _simulate(
+    settings: Settings, runs: int, seed: int, progress: Progress | None
+) -> SimulationSummary:
     from fleetledger.producers import Recorder
     from fleetledger.producers.simulator import simulate
 
-    task = progress.add_task("simulate", total=None) if progress else None
+    task = progress.add_task("simulate (events)", total=None) if progress else None
     async with Recorder.from_url(settings.broker, settings=settings) as rec:
         summary = await simulate(rec, runs=runs, seed=seed)
     if progress is not None and task is not None:
@@ -105,18 +150,55 @@ async def _simulate(settings: Settings, runs: int, seed: int, progress: Progress
     return summary
 
 
-def _process_embedded(settings: Settings, path: Path, progress: Progress | None) -> Any:
-    from fleetledger.processors.runtimes.embedded import EmbeddedRuntime
-    from fleetledger.schemas.codec import Codec
+def _parse_filter(
+    *,
+    status: list[str] | None,
+    agent: str | None,
+    tenant: str | None,
+    min_cost: str | None,
+    since: str | None,
+    until: str | None,
+) -> RunFilter:
+    from fleetledger.processors.readmodel import RunFilter, parse_when
 
-    with EmbeddedRuntime(path, Codec(), _core_config(settings)) as runtime:
-        task = progress.add_task("process", total=runtime.lag()) if progress else None
+    cost = None
+    if min_cost is not None:
+        try:
+            cost = Decimal(min_cost)
+        except InvalidOperation:
+            raise typer.BadParameter(
+                f"found {min_cost!r}, expected a decimal amount such as 1.50",
+                param_hint="--min-cost",
+            ) from None
+        if not cost.is_finite():
+            raise typer.BadParameter(f"found {min_cost!r}, expected a finite amount")
+    now = datetime.now(UTC)
+    try:
+        return RunFilter(
+            status=tuple(status or ()),
+            agent=agent,
+            tenant=tenant,
+            min_cost=cost,
+            since=None if since is None else parse_when(since, now),
+            until=None if until is None else parse_when(until, now),
+        )
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
-        def advance(stats: Any) -> None:
-            if progress is not None and task is not None:
-                progress.advance(task, stats.messages)
 
-        return runtime.process_available(progress=advance)
+StatusOpt = Annotated[
+    list[str] | None,
+    typer.Option("--status", help="open | running | completed | failed (repeatable)"),
+]
+AgentOpt = Annotated[str | None, typer.Option("--agent", help="agent id")]
+TenantOpt = Annotated[str | None, typer.Option("--tenant", help="tenant")]
+MinCostOpt = Annotated[str | None, typer.Option("--min-cost", help="runs costing at least this")]
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="started at or after: 24h, 7d, or an ISO time (UTC)")
+]
+UntilOpt = Annotated[
+    str | None, typer.Option("--until", help="started before: 24h, 7d, or an ISO time (UTC)")
+]
 
 
 # ------------------------------------------------------------------------ commands
@@ -128,39 +210,87 @@ def demo(
     runs: Annotated[int, typer.Option(min=1, help="runs to simulate")] = 300,
     seed: Annotated[int, typer.Option(help="simulator seed (same seed, same bundles)")] = 7,
     out: Annotated[Path, typer.Option(help="folder for <run_id>.bundle.json")] = Path("bundles"),
-    broker: BrokerOpt = None,
+    broker: StoreOpt = None,
     sign: Annotated[Path | None, typer.Option("--sign", help="Ed25519 key: signed bundles")] = None,
 ) -> None:
-    """Simulate a fleet into the embedded store, process it, and report."""
+    """Simulate a fleet into the embedded store, process it, and report.
+
+    A store that already holds events is not simulated into again: the demo processes
+    and reports what it holds (`fleetledger simulate` adds traffic to a store).
+    """
     from fleetledger.cli.evidence import load_signing_key, write_evidence
-    from fleetledger.processors.runtimes.embedded import EmbeddedReader
+    from fleetledger.kernel.sqlitelog import SqliteLog
+    from fleetledger.processors.readmodel import InterceptQuery, RunFilter, RunQuery
+    from fleetledger.processors.runtimes.embedded import EmbeddedRuntime
+    from fleetledger.schemas.codec import Codec
 
     key = load_signing_key(sign) if sign is not None else None
     settings = _settings(ctx, broker=broker)
+    url = settings.broker_url()
+    if url.kind != "sqlite":
+        raise typer.BadParameter(
+            f"found {url.raw!r}; the demo runs on the embedded store (sqlite:///path.db). "
+            "With Kafka use `fleetledger simulate` and `fleetledger worker`",
+            param_hint="--broker",
+        )
     path = _embedded_path(settings, create=True)
     console: Console = ctx.obj.console
     started = time.perf_counter()
+    held = 0
+    if path.exists():
+        log = SqliteLog.open(path)
+        try:
+            held = log.end_offset()
+        finally:
+            log.close()
     with _progress(console) as progress:
-        summary = asyncio.run(_simulate(settings, runs, seed, progress))
-        stats = _process_embedded(settings, path, progress)
-    out.mkdir(parents=True, exist_ok=True)
-    wanted = set(summary.run_ids)
-    with EmbeddedReader(path) as reader:
+        summary = None if held else asyncio.run(_simulate(settings, runs, seed, progress))
+        with EmbeddedRuntime(path, Codec(), _core_config(settings)) as runtime:
+            task = progress.add_task(
+                "process (events)", total=summary.events if summary else None
+            )
+
+            def advance(stats: ProcessStats) -> None:
+                progress.advance(task, stats.events)
+
+            stats = runtime.process_available(progress=advance)
+            progress.update(task, total=progress.tasks[task].completed)
+    with _read_model(settings) as store:
         written = 0
-        for run_id, value in reader.bundles():
-            if run_id in wanted:
-                write_evidence(out, json.loads(value), key)
-                written += 1
-        totals = [t for t in reader.totals() if t["run_id"] in wanted]
-        intercepts = [i for i in reader.intercepts() if i["run_id"] in wanted]
-    _print_runs(console, totals, limit=25)
-    _print_costs(console, totals)
-    _print_intercepts(console, intercepts, limit=20)
+        cursor: str | None = None
+        while True:
+            page = store.runs(RunQuery(RunFilter(status=("completed", "failed")), limit=1000, after=cursor))
+            for run in page.runs:
+                raw = store.bundle(run.run_id)
+                if raw is not None:
+                    import orjson
+
+                    write_evidence(out, orjson.loads(raw), key)
+                    written += 1
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        everything = RunFilter()
+        listing = store.runs(RunQuery(everything, limit=25))
+        render.runs_table(
+            console, listing.runs, total=store.count(everything), next_cursor=listing.next_cursor
+        )
+        render.costs_tables(console, store.costs(everything))
+        found = store.intercepts(InterceptQuery(limit=20))
+        render.intercepts_table(
+            console, found.intercepts, total=found.total, next_cursor=found.next_cursor
+        )
     elapsed = time.perf_counter() - started
+    if summary is not None:
+        what = f"{summary.runs} runs, {summary.events} events simulated"
+    else:
+        what = (
+            f"{path} already held {held} messages, so nothing was simulated "
+            "(`fleetledger simulate` adds more; another --broker starts afresh)"
+        )
     console.print(
-        f"{summary.runs} runs, {summary.events} events simulated; {stats.events} processed "
-        f"({stats.duplicates} duplicates dropped); {written} bundles in {out}/; "
-        f"{elapsed:.1f}s"
+        f"{what}; {stats.events} events processed ({stats.duplicates} duplicates dropped) "
+        f"from {stats.messages} messages; {written} bundles in {out}/; {elapsed:.1f}s"
     )
 
 
@@ -190,172 +320,249 @@ def worker(
     archive: Annotated[Path | None, typer.Option("--archive", help="compliance archive")] = None,
     sign: Annotated[Path | None, typer.Option("--sign", help="Ed25519 key for the archive")] = None,
 ) -> None:
-    """Run the processors: the Faust worker on Kafka, or the embedded loop on SQLite."""
+    """Run the processors: the Faust worker on Kafka, or the embedded loop on SQLite.
+
+    The embedded loop also keeps the read model (in the store, or FLEETLEDGER_READ_DB)
+    and logs throughput, lag and intercepts every FLEETLEDGER_REPORT_INTERVAL_S.
+    """
     from fleetledger.cli.evidence import archive_sink
 
     settings = _settings(ctx, broker=broker)
     sink = archive_sink(archive or settings.compliance_archive, sign or settings.signing_key)
     url = settings.broker_url()
     if url.kind == "kafka":
+        if once:
+            raise typer.BadParameter(
+                "--once drains the embedded log; a Kafka worker consumes until it is "
+                "stopped (SIGTERM) -- use `fleetledger projector --once` to catch the read "
+                "model up with the topics",
+                param_hint="--once",
+            )
         from fleetledger.processors.runtimes.faust_app import run_worker
 
         run_worker(settings, archive=sink)
         return
     path = _embedded_path(settings, create=True)
-    from fleetledger.processors.runtimes.embedded import EmbeddedRuntime
+    from fleetledger.processors.readstore import ReadStore, apply_retention, open_read_model
+    from fleetledger.processors.runtimes.embedded import EmbeddedRuntime, run_loop
     from fleetledger.schemas.codec import Codec
 
-    with EmbeddedRuntime(path, Codec(), _core_config(settings), archive=sink) as runtime:
-        try:
-            while True:
-                stats = runtime.process_available()
-                if stats.messages:
-                    ctx.obj.err.print(
-                        f"processed {stats.messages} messages, {stats.events} events, "
-                        f"{stats.bundles} bundles, {stats.deadletters} dead letters"
-                    )
-                if once:
-                    return
-                time.sleep(poll)
-        except KeyboardInterrupt:
-            return
+    read_url = settings.read_db_url()
+    external: ReadStore | None = None
+    if read_url.path is None or read_url.path.resolve() != path.resolve():
+        external = open_read_model(settings, create=True)
+    err: Console = ctx.obj.err
+    try:
+        with EmbeddedRuntime(
+            path, Codec(), _core_config(settings), archive=sink, read_model=external
+        ) as runtime:
+            days = settings.retention_days
+            store = runtime.read_model
+
+            def housekeeping() -> None:
+                assert days is not None
+                moved = apply_retention(
+                    store, settings.compliance_archive or archive, days, datetime.now(UTC)
+                )
+                if moved:
+                    err.print(f"retention: moved {moved} runs to the compliance archive")
+
+            run_loop(
+                runtime,
+                once=once,
+                poll_s=poll,
+                report_s=settings.report_interval_s,
+                report=lambda r: err.print(r.line()),
+                housekeeping=housekeeping if days is not None else None,
+            )
+    finally:
+        if external is not None:
+            external.close()
 
 
-def _reader(settings: Settings) -> Any:
-    url = settings.broker_url()
-    if url.kind == "kafka":
-        from fleetledger.processors.runtimes.kafka_io import KafkaOutputReader
+@app.command()
+def projector(
+    ctx: typer.Context,
+    broker: BrokerOpt = None,
+    once: Annotated[
+        bool, typer.Option(help="catch up with the topics' current ends, then exit")
+    ] = False,
+) -> None:
+    """Kafka mode: project the worker's output topics into the read model (own consumer
+    group FLEETLEDGER_PROJECTOR_GROUP_ID; run several to share the partitions)."""
+    from fleetledger.processors.runtimes.projector import run_projector
 
-        return KafkaOutputReader(settings)
-    from fleetledger.processors.runtimes.embedded import EmbeddedReader
+    settings = _settings(ctx, broker=broker)
+    if settings.broker_url().kind != "kafka":
+        raise typer.BadParameter(
+            f"found {settings.broker!r}; the projector reads Kafka topics (kafka://host:port). "
+            "The embedded worker keeps the read model itself",
+            param_hint="--broker",
+        )
+    err: Console = ctx.obj.err
+    run_projector(settings, once=once, report=lambda line: err.print(line))
 
-    return EmbeddedReader(_embedded_path(settings, create=False))
+
+@app.command()
+def prune(
+    ctx: typer.Context,
+    broker: BrokerOpt = None,
+    days: Annotated[
+        int | None, typer.Option(min=1, help="age in days [env FLEETLEDGER_RETENTION_DAYS]")
+    ] = None,
+    archive: Annotated[Path | None, typer.Option("--archive", help="compliance archive")] = None,
+) -> None:
+    """Retention now: drop runs older than --days from the read model, each only once its
+    bundle is in the compliance archive (`show RUN` still finds it there)."""
+    from fleetledger.processors.readstore import apply_retention, open_read_model
+
+    settings = _settings(ctx, broker=broker)
+    age = days or settings.retention_days
+    if age is None:
+        raise typer.BadParameter("expected --days N or FLEETLEDGER_RETENTION_DAYS", param_hint="--days")
+    with open_read_model(settings, create=True) as store:
+        moved = apply_retention(
+            store, archive or settings.compliance_archive, age, datetime.now(UTC)
+        )
+    ctx.obj.console.print(f"moved {moved} runs older than {age} days to the compliance archive")
 
 
 @app.command()
 def runs(
     ctx: typer.Context,
     broker: BrokerOpt = None,
-    limit: Annotated[int, typer.Option(help="most runs to list")] = 50,
+    status: StatusOpt = None,
+    agent: AgentOpt = None,
+    tenant: TenantOpt = None,
+    min_cost: MinCostOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    sort: Annotated[str, typer.Option(help="recent (newest first) | cost (highest first)")] = "recent",
+    limit: LimitOpt = 50,
+    cursor: Annotated[str | None, typer.Option(help="the next page (a page's next_cursor)")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """List runs with status, duration, events and cost."""
-    with _reader(_settings(ctx, broker=broker)) as reader:
-        _print_runs(ctx.obj.console, reader.totals(), limit=limit)
+    """The run registry, newest first: status, duration, actions, success, cost, intercepts."""
+    from fleetledger.processors.readmodel import SORTS, RunQuery
+
+    f = _parse_filter(
+        status=status, agent=agent, tenant=tenant, min_cost=min_cost, since=since, until=until
+    )
+    if sort not in SORTS:
+        raise typer.BadParameter(f"found {sort!r}, expected one of {', '.join(SORTS)}", param_hint="--sort")
+    query = RunQuery(f, sort, limit, cursor)  # type: ignore[arg-type]
+    with _read_model(_settings(ctx, broker=broker)) as store:
+        page = store.runs(query)
+        if as_json:
+            _print_json(ctx, page.to_json())
+            return
+        render.runs_table(ctx.obj.console, page.runs, total=store.count(f), next_cursor=page.next_cursor)
+        render.summary_line(ctx.obj.console, store.summary(f))
 
 
 @app.command()
-def show(ctx: typer.Context, run_id: str, broker: BrokerOpt = None) -> None:
-    """Print a run's bundle (or its running totals if it has not finished)."""
-    with _reader(_settings(ctx, broker=broker)) as reader:
-        raw = reader.bundle_bytes(run_id)
-        if raw is None:
-            totals = [t for t in reader.totals() if t["run_id"] == run_id]
-            if not totals:
-                raise StoreError(f"no run {run_id!r} in {reader!r}; see `fleetledger runs`")
-            ctx.obj.console.print_json(data=totals[0])
-            return
-        ctx.obj.console.print_json(raw.decode())
+def show(
+    ctx: typer.Context,
+    run_id: str,
+    broker: BrokerOpt = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="the bundle exactly as `export` writes it (a run still going: its rows)",
+        ),
+    ] = False,
+    limit: Annotated[int, typer.Option(min=1, help="most events to list")] = 500,
+    archive: Annotated[Path | None, typer.Option("--archive", help="compliance archive")] = None,
+) -> None:
+    """A run: header, its actions (outcome, cost, duration), totals and intercepts."""
+    from fleetledger.processors.readstore import run_view
+
+    settings = _settings(ctx, broker=broker)
+    with _read_model(settings) as store:
+        view = run_view(store, run_id, archive=archive or settings.compliance_archive)
+        label = store.label
+    if view is None:
+        raise StoreError(
+            f"found no run {run_id!r} in the read model at {label} or the compliance archive; "
+            "see `fleetledger runs`"
+        )
+    if as_json:
+        if view.bundle is not None:
+            import orjson
+
+            from fleetledger.processors.canonical import canonical_bytes
+
+            sys.stdout.buffer.write(canonical_bytes(orjson.loads(view.bundle)))
+            sys.stdout.buffer.flush()
+        else:
+            _print_json(
+                ctx,
+                {
+                    "run": view.run.to_json(),
+                    "actions": [a.to_json() for a in view.actions],
+                    "intercepts": [i.to_json() for i in view.intercepts],
+                },
+            )
+        return
+    render.run_view(ctx.obj.console, view, limit=limit)
 
 
 @app.command()
 def intercepts(
     ctx: typer.Context,
     broker: BrokerOpt = None,
-    limit: Annotated[int, typer.Option()] = 50,
+    run: Annotated[str | None, typer.Option("--run", help="one run's intercepts")] = None,
+    agent: AgentOpt = None,
+    tenant: TenantOpt = None,
+    severity: Annotated[str | None, typer.Option(help="critical | warning")] = None,
+    limit: LimitOpt = 50,
+    cursor: Annotated[str | None, typer.Option(help="the next page (a page's next_cursor)")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Critical intercepts, newest first."""
-    with _reader(_settings(ctx, broker=broker)) as reader:
-        _print_intercepts(ctx.obj.console, reader.intercepts(), limit=limit)
+    from fleetledger.processors.readmodel import InterceptQuery
+
+    if severity not in (None, "critical", "warning"):
+        raise typer.BadParameter(f"found {severity!r}, expected critical or warning", param_hint="--severity")
+    query = InterceptQuery(run, tenant, agent, severity, limit, cursor)
+    with _read_model(_settings(ctx, broker=broker)) as store:
+        page = store.intercepts(query)
+    if as_json:
+        _print_json(ctx, page.to_json())
+        return
+    render.intercepts_table(ctx.obj.console, page.intercepts, total=page.total, next_cursor=page.next_cursor)
 
 
 @app.command()
 def costs(
     ctx: typer.Context,
     broker: BrokerOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    status: StatusOpt = None,
+    agent: AgentOpt = None,
+    tenant: TenantOpt = None,
+    min_cost: MinCostOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Exact cost totals by agent and by model."""
-    from fleetledger.processors.reports import cost_report
-
-    with _reader(_settings(ctx, broker=broker)) as reader:
-        totals = reader.totals()
+    """Exact cost totals by agent and by model (the runs' filters apply)."""
+    f = _parse_filter(
+        status=status, agent=agent, tenant=tenant, min_cost=min_cost, since=since, until=until
+    )
+    with _read_model(_settings(ctx, broker=broker)) as store:
+        report = store.costs(f)
     if as_json:
-        ctx.obj.console.print_json(data=cost_report(totals).to_json())
+        _print_json(ctx, report.to_json())
     else:
-        _print_costs(ctx.obj.console, totals)
+        render.costs_tables(ctx.obj.console, report)
 
 
-# ------------------------------------------------------------------------ rendering
+def _print_json(ctx: typer.Context, data: Any) -> None:
+    import orjson
 
-
-def _fmt_ms(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return f"{ms / 1000:.1f}s" if ms < 120_000 else f"{ms / 60_000:.1f}m"
-
-
-def _print_runs(console: Console, totals: list[dict[str, Any]], *, limit: int) -> None:
-    table = Table(title=f"Runs ({len(totals)})", title_justify="left")
-    for col in ("run", "agent", "status", "duration", "events", "cost", "cur"):
-        table.add_column(
-            col, justify="right" if col in ("events", "cost", "duration") else "left", no_wrap=True
-        )
-    style = {"failed": "red", "completed": "green", "running": "yellow"}
-    for t in sorted(totals, key=lambda t: (t.get("started_at") or "", t["run_id"]))[:limit]:
-        table.add_row(
-            t["run_id"],
-            t["agent_id"],
-            f"[{style.get(t['status'], '')}]{t['status']}",
-            _fmt_ms(t.get("duration_ms")),
-            str(t["events"]),
-            t["cost"],
-            t.get("currency") or "",
-        )
-    if len(totals) > limit:
-        table.caption = f"{len(totals) - limit} more not shown (--limit)"
-    console.print(table)
-
-
-def _print_costs(console: Console, totals: list[dict[str, Any]]) -> None:
-    from fleetledger.processors.reports import cost_report
-
-    report = cost_report(totals).to_json()
-    for title, rows in (
-        ("Cost by agent", report["by_agent"]),
-        ("Cost by model", report["by_model"]),
-    ):
-        table = Table(title=title, title_justify="left")
-        for col in ("name", "runs", "calls", "input tokens", "output tokens", "cost"):
-            table.add_column(col, justify="left" if col == "name" else "right")
-        for r in rows:
-            table.add_row(
-                r["name"],
-                str(r["runs"]),
-                str(r["calls"]),
-                f"{r['input_tokens']:,}",
-                f"{r['output_tokens']:,}",
-                f"{r['cost']} {r['currency']}",
-            )
-        console.print(table)
-    console.print("Total: " + ", ".join(f"{a} {c}" for c, a in report["total"].items()))
-
-
-def _print_intercepts(console: Console, items: list[dict[str, Any]], *, limit: int) -> None:
-    from fleetledger.processors.reports import intercepts_by_recency
-
-    ordered = intercepts_by_recency(items)
-    table = Table(title=f"Critical intercepts ({len(ordered)})", title_justify="left")
-    for col in ("time", "run", "kind", "severity", "seq"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("reason", overflow="fold")
-    for i in ordered[:limit]:
-        color = "red" if i["severity"] == "critical" else "yellow"
-        table.add_row(
-            i["ts"], i["run_id"], i["kind"], f"[{color}]{i['severity']}", str(i["seq"]), i["reason"]
-        )
-    if len(ordered) > limit:
-        table.caption = f"{len(ordered) - limit} more not shown"
-    console.print(table)
+    sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.buffer.flush()
 
 
 from fleetledger.cli.evidence import register as _register_evidence  # noqa: E402
@@ -363,30 +570,53 @@ from fleetledger.cli.evidence import register as _register_evidence  # noqa: E40
 _register_evidence(app)
 
 
+def hoist_global_flags(args: list[str]) -> list[str]:
+    """``--verbose`` / ``-v`` anywhere (before a ``--``) moved before the subcommand."""
+    if "--" in args:
+        cut = args.index("--")
+        head, rest = args[:cut], args[cut:]
+    else:
+        head, rest = args, []
+    flags = [a for a in head if a in GLOBAL_FLAGS]
+    return [*dict.fromkeys(flags), *(a for a in head if a not in GLOBAL_FLAGS), *rest]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: one line and a non-zero exit on failure."""
-    args = sys.argv[1:] if argv is None else argv
-    verbose = "--verbose" in args or "-v" in args
+    args = hoist_global_flags(sys.argv[1:] if argv is None else list(argv))
+    verbose = any(a in GLOBAL_FLAGS for a in args)
     if not verbose:
         # Client libraries log connection failures themselves; the CLI reports them once.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
-        # Without standalone mode click returns a typer.Exit's code instead of raising it.
+        # Without standalone mode typer returns an Exit's code instead of raising it.
         result = app(args=args, standalone_mode=False, prog_name="fleetledger")
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
+    except typer.Abort:
+        print("fleetledger: aborted", file=sys.stderr)
         return 130
+    except typer.exceptions.TyperException as exc:
+        # Usage errors (unknown option, bad value, missing argument): the usage and exit 2.
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            print(f"Error: {exc.format_message()}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 2) or 2)
     except FleetLedgerError as exc:
         if verbose:
             traceback.print_exc()
         print(f"fleetledger: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if verbose:
+            traceback.print_exc()
+        print(
+            "fleetledger: interrupted; everything committed before the signal is kept "
+            "(an interrupted batch is processed again on the next start)",
+            file=sys.stderr,
+        )
         return 130
     except Exception as exc:  # an unexpected failure still gets one line, not a traceback
         if verbose:

@@ -146,8 +146,12 @@ def register(app: typer.Typer) -> None:
                 "is what gets signed)"
             )
         key = load_signing_key(sign) if sign is not None else None
-        with cli._reader(cli._settings(ctx, broker=broker)) as reader:
-            raw = reader.bundle_bytes(run_id)
+        from fleetledger.processors.readstore import open_read_model, run_view
+
+        settings = cli._settings(ctx, broker=broker)
+        with open_read_model(settings) as store:
+            view = run_view(store, run_id, archive=settings.compliance_archive)
+        raw = None if view is None else view.bundle
         if raw is None:
             raise StoreError(
                 f"found no bundle of run {run_id!r}; expected a finished run "

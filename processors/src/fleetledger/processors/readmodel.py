@@ -62,6 +62,27 @@ def iso(ts: datetime | None) -> str | None:
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """A point in time from ``7d`` / ``24h`` / ``90m`` / ``2w`` (that long before ``now``)
+    or an ISO date or datetime (UTC unless it names an offset)."""
+    t = text.strip()
+    if t[:-1].isdigit() and t[-1:].lower() in _UNITS:
+        from datetime import timedelta
+
+        return now - timedelta(seconds=int(t[:-1]) * _UNITS[t[-1].lower()])
+    try:
+        ts = datetime.fromisoformat(t.replace("Z", "+00:00") if t.endswith("Z") else t)
+    except ValueError:
+        raise ConfigError(
+            f"time {text!r} is neither a duration nor an ISO date; expected e.g. 24h, 7d, "
+            "2026-11-01 or 2026-11-01T12:00:00Z"
+        ) from None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
 # --------------------------------------------------------------------------- rows
 
 
@@ -813,6 +834,7 @@ __all__ = [
     "merge_cost_lines",
     "model_uses",
     "parse_ts",
+    "parse_when",
     "project",
     "run_cursor",
     "run_from_bundle",

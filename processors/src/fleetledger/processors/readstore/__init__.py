@@ -11,5 +11,21 @@ from fleetledger.processors.readstore.store import (
     TrackedRecord,
     tracked,
 )
+from fleetledger.processors.readstore.views import (
+    RunView,
+    apply_retention,
+    open_read_model,
+    run_view,
+)
 
-__all__ = ["ApplyResult", "ArchivedRun", "ReadStore", "TrackedRecord", "tracked"]
+__all__ = [
+    "ApplyResult",
+    "ArchivedRun",
+    "ReadStore",
+    "RunView",
+    "TrackedRecord",
+    "apply_retention",
+    "open_read_model",
+    "run_view",
+    "tracked",
+]

@@ -1,15 +1,19 @@
 """The embedded runtime: the pure pipeline over the SQLite log, the default without a broker.
 
 Messages are read from ``event_log`` in offset order and processed in batches; each batch
-(run state, ledger entries, totals, intercepts, bundles, dead letters and the consumer
-offset) commits in one SQLite transaction, so a crash mid-batch neither loses nor
-duplicates anything: the batch is simply processed again.
+(run state, ledger entries, totals, intercepts, bundles, dead letters, the consumer
+offset, and the read model's rows with their tracking record) commits in one SQLite
+transaction, so a crash mid-batch neither loses nor duplicates anything: the batch is
+simply processed again.  With the read model in PostgreSQL (``read_model=``), its rows
+and tracking record commit in a PostgreSQL transaction just before the SQLite one; a
+crash in between replays the batch, whose rows the tracking record then skips.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +25,8 @@ from fleetledger.kernel.sqlitelog import SqliteLog, connect
 from fleetledger.processors.archive import ArchiveSink
 from fleetledger.processors.core import CoreConfig
 from fleetledger.processors.pipeline import Outputs, Pipeline, SourcePosition
+from fleetledger.processors.readmodel import OutputRecord
+from fleetledger.processors.readstore import ReadStore, tracked
 from fleetledger.schemas.codec import Codec
 
 LOG_TOPIC = "event_log"
@@ -142,7 +148,10 @@ class EmbeddedRuntime:
         batch_size: int = 500,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         archive: ArchiveSink | None = None,
+        read_model: ReadStore | None = None,
     ) -> None:
+        """``read_model``: where the batch's rows are projected (default: this file, in
+        the batch transaction)."""
         self._archive = archive
         self._conn = open_store(path)
         self._log = SqliteLog(self._conn)
@@ -152,8 +161,20 @@ class EmbeddedRuntime:
         self._states = _SqliteStates(self._conn)
         self._entries = _SqliteEntries(self._conn)
         self._pipeline = Pipeline(codec, config, self._states, self._entries)
+        self._own_read_model = read_model is None
+        try:
+            self._read_model = read_model or ReadStore.borrow(self._conn, f"sqlite:///{path}")
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @property
+    def read_model(self) -> ReadStore:
+        return self._read_model
 
     def close(self) -> None:
+        if self._own_read_model:
+            self._read_model.close()
         self._conn.close()
 
     def __enter__(self) -> EmbeddedRuntime:
@@ -188,9 +209,11 @@ class EmbeddedRuntime:
                 )
                 self._write(out, stats)
                 stats.messages += len(rows)
-                self._write(self._pipeline.tick(now), stats)
+                ticked = self._pipeline.tick(now)
+                self._write(ticked, stats)
                 self._states.flush()
                 self._entries.flush()
+                self._project(rows[-1][0], (out, ticked))
                 self._conn.execute(
                     'INSERT INTO consumer_offsets(consumer, "offset") VALUES (?, ?) '
                     'ON CONFLICT(consumer) DO UPDATE SET "offset" = excluded."offset"',
@@ -200,11 +223,24 @@ class EmbeddedRuntime:
             except BaseException:
                 self._states.discard()
                 self._entries.discard()
-                self._conn.execute("ROLLBACK")
+                # A signal may land after COMMIT returned: then there is nothing to undo.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise StoreError(f"embedded processing failed and was rolled back: {exc}") from exc
         return stats
+
+    def _project(self, offset: int, outputs: tuple[Outputs, ...]) -> None:
+        """The batch's outputs into the read model, tracked at the batch's last offset."""
+        records: list[OutputRecord] = []
+        for out in outputs:
+            records += [OutputRecord("ledger", r.key, r.value) for r in out.entries]
+            records += [OutputRecord("totals", r.key, r.value) for r in out.totals]
+            records += [OutputRecord("intercepts", r.key, r.value) for r in out.intercepts]
+            records += [OutputRecord("bundles", r.key, r.value) for r in out.bundles]
+        if records:
+            self._read_model.apply(self._consumer, tracked(LOG_TOPIC, 0, offset, records))
 
     def process_available(
         self, progress: Callable[[ProcessStats], None] | None = None
@@ -255,6 +291,86 @@ class EmbeddedRuntime:
         stats.bundles += len(out.bundles)
         stats.intercepts += len(out.intercepts)
         stats.deadletters += len(out.deadletters)
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    """Progress of a worker over one reporting interval (and since it started)."""
+
+    interval_s: float
+    messages: int
+    events: int
+    bundles: int
+    intercepts: int
+    deadletters: int
+    lag: int
+    total: ProcessStats
+
+    def line(self) -> str:
+        per_s = max(self.interval_s, 1e-9)
+        return (
+            f"worker: {self.messages:,} messages ({self.messages / per_s:,.0f}/s), "
+            f"{self.events:,} events ({self.events / per_s:,.0f}/s), lag {self.lag:,}, "
+            f"{self.intercepts:,} intercepts, {self.bundles:,} bundles, "
+            f"{self.deadletters:,} dead letters in {self.interval_s:.1f}s; "
+            f"{self.total.messages:,} messages since start"
+        )
+
+
+def run_loop(
+    runtime: EmbeddedRuntime,
+    *,
+    once: bool,
+    poll_s: float,
+    report_s: float,
+    report: Callable[[WorkerReport], None],
+    housekeeping: Callable[[], None] | None = None,
+    housekeeping_s: float = 3600.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ProcessStats:
+    """The embedded worker: process batches as they arrive, poll when idle, report
+    throughput, lag and intercepts every ``report_s`` (and at the end), and run
+    ``housekeeping`` (retention) every ``housekeeping_s``.  ``once``: drain and return."""
+    total = ProcessStats()
+    window = ProcessStats()
+    started = last_report = clock()
+    last_housekeeping = started - housekeeping_s if housekeeping is not None else started
+
+    def emit(now: float) -> None:
+        nonlocal window, last_report
+        report(
+            WorkerReport(
+                interval_s=now - last_report,
+                messages=window.messages,
+                events=window.events,
+                bundles=window.bundles,
+                intercepts=window.intercepts,
+                deadletters=window.deadletters,
+                lag=runtime.lag(),
+                total=total,
+            )
+        )
+        window = ProcessStats()
+        last_report = now
+
+    while True:
+        stats = runtime.process_batch()
+        if stats is not None:
+            for acc in (total, window):
+                for name in vars(acc):
+                    setattr(acc, name, getattr(acc, name) + getattr(stats, name))
+        now = clock()
+        if housekeeping is not None and now - last_housekeeping >= housekeeping_s:
+            housekeeping()
+            last_housekeeping = now
+        if stats is None and once:
+            emit(now)
+            return total
+        if now - last_report >= report_s:
+            emit(now)
+        if stats is None:
+            sleep(poll_s)
 
 
 class EmbeddedReader:
