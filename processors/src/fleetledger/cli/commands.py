@@ -246,9 +246,7 @@ def demo(
     with _progress(console) as progress:
         summary = None if held else asyncio.run(_simulate(settings, runs, seed, progress))
         with EmbeddedRuntime(path, Codec(), _core_config(settings)) as runtime:
-            task = progress.add_task(
-                "process (events)", total=summary.events if summary else None
-            )
+            task = progress.add_task("process (events)", total=summary.events if summary else None)
 
             def advance(stats: ProcessStats) -> None:
                 progress.advance(task, stats.events)
@@ -259,7 +257,9 @@ def demo(
         written = 0
         cursor: str | None = None
         while True:
-            page = store.runs(RunQuery(RunFilter(status=("completed", "failed")), limit=1000, after=cursor))
+            page = store.runs(
+                RunQuery(RunFilter(status=("completed", "failed")), limit=1000, after=cursor)
+            )
             for run in page.runs:
                 raw = store.bundle(run.run_id)
                 if raw is not None:
@@ -343,7 +343,7 @@ def worker(
         run_worker(settings, archive=sink)
         return
     path = _embedded_path(settings, create=True)
-    from fleetledger.processors.readstore import ReadStore, apply_retention, open_read_model
+    from fleetledger.processors.readstore import apply_retention, open_read_model
     from fleetledger.processors.runtimes.embedded import EmbeddedRuntime, run_loop
     from fleetledger.schemas.codec import Codec
 
@@ -419,7 +419,9 @@ def prune(
     settings = _settings(ctx, broker=broker)
     age = days or settings.retention_days
     if age is None:
-        raise typer.BadParameter("expected --days N or FLEETLEDGER_RETENTION_DAYS", param_hint="--days")
+        raise typer.BadParameter(
+            "expected --days N or FLEETLEDGER_RETENTION_DAYS", param_hint="--days"
+        )
     with open_read_model(settings, create=True) as store:
         moved = apply_retention(
             store, archive or settings.compliance_archive, age, datetime.now(UTC)
@@ -437,7 +439,9 @@ def runs(
     min_cost: MinCostOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
-    sort: Annotated[str, typer.Option(help="recent (newest first) | cost (highest first)")] = "recent",
+    sort: Annotated[
+        str, typer.Option(help="recent (newest first) | cost (highest first)")
+    ] = "recent",
     limit: LimitOpt = 50,
     cursor: Annotated[str | None, typer.Option(help="the next page (a page's next_cursor)")] = None,
     as_json: JsonOpt = False,
@@ -449,14 +453,18 @@ def runs(
         status=status, agent=agent, tenant=tenant, min_cost=min_cost, since=since, until=until
     )
     if sort not in SORTS:
-        raise typer.BadParameter(f"found {sort!r}, expected one of {', '.join(SORTS)}", param_hint="--sort")
+        raise typer.BadParameter(
+            f"found {sort!r}, expected one of {', '.join(SORTS)}", param_hint="--sort"
+        )
     query = RunQuery(f, sort, limit, cursor)  # type: ignore[arg-type]
     with _read_model(_settings(ctx, broker=broker)) as store:
         page = store.runs(query)
         if as_json:
             _print_json(ctx, page.to_json())
             return
-        render.runs_table(ctx.obj.console, page.runs, total=store.count(f), next_cursor=page.next_cursor)
+        render.runs_table(
+            ctx.obj.console, page.runs, total=store.count(f), next_cursor=page.next_cursor
+        )
         render.summary_line(ctx.obj.console, store.summary(f))
 
 
@@ -524,14 +532,18 @@ def intercepts(
     from fleetledger.processors.readmodel import InterceptQuery
 
     if severity not in (None, "critical", "warning"):
-        raise typer.BadParameter(f"found {severity!r}, expected critical or warning", param_hint="--severity")
+        raise typer.BadParameter(
+            f"found {severity!r}, expected critical or warning", param_hint="--severity"
+        )
     query = InterceptQuery(run, tenant, agent, severity, limit, cursor)
     with _read_model(_settings(ctx, broker=broker)) as store:
         page = store.intercepts(query)
     if as_json:
         _print_json(ctx, page.to_json())
         return
-    render.intercepts_table(ctx.obj.console, page.intercepts, total=page.total, next_cursor=page.next_cursor)
+    render.intercepts_table(
+        ctx.obj.console, page.intercepts, total=page.total, next_cursor=page.next_cursor
+    )
 
 
 @app.command()

@@ -181,10 +181,7 @@ def actions_table(console: Console, actions: Sequence[ActionRow], *, limit: int)
     outcome_style = {"success": "green", "error": "red", "fallback": "yellow", "blocked": "yellow"}
     for a in actions[:limit]:
         io = " → ".join(x for x in (_short(a.inputs), _short(a.outputs)) if x)
-        if a.error:
-            io = f"[red]{escape(a.error)}[/] {escape(io)}".strip()
-        else:
-            io = escape(io)
+        io = f"[red]{escape(a.error)}[/] {escape(io)}".strip() if a.error else escape(io)
         outcome = a.outcome or ""
         table.add_row(
             str(a.seq),
@@ -237,7 +234,9 @@ def run_view(console: Console, view: RunView, *, limit: int) -> None:
         for col in ("model", "calls", "input tokens", "output tokens", "cost"):
             totals.add_column(col, justify="left" if col == "model" else "right")
         for name, (calls, inp, outp, cost) in sorted(models.items()):
-            totals.add_row(escape(name), str(calls), f"{inp:,}", f"{outp:,}", money_str(Decimal(cost)))
+            totals.add_row(
+                escape(name), str(calls), f"{inp:,}", f"{outp:,}", money_str(Decimal(cost))
+            )
         console.print(totals)
     if view.intercepts:
         intercepts_table(

@@ -378,7 +378,8 @@ def run_from_totals(t: Mapping[str, Any]) -> RunRow:
 
 def _action_name(etype: str, event: Mapping[str, Any], p: Mapping[str, Any]) -> str:
     if etype == "model_io":
-        return f"{p['gen_ai_provider_name']}/{p.get('gen_ai_response_model') or p['gen_ai_request_model']}"
+        model = p.get("gen_ai_response_model") or p["gen_ai_request_model"]
+        return f"{p['gen_ai_provider_name']}/{model}"
     if etype == "tool_call":
         return str(p["gen_ai_tool_name"])
     if etype in ("human_gate_requested", "human_gate_resolved"):
@@ -539,8 +540,9 @@ class RunFilter:
     def __post_init__(self) -> None:
         for s in self.status:
             if s not in RUN_STATUSES:
-                raise ConfigError(f"status {s!r} is not a run status; expected one of "
-                                  f"{', '.join(RUN_STATUSES)}")
+                raise ConfigError(
+                    f"status {s!r} is not a run status; expected one of {', '.join(RUN_STATUSES)}"
+                )
         for name in ("since", "until"):
             ts = getattr(self, name)
             if ts is not None and ts.tzinfo is None:
@@ -713,11 +715,11 @@ def decode_cursor(cursor: str, kind: str, arity: int) -> list[Any]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         values = orjson.loads(raw)
     except (binascii.Error, ValueError) as exc:
-        raise ConfigError(f"cursor {cursor!r} is not a page cursor; expected one a page gave") from exc
-    if not isinstance(values, list) or len(values) != arity + 1 or values[0] != kind:
         raise ConfigError(
-            f"cursor {cursor!r} belongs to another listing; expected a {kind} cursor"
-        )
+            f"cursor {cursor!r} is not a page cursor; expected one a page gave"
+        ) from exc
+    if not isinstance(values, list) or len(values) != arity + 1 or values[0] != kind:
+        raise ConfigError(f"cursor {cursor!r} belongs to another listing; expected a {kind} cursor")
     return values[1:]
 
 
@@ -740,9 +742,7 @@ def merge_cost_lines(
     """
     merged: dict[str, dict[str, Any]] = {}
     for name, currency, runs, calls, inp, outp, cost in rows:
-        m = merged.setdefault(
-            name, {"runs": 0, "calls": 0, "input": 0, "output": 0, "cost": {}}
-        )
+        m = merged.setdefault(name, {"runs": 0, "calls": 0, "input": 0, "output": 0, "cost": {}})
         m["runs"] += runs
         m["calls"] += calls
         m["input"] += inp
@@ -792,9 +792,9 @@ class ReadModel(Protocol):
 
     def bundle(self, run_id: str) -> bytes | None: ...
 
-    def agents(self, search: str = "", *, tenant: str | None = None, limit: int = 20) -> list[
-        AgentRow
-    ]: ...
+    def agents(
+        self, search: str = "", *, tenant: str | None = None, limit: int = 20
+    ) -> list[AgentRow]: ...
 
     def position(self) -> int: ...
 

@@ -178,7 +178,9 @@ class Settings(BaseSettings):
     )
     verbose: bool = Field(False, description="tracebacks and debug logs")
 
-    @field_validator("compliance_archive", "signing_key", "read_db", "retention_days", mode="before")
+    @field_validator(
+        "compliance_archive", "signing_key", "read_db", "retention_days", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         return None if v == "" else v

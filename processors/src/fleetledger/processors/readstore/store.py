@@ -187,7 +187,11 @@ class ReadStore:
             assert url.path is not None
             if create:
                 url.path.parent.mkdir(parents=True, exist_ok=True)
-                engine = create_engine(f"sqlite:///{url.path}", poolclass=StaticPool)
+                engine = create_engine(
+                    f"sqlite:///{url.path}",
+                    poolclass=StaticPool,
+                    connect_args={"check_same_thread": False},
+                )
                 event.listen(engine, "connect", _sqlite_writer_pragmas)
                 event.listen(engine, "begin", _sqlite_begin_immediate)
             else:
@@ -198,7 +202,9 @@ class ReadStore:
                         "built"
                     )
                 engine = create_engine(
-                    f"sqlite:///file:{url.path.resolve()}?mode=ro&uri=true", poolclass=StaticPool
+                    f"sqlite:///file:{url.path.resolve()}?mode=ro&uri=true",
+                    poolclass=StaticPool,
+                    connect_args={"check_same_thread": False},
                 )
         else:
             engine = create_engine(url.sqlalchemy_url, pool_pre_ping=True)
@@ -218,7 +224,9 @@ class ReadStore:
         """A store writing through the embedded runtime's connection, inside its batch
         transaction (migrated first, in a transaction of its own)."""
         engine = create_engine(
-            "sqlite://", creator=lambda: _Borrowed(conn), poolclass=StaticPool  # type: ignore[arg-type,return-value]
+            "sqlite://",
+            creator=lambda: _Borrowed(conn),
+            poolclass=StaticPool,
         )
         store = cls(engine, label)
         conn.execute("BEGIN IMMEDIATE")
@@ -282,9 +290,7 @@ class ReadStore:
                 names = set(inspect(conn).get_table_names())
                 if s.VERSION_TABLE not in names:
                     raise StoreError(self._not_a_read_model(names))
-                found = conn.exec_driver_sql(
-                    f"SELECT version_num FROM {s.VERSION_TABLE}"
-                ).scalar()
+                found = conn.exec_driver_sql(f"SELECT version_num FROM {s.VERSION_TABLE}").scalar()
         except SQLAlchemyError as exc:
             raise _wrap("opening", self._label, exc) from exc
         expected = self.head_revision()
@@ -395,7 +401,7 @@ class ReadStore:
     def _write(self, conn: Connection, proj: Projection, position: int, result: ApplyResult) -> int:
         r = s.runs
         # -- runs (the latest totals; an older value never overwrites a newer one)
-        existing: dict[str, Row[Any]] = {}
+        existing: dict[str, Any] = {}
         touched = sorted(proj.touched_runs())
         for chunk in _chunks(touched):
             for row in conn.execute(
@@ -432,7 +438,7 @@ class ReadStore:
             )
             result.runs += len(run_values)
             for v in run_values:
-                existing.setdefault(v["run_id"], None)  # type: ignore[arg-type]
+                existing.setdefault(v["run_id"], None)
         if agent_delta:
             a = s.agents
             ins = self._insert(a)
@@ -508,7 +514,12 @@ class ReadStore:
                     },
                 ),
                 [
-                    {"run_id": x.run_id, "digest": x.digest, "value": x.value, "manifest": x.manifest}
+                    {
+                        "run_id": x.run_id,
+                        "digest": x.digest,
+                        "value": x.value,
+                        "manifest": x.manifest,
+                    }
                     for x in proj.bundles.values()
                 ],
             )
@@ -597,9 +608,7 @@ class ReadStore:
                 delta: dict[tuple[str, str], int] = {}
                 for chunk in _chunks(ids):
                     for row in conn.execute(
-                        select(s.runs.c.tenant, s.runs.c.agent_id).where(
-                            s.runs.c.run_id.in_(chunk)
-                        )
+                        select(s.runs.c.tenant, s.runs.c.agent_id).where(s.runs.c.run_id.in_(chunk))
                     ):
                         delta[(row.tenant, row.agent_id)] = (
                             delta.get((row.tenant, row.agent_id), 0) - 1
@@ -613,9 +622,7 @@ class ReadStore:
                         .where(a.c.tenant == tenant, a.c.agent_id == agent)
                         .values(runs=a.c.runs + n)
                     )
-                conn.execute(
-                    update(s.head).where(s.head.c.id == 1).values(position=position + 1)
-                )
+                conn.execute(update(s.head).where(s.head.c.id == 1).values(position=position + 1))
         except SQLAlchemyError as exc:
             raise _wrap("archiving runs", self._label, exc) from exc
         return len(runs)
@@ -676,7 +683,9 @@ class ReadStore:
     def count(self, f: RunFilter) -> int:
         with self._read() as conn:
             return int(
-                conn.execute(self._filtered(select(func.count()).select_from(s.runs), f)).scalar_one()
+                conn.execute(
+                    self._filtered(select(func.count()).select_from(s.runs), f)
+                ).scalar_one()
             )
 
     def run(self, run_id: str) -> RunRow | None:
@@ -814,8 +823,16 @@ class ReadStore:
                 name = f"{row.provider}/{row.model}"
                 line = models.setdefault(
                     name,
-                    {"runs": 0, "calls": 0, "fallbacks": 0, "errors": 0, "inp": 0, "outp": 0,
-                     "cost": {}, "served": served.get((row.provider, row.model), set())},
+                    {
+                        "runs": 0,
+                        "calls": 0,
+                        "fallbacks": 0,
+                        "errors": 0,
+                        "inp": 0,
+                        "outp": 0,
+                        "cost": {},
+                        "served": served.get((row.provider, row.model), set()),
+                    },
                 )
                 line["runs"] = max(line["runs"], row.n)
                 line["calls"] += row.calls
@@ -824,7 +841,9 @@ class ReadStore:
                 line["inp"] += row.inp
                 line["outp"] += row.outp
                 if row.currency and row.calls:
-                    line["cost"][row.currency] = line["cost"].get(row.currency, Decimal(0)) + row.cost
+                    line["cost"][row.currency] = (
+                        line["cost"].get(row.currency, Decimal(0)) + row.cost
+                    )
         by_agent = tuple(
             CostLine(
                 name=line.name,
@@ -850,7 +869,9 @@ class ReadStore:
             )
             for name, v in sorted(models.items())
         )
-        return CostReport(runs=runs, by_agent=by_agent, by_model=by_model, total=total_cost(by_agent))
+        return CostReport(
+            runs=runs, by_agent=by_agent, by_model=by_model, total=total_cost(by_agent)
+        )
 
     def bundle(self, run_id: str) -> bytes | None:
         """A finished run's bundle bytes (read from the archive folder for a manifest)."""
@@ -888,16 +909,17 @@ class ReadStore:
 
     def position(self) -> int:
         with self._read() as conn:
-            return int(
-                conn.execute(select(s.head.c.position).where(s.head.c.id == 1)).scalar_one()
-            )
+            return int(conn.execute(select(s.head.c.position).where(s.head.c.id == 1)).scalar_one())
 
     def changes(self, after: int, *, limit: int = 500) -> list[Change]:
         """Rows changed after position ``after``, in position order (at most ``limit``)."""
         out: list[Change] = []
         with self._read() as conn:
             for row in conn.execute(
-                select(s.runs).where(s.runs.c.position > after).order_by(s.runs.c.position).limit(limit)
+                select(s.runs)
+                .where(s.runs.c.position > after)
+                .order_by(s.runs.c.position)
+                .limit(limit)
             ):
                 out.append(Change(row.position, "run", row.run_id, _run_row(row)))
             for row in conn.execute(
@@ -1104,6 +1126,8 @@ def _intercept_row(row: Row[Any]) -> InterceptRow:
     )
 
 
-def tracked(topic: str, partition: int, offset: int, records: Iterable[OutputRecord]) -> list[TrackedRecord]:
+def tracked(
+    topic: str, partition: int, offset: int, records: Iterable[OutputRecord]
+) -> list[TrackedRecord]:
     """Records that all came from one input position (the embedded runtime's batches)."""
     return [TrackedRecord(topic, partition, offset, r) for r in records]
