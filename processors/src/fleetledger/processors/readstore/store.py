@@ -38,6 +38,7 @@ from sqlalchemy import (
     event,
     func,
     inspect,
+    literal,
     select,
     tuple_,
     update,
@@ -660,12 +661,18 @@ class ReadStore:
         if query.sort == "cost":
             if query.after is not None:
                 cost, run_id = decode_cursor(query.after, "cost", 2)
-                q = q.where(tuple_(r.c.cost, r.c.run_id) < tuple_(Decimal(cost), run_id))
+                q = q.where(
+                    tuple_(r.c.cost, r.c.run_id)
+                    < tuple_(literal(Decimal(cost), s.Money()), literal(run_id))
+                )
             q = q.order_by(r.c.cost.desc(), r.c.run_id.desc())
         else:
             if query.after is not None:
                 ts, run_id = decode_cursor(query.after, "recent", 2)
-                q = q.where(tuple_(r.c.started_at, r.c.run_id) < tuple_(parse_ts(ts), run_id))
+                q = q.where(
+                    tuple_(r.c.started_at, r.c.run_id)
+                    < tuple_(literal(parse_ts(ts), s.UTCDateTime()), literal(run_id))
+                )
             q = q.order_by(r.c.started_at.desc(), r.c.run_id.desc())
         with self._read() as conn:
             rows = conn.execute(q.limit(query.limit + 1)).all()
@@ -722,7 +729,10 @@ class ReadStore:
             total_q = total_q.where(and_(*conds))
         if query.after is not None:
             ts, key = decode_cursor(query.after, "intercepts", 2)
-            q = q.where(tuple_(i.c.ts, i.c.intercept_id) < tuple_(parse_ts(ts), key))
+            q = q.where(
+                tuple_(i.c.ts, i.c.intercept_id)
+                < tuple_(literal(parse_ts(ts), s.UTCDateTime()), literal(key))
+            )
         q = q.order_by(i.c.ts.desc(), i.c.intercept_id.desc()).limit(query.limit + 1)
         with self._read() as conn:
             rows = conn.execute(q).all()
