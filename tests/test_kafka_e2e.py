@@ -429,9 +429,9 @@ def run_embedded(path: Path, events: list[KafkaRecord], settings: Settings) -> E
     with EmbeddedReader(path) as reader:
         return EmbeddedResult(
             deadletters=stats.deadletters,
-            digests=reader.digests(),
-            totals={t["run_id"]: t for t in reader.totals()},
-            bundles=dict(reader.bundles()),
+            digests={b.run_id: b.digest for b in reader.bundles()},
+            totals={t["run_id"]: dict(t) for t in reader.totals()},
+            bundles={b.run_id: b.data for b in reader.bundles()},
         )
 
 

@@ -21,13 +21,14 @@ from sqlalchemy import event
 from fleetledger.kernel.config import parse_read_db_url
 from fleetledger.kernel.errors import StoreError
 from fleetledger.processors.memory import memory_pipeline
-from fleetledger.processors.pipeline import Outputs, SourcePosition
+from fleetledger.processors.pipeline import SourcePosition
 from fleetledger.processors.readmodel import (
     InterceptQuery,
     OutputRecord,
     RunFilter,
     RunQuery,
     project,
+    records_of,
 )
 from fleetledger.processors.readstore import ReadStore, TrackedRecord
 from fleetledger.producers import MemoryTransport, Recorder
@@ -43,15 +44,6 @@ async def _messages(runs: int, seed: int) -> list[tuple[str, bytes]]:
     return transport.messages
 
 
-def _records(out: Outputs) -> list[OutputRecord]:
-    return (
-        [OutputRecord("ledger", r.key, r.value) for r in out.entries]
-        + [OutputRecord("totals", r.key, r.value) for r in out.totals]
-        + [OutputRecord("intercepts", r.key, r.value) for r in out.intercepts]
-        + [OutputRecord("bundles", r.key, r.value) for r in out.bundles]
-    )
-
-
 @cache
 def output_stream(runs: int, seed: int) -> tuple[OutputRecord, ...]:
     """The processors' outputs for a simulated fleet, in publication order."""
@@ -62,7 +54,7 @@ def output_stream(runs: int, seed: int) -> tuple[OutputRecord, ...]:
     for i in range(0, len(messages), 7):
         chunk = messages[i : i + 7]
         positions = [(v, SourcePosition("events", 0, i + j)) for j, (_k, v) in enumerate(chunk)]
-        out += _records(pipe.handle_many(positions, now))
+        out += records_of(pipe.handle_many(positions, now))
     return tuple(out)
 
 
@@ -171,8 +163,10 @@ def test_a_crash_before_any_statement_loses_and_duplicates_nothing(
                 apply_in_batches(store, records, batch)
                 return
             except (Crash, StoreError) as exc:
-                assert isinstance(exc, Crash) or isinstance(exc.__cause__, Crash) or (
-                    "Crash" in str(exc)
+                assert (
+                    isinstance(exc, Crash)
+                    or isinstance(exc.__cause__, Crash)
+                    or ("Crash" in str(exc))
                 )
 
     consume()  # count the statements of a clean run
@@ -218,7 +212,10 @@ def test_both_engines_hold_the_same_rows_and_answer_the_same(
             RunFilter(status=("failed",)),
             RunFilter(agent=some.agent_id),
             RunFilter(tenant=some.tenant, min_cost=Decimal("0.01")),
-            RunFilter(since=some.started_at, until=(some.started_at or datetime.now(UTC)) + timedelta(days=1)),
+            RunFilter(
+                since=some.started_at,
+                until=(some.started_at or datetime.now(UTC)) + timedelta(days=1),
+            ),
         ):
             for sort in ("recent", "cost"):
                 pages = []

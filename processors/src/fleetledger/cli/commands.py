@@ -24,11 +24,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fleetledger.cli import render
-from fleetledger.kernel.config import Settings, load_settings
+from fleetledger.cli.common import BrokerOpt, Ctx, backend_of, embedded_of, settings_of
+from fleetledger.cli.evidence import register as register_evidence
+from fleetledger.kernel.config import Settings
 from fleetledger.kernel.errors import ConfigError, FleetLedgerError, StoreError
 
 if TYPE_CHECKING:
-    from fleetledger.processors.core import CoreConfig
     from fleetledger.processors.readmodel import RunFilter
     from fleetledger.processors.readstore import ReadStore
     from fleetledger.processors.runtimes.embedded import ProcessStats
@@ -40,16 +41,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="fleetledger: a hash-chained, append-only ledger of AI-agent runs.",
 )
+register_evidence(app)
 
-BrokerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--broker",
-        "-b",
-        help="kafka://host:port or sqlite:///path.db (relative; sqlite:////abs/path.db is "
-        "absolute) [env FLEETLEDGER_BROKER; default sqlite:///fleetledger.db]",
-    ),
-]
 StoreOpt = Annotated[
     str | None,
     typer.Option(
@@ -64,17 +57,6 @@ LimitOpt = Annotated[int, typer.Option(min=1, max=1000, help="most rows to show"
 
 #: Flags accepted anywhere on the command line (moved before the subcommand).
 GLOBAL_FLAGS = ("--verbose", "-v")
-
-
-class Ctx:
-    """What the root callback parsed; passed to commands through click's context."""
-
-    def __init__(self, verbose: bool) -> None:
-        self.verbose = verbose
-        probe = Console()
-        # Piped output gets a wide, stable layout instead of rich's 80-column default.
-        self.console = probe if probe.is_terminal else Console(width=160)
-        self.err = Console(stderr=True)
 
 
 def _version(value: bool) -> None:
@@ -97,32 +79,8 @@ def _root(
     ctx.obj = Ctx(verbose)
 
 
-def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
-    return load_settings(verbose=ctx.obj.verbose or None, **overrides)
-
-
-def _embedded_path(settings: Settings, *, create: bool, what: str = "this command") -> Path:
-    url = settings.broker_url()
-    if url.kind != "sqlite" or url.path is None:
-        raise ConfigError(f"{what} needs the embedded store; found broker {url.raw!r}")
-    if not create and not url.path.exists():
-        raise StoreError(
-            f"embedded store {str(url.path)!r} does not exist; run `fleetledger demo` or "
-            "`fleetledger simulate` first, or pass --broker"
-        )
-    return url.path
-
-
-def _core_config(settings: Settings) -> CoreConfig:
-    from fleetledger.processors.runtimes.backend import core_config
-
-    return core_config(settings)
-
-
-def _read_model(settings: Settings) -> ReadStore:
-    from fleetledger.processors.readstore import open_read_model
-
-    return open_read_model(settings)
+def _read_model(ctx: typer.Context, broker: str | None) -> ReadStore:
+    return backend_of(ctx, broker=broker).read_model()
 
 
 def _progress(console: Console) -> Progress:
@@ -218,22 +176,22 @@ def demo(
     A store that already holds events is not simulated into again: the demo processes
     and reports what it holds (`fleetledger simulate` adds traffic to a store).
     """
-    from fleetledger.cli.evidence import load_signing_key, write_evidence
+    from fleetledger.cli.evidence import load_signing_key
     from fleetledger.kernel.sqlitelog import SqliteLog
+    from fleetledger.processors.archive import write_evidence
     from fleetledger.processors.readmodel import InterceptQuery, RunFilter, RunQuery
-    from fleetledger.processors.runtimes.embedded import EmbeddedRuntime
-    from fleetledger.schemas.codec import Codec
 
     key = load_signing_key(sign) if sign is not None else None
-    settings = _settings(ctx, broker=broker)
-    url = settings.broker_url()
-    if url.kind != "sqlite":
+    found = backend_of(ctx, broker=broker)
+    if found.kind != "sqlite":
         raise typer.BadParameter(
-            f"found {url.raw!r}; the demo runs on the embedded store (sqlite:///path.db). "
-            "With Kafka use `fleetledger simulate` and `fleetledger worker`",
+            f"found {found.describe()}; the demo runs on the embedded store "
+            "(sqlite:///path.db). With Kafka use `fleetledger simulate`, `fleetledger worker` "
+            "and `fleetledger projector`",
             param_hint="--broker",
         )
-    path = _embedded_path(settings, create=True)
+    store = embedded_of(ctx, broker=broker)
+    path = store.path
     console: Console = ctx.obj.console
     started = time.perf_counter()
     held = 0
@@ -244,8 +202,8 @@ def demo(
         finally:
             log.close()
     with _progress(console) as progress:
-        summary = None if held else asyncio.run(_simulate(settings, runs, seed, progress))
-        with EmbeddedRuntime(path, Codec(), _core_config(settings)) as runtime:
+        summary = None if held else asyncio.run(_simulate(store.settings, runs, seed, progress))
+        with store.runtime() as runtime:
             task = progress.add_task("process (events)", total=summary.events if summary else None)
 
             def advance(stats: ProcessStats) -> None:
@@ -253,32 +211,29 @@ def demo(
 
             stats = runtime.process_available(progress=advance)
             progress.update(task, total=progress.tasks[task].completed)
-    with _read_model(settings) as store:
+    with store.read_model() as reads:
         written = 0
         cursor: str | None = None
+        finished = RunFilter(status=("completed", "failed"))
         while True:
-            page = store.runs(
-                RunQuery(RunFilter(status=("completed", "failed")), limit=1000, after=cursor)
-            )
+            page = reads.runs(RunQuery(finished, limit=1000, after=cursor))
             for run in page.runs:
-                raw = store.bundle(run.run_id)
-                if raw is not None:
-                    import orjson
-
-                    write_evidence(out, orjson.loads(raw), key)
+                data = reads.bundle(run.run_id)
+                if data is not None:
+                    write_evidence(out, data, key)
                     written += 1
             cursor = page.next_cursor
             if cursor is None:
                 break
         everything = RunFilter()
-        listing = store.runs(RunQuery(everything, limit=25))
+        listing = reads.runs(RunQuery(everything, limit=25))
         render.runs_table(
-            console, listing.runs, total=store.count(everything), next_cursor=listing.next_cursor
+            console, listing.runs, total=reads.count(everything), next_cursor=listing.next_cursor
         )
-        render.costs_tables(console, store.costs(everything))
-        found = store.intercepts(InterceptQuery(limit=20))
+        render.costs_tables(console, reads.costs(everything))
+        top = reads.intercepts(InterceptQuery(limit=20))
         render.intercepts_table(
-            console, found.intercepts, total=found.total, next_cursor=found.next_cursor
+            console, top.intercepts, total=top.total, next_cursor=top.next_cursor
         )
     elapsed = time.perf_counter() - started
     if summary is not None:
@@ -302,7 +257,7 @@ def simulate_cmd(
     seed: Annotated[int, typer.Option()] = 7,
 ) -> None:
     """Publish simulated fleet traffic to the broker (Kafka or the embedded log)."""
-    settings = _settings(ctx, broker=broker)
+    settings = settings_of(ctx, broker=broker)
     settings.broker_url()
     with _progress(ctx.obj.console) as progress:
         summary = asyncio.run(_simulate(settings, runs, seed, progress))
@@ -327,57 +282,11 @@ def worker(
     """
     from fleetledger.cli.evidence import archive_sink
 
-    settings = _settings(ctx, broker=broker)
+    found = backend_of(ctx, broker=broker)
+    settings = found.settings
     sink = archive_sink(archive or settings.compliance_archive, sign or settings.signing_key)
-    url = settings.broker_url()
-    if url.kind == "kafka":
-        if once:
-            raise typer.BadParameter(
-                "--once drains the embedded log; a Kafka worker consumes until it is "
-                "stopped (SIGTERM) -- use `fleetledger projector --once` to catch the read "
-                "model up with the topics",
-                param_hint="--once",
-            )
-        from fleetledger.processors.runtimes.faust_app import run_worker
-
-        run_worker(settings, archive=sink)
-        return
-    path = _embedded_path(settings, create=True)
-    from fleetledger.processors.readstore import apply_retention, open_read_model
-    from fleetledger.processors.runtimes.embedded import EmbeddedRuntime, run_loop
-    from fleetledger.schemas.codec import Codec
-
-    read_url = settings.read_db_url()
-    external: ReadStore | None = None
-    if read_url.path is None or read_url.path.resolve() != path.resolve():
-        external = open_read_model(settings, create=True)
     err: Console = ctx.obj.err
-    try:
-        with EmbeddedRuntime(
-            path, Codec(), _core_config(settings), archive=sink, read_model=external
-        ) as runtime:
-            days = settings.retention_days
-            store = runtime.read_model
-
-            def housekeeping() -> None:
-                assert days is not None
-                moved = apply_retention(
-                    store, settings.compliance_archive or archive, days, datetime.now(UTC)
-                )
-                if moved:
-                    err.print(f"retention: moved {moved} runs to the compliance archive")
-
-            run_loop(
-                runtime,
-                once=once,
-                poll_s=poll,
-                report_s=settings.report_interval_s,
-                report=lambda r: err.print(r.line()),
-                housekeeping=housekeeping if days is not None else None,
-            )
-    finally:
-        if external is not None:
-            external.close()
+    found.run_worker(archive=sink, once=once, poll_s=poll, report=lambda r: err.print(r.line()))
 
 
 @app.command()
@@ -392,7 +301,7 @@ def projector(
     group FLEETLEDGER_PROJECTOR_GROUP_ID; run several to share the partitions)."""
     from fleetledger.processors.runtimes.projector import run_projector
 
-    settings = _settings(ctx, broker=broker)
+    settings = settings_of(ctx, broker=broker)
     if settings.broker_url().kind != "kafka":
         raise typer.BadParameter(
             f"found {settings.broker!r}; the projector reads Kafka topics (kafka://host:port). "
@@ -414,15 +323,16 @@ def prune(
 ) -> None:
     """Retention now: drop runs older than --days from the read model, each only once its
     bundle is in the compliance archive (`show RUN` still finds it there)."""
-    from fleetledger.processors.readstore import apply_retention, open_read_model
+    from fleetledger.processors.readstore import apply_retention
 
-    settings = _settings(ctx, broker=broker)
+    found = backend_of(ctx, broker=broker)
+    settings = found.settings
     age = days or settings.retention_days
     if age is None:
         raise typer.BadParameter(
             "expected --days N or FLEETLEDGER_RETENTION_DAYS", param_hint="--days"
         )
-    with open_read_model(settings, create=True) as store:
+    with found.read_model(create=True) as store:
         moved = apply_retention(
             store, archive or settings.compliance_archive, age, datetime.now(UTC)
         )
@@ -457,7 +367,7 @@ def runs(
             f"found {sort!r}, expected one of {', '.join(SORTS)}", param_hint="--sort"
         )
     query = RunQuery(f, sort, limit, cursor)  # type: ignore[arg-type]
-    with _read_model(_settings(ctx, broker=broker)) as store:
+    with _read_model(ctx, broker) as store:
         page = store.runs(query)
         if as_json:
             _print_json(ctx, page.to_json())
@@ -486,8 +396,8 @@ def show(
     """A run: header, its actions (outcome, cost, duration), totals and intercepts."""
     from fleetledger.processors.readstore import run_view
 
-    settings = _settings(ctx, broker=broker)
-    with _read_model(settings) as store:
+    settings = settings_of(ctx, broker=broker)
+    with _read_model(ctx, broker) as store:
         view = run_view(store, run_id, archive=archive or settings.compliance_archive)
         label = store.label
     if view is None:
@@ -497,11 +407,9 @@ def show(
         )
     if as_json:
         if view.bundle is not None:
-            import orjson
+            from fleetledger.processors.export import export_bundle
 
-            from fleetledger.processors.canonical import canonical_bytes
-
-            sys.stdout.buffer.write(canonical_bytes(orjson.loads(view.bundle)))
+            sys.stdout.buffer.write(export_bundle(view.bundle, "json", None).data)
             sys.stdout.buffer.flush()
         else:
             _print_json(
@@ -536,7 +444,7 @@ def intercepts(
             f"found {severity!r}, expected critical or warning", param_hint="--severity"
         )
     query = InterceptQuery(run, tenant, agent, severity, limit, cursor)
-    with _read_model(_settings(ctx, broker=broker)) as store:
+    with _read_model(ctx, broker) as store:
         page = store.intercepts(query)
     if as_json:
         _print_json(ctx, page.to_json())
@@ -562,7 +470,7 @@ def costs(
     f = _parse_filter(
         status=status, agent=agent, tenant=tenant, min_cost=min_cost, since=since, until=until
     )
-    with _read_model(_settings(ctx, broker=broker)) as store:
+    with _read_model(ctx, broker) as store:
         report = store.costs(f)
     if as_json:
         _print_json(ctx, report.to_json())
@@ -575,11 +483,6 @@ def _print_json(ctx: typer.Context, data: Any) -> None:
 
     sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.buffer.flush()
-
-
-from fleetledger.cli.evidence import register as _register_evidence  # noqa: E402
-
-_register_evidence(app)
 
 
 def hoist_global_flags(args: list[str]) -> list[str]:

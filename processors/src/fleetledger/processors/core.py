@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from functools import cached_property
+from typing import Any, Literal, TypedDict
 
 import orjson
 
@@ -77,6 +78,11 @@ class Intercept:
 
     def to_json(self) -> dict[str, Any]:
         return {"intercept_id": self.key, **asdict(self)}
+
+    @cached_property
+    def data(self) -> bytes:
+        """The published JSON value (compact UTF-8)."""
+        return orjson.dumps(self.to_json())
 
 
 # --------------------------------------------------------------------------- fold
@@ -358,7 +364,7 @@ class RunFold:
         end = datetime.fromisoformat(self.ended_at)
         return (end - start) // timedelta(milliseconds=1)
 
-    def totals_json(self) -> dict[str, Any]:
+    def totals_json(self) -> TotalsJson:
         """The totals as JSON (money as decimal strings), the same in outputs and bundles."""
         return {
             "currency": self.currency,
@@ -391,6 +397,23 @@ class RunFold:
         d["by_model"] = {k: _dec_money(v) for k, v in d["by_model"].items()}
         d["by_step"] = {k: _dec_money(v) for k, v in d["by_step"].items()}
         return cls(**d)
+
+
+class TotalsJson(TypedDict):
+    """The members of :meth:`RunFold.totals_json` (SPEC.md, "Totals")."""
+
+    currency: str | None
+    cost: str
+    unbilled: dict[str, str]
+    events: int
+    counts: dict[str, int]
+    outcomes: dict[str, int]
+    tokens: dict[str, int]
+    durations_ms: dict[str, int]
+    gates: dict[str, int]
+    recoveries: dict[str, int]
+    by_model: dict[str, dict[str, Any]]
+    by_step: dict[str, dict[str, Any]]
 
 
 def _money_fields(d: dict[str, Any]) -> dict[str, Any]:
@@ -444,8 +467,13 @@ class Entry:
             "event": self.event,
         }
 
-    def to_bytes(self) -> bytes:
+    @cached_property
+    def data(self) -> bytes:
+        """The stored and published JSON value (compact UTF-8), serialized once."""
         return orjson.dumps(self.to_json())
+
+    def to_bytes(self) -> bytes:
+        return self.data
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Entry:

@@ -22,13 +22,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 
 from fleetledger.kernel.errors import ConfigError, ProcessorError
 from fleetledger.kernel.topics import MANIFEST_KIND
 from fleetledger.schemas import money_str
+
+if TYPE_CHECKING:
+    from fleetledger.processors.pipeline import Outputs
 
 #: The output roles the read model is built from (dead letters are not projected).
 PROJECTED_ROLES: tuple[str, ...] = ("ledger", "totals", "intercepts", "bundles")
@@ -291,6 +294,16 @@ class ModelUse:
 
 
 # --------------------------------------------------------------------------- projection
+
+
+def records_of(outputs: Outputs) -> list[OutputRecord]:
+    """The records a runtime publishes for ``outputs`` (what the projector would read)."""
+    return [
+        *(OutputRecord("ledger", e.key, e.data) for e in outputs.entries),
+        *(OutputRecord("totals", t.run_id, t.data) for t in outputs.totals),
+        *(OutputRecord("intercepts", i.key, i.data) for i in outputs.intercepts),
+        *(OutputRecord("bundles", b.run_id, b.data) for b in outputs.bundles),
+    ]
 
 
 @dataclass
@@ -836,6 +849,7 @@ __all__ = [
     "parse_ts",
     "parse_when",
     "project",
+    "records_of",
     "run_cursor",
     "run_from_bundle",
     "run_from_totals",

@@ -567,26 +567,18 @@ class ReadStore:
 
     # ------------------------------------------------------------------ retention
 
-    def expired(self, ended_before: datetime, *, limit: int = 500) -> list[tuple[RunRow, bytes]]:
-        """Finished runs that ended before ``ended_before``, with their bundle bytes."""
+    def expired(self, ended_before: datetime, *, limit: int = 500) -> list[RunRow]:
+        """Finished runs with a bundle that ended before ``ended_before``, oldest first."""
         r, b = s.runs, s.bundles
         q = (
-            select(r, b.c.value.label("bundle_value"), b.c.manifest.label("bundle_manifest"))
+            select(r)
             .join(b, b.c.run_id == r.c.run_id)
             .where(r.c.ended_at < ended_before, r.c.status.in_(("completed", "failed")))
             .order_by(r.c.ended_at, r.c.run_id)
             .limit(limit)
         )
-        out = []
         with self._read() as conn:
-            for row in conn.execute(q):
-                value = bytes(row.bundle_value)
-                if row.bundle_manifest:
-                    from fleetledger.processors.archive import load_archived_bundle
-
-                    value = load_archived_bundle(value)
-                out.append((_run_row(row), value))
-        return out
+            return [_run_row(row) for row in conn.execute(q)]
 
     def archive(self, runs: Sequence[ArchivedRun]) -> int:
         """Record ``runs`` as archived and remove them (rows, actions, model use,

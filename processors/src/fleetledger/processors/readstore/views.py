@@ -20,6 +20,7 @@ from fleetledger.processors.readmodel import (
     RunRow,
     actions_from_bundle,
     intercept_from_json,
+    iso,
     run_from_bundle,
 )
 from fleetledger.processors.readstore.store import ArchivedRun, ReadStore
@@ -116,14 +117,13 @@ def apply_retention(
     moved = 0
     seen: set[str] = set()
     while True:
-        candidates = [(r, v) for r, v in store.expired(cutoff, limit=batch) if r.run_id not in seen]
+        candidates = [r for r in store.expired(cutoff, limit=batch) if r.run_id not in seen]
         if not candidates:
             return moved
         done: list[ArchivedRun] = []
-        for run, value in candidates:
+        for run in candidates:
             seen.add(run.run_id)
-            bundle = orjson.loads(value)
-            folder = sink.folder(bundle)
+            folder = sink.folder(run.tenant, iso(run.started_at))
             path = folder / f"{file_stem(run.run_id)}.bundle.json"
             try:
                 found = orjson.loads(path.read_bytes())["integrity"]["digest"]

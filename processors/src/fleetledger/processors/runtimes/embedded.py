@@ -11,7 +11,6 @@ crash in between replays the batch, whose rows the tracking record then skips.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -20,12 +19,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from fleetledger.kernel.errors import StoreError
 from fleetledger.kernel.sqlitelog import SqliteLog, connect
 from fleetledger.processors.archive import ArchiveSink
 from fleetledger.processors.core import CoreConfig
-from fleetledger.processors.pipeline import Outputs, Pipeline, SourcePosition
-from fleetledger.processors.readmodel import OutputRecord
+from fleetledger.processors.pipeline import (
+    DeadLetter,
+    EntryDoc,
+    InterceptDoc,
+    Outputs,
+    Pipeline,
+    SourcePosition,
+    Staged,
+    StoredBundle,
+    TotalsDoc,
+)
+from fleetledger.processors.readmodel import records_of
 from fleetledger.processors.readstore import ReadStore, tracked
 from fleetledger.schemas.codec import Codec
 
@@ -61,68 +72,52 @@ def open_store(path: Path, *, create: bool = True) -> sqlite3.Connection:
     return conn
 
 
-class _SqliteTable:
-    """A port over one SQLite table whose writes are staged and flushed once per batch.
+class _SqliteStates:
+    """``StateStore`` over the ``run_state`` table; writes flushed once per batch."""
 
-    Reads see staged writes; ``flush`` writes them with one ``executemany`` inside the
-    batch's transaction (so they commit, or roll back, with the consumer offset).
-    """
-
-    def __init__(self, conn: sqlite3.Connection, select: str, upsert: str) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self._select = select
-        self._upsert = upsert
-        self._staged: dict[tuple[Any, ...], bytes] = {}
+        self.staged: Staged[str] = Staged(self._read)
 
-    def _get(self, key: tuple[Any, ...]) -> bytes | None:
-        staged = self._staged.get(key)
-        if staged is not None:
-            return staged
-        row = self._conn.execute(self._select, key).fetchone()
+    def _read(self, run_id: str) -> bytes | None:
+        row = self._conn.execute(
+            "SELECT value FROM run_state WHERE run_id = ?", (run_id,)
+        ).fetchone()
         return None if row is None else bytes(row[0])
 
-    def _put(self, key: tuple[Any, ...], value: bytes) -> None:
-        self._staged[key] = value
-
-    def flush(self) -> None:
-        if self._staged:
-            self._conn.executemany(self._upsert, [(*k, v) for k, v in self._staged.items()])
-            self._staged.clear()
-
-    def discard(self) -> None:
-        self._staged.clear()
-
-
-class _SqliteStates(_SqliteTable):
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        super().__init__(
-            conn,
-            "SELECT value FROM run_state WHERE run_id = ?",
-            "INSERT INTO run_state(run_id, value) VALUES (?, ?) "
-            "ON CONFLICT(run_id) DO UPDATE SET value = excluded.value",
-        )
-
     def get(self, run_id: str) -> bytes | None:
-        return self._get((run_id,))
+        return self.staged.get(run_id)
 
     def put(self, run_id: str, value: bytes) -> None:
-        self._put((run_id,), value)
+        self.staged.put(run_id, value)
 
-
-class _SqliteEntries(_SqliteTable):
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        super().__init__(
-            conn,
-            "SELECT value FROM ledger WHERE run_id = ? AND seq = ?",
-            "INSERT INTO ledger(run_id, seq, value) VALUES (?, ?, ?) "
-            "ON CONFLICT(run_id, seq) DO UPDATE SET value = excluded.value",
+    def flush(self) -> None:
+        """Write the staged states inside the batch's transaction."""
+        self._conn.executemany(
+            "INSERT INTO run_state(run_id, value) VALUES (?, ?) "
+            "ON CONFLICT(run_id) DO UPDATE SET value = excluded.value",
+            self.staged.take().items(),
         )
 
+
+class _SqliteEntries:
+    """``EntryStore`` over the ``ledger`` table (which :class:`EmbeddedSink` writes)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.staged: Staged[tuple[str, int]] = Staged(self._read)
+
+    def _read(self, key: tuple[str, int]) -> bytes | None:
+        row = self._conn.execute(
+            "SELECT value FROM ledger WHERE run_id = ? AND seq = ?", key
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
     def get(self, run_id: str, seq: int) -> bytes | None:
-        return self._get((run_id, seq))
+        return self.staged.get((run_id, seq))
 
     def put(self, run_id: str, seq: int, value: bytes) -> None:
-        self._put((run_id, seq), value)
+        self.staged.put((run_id, seq), value)
 
 
 @dataclass
@@ -133,6 +128,29 @@ class ProcessStats:
     bundles: int = 0
     intercepts: int = 0
     deadletters: int = 0
+
+    def add(self, other: ProcessStats) -> None:
+        for name in vars(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    """What a worker did over one reporting interval, its lag, and its total since start."""
+
+    interval_s: float
+    window: ProcessStats
+    lag: int
+    total: ProcessStats
+
+    def line(self) -> str:
+        w, per_s = self.window, max(self.interval_s, 1e-9)
+        return (
+            f"worker: {w.messages:,} messages ({w.messages / per_s:,.0f}/s), "
+            f"{w.events:,} events ({w.events / per_s:,.0f}/s), lag {self.lag:,}, "
+            f"{w.intercepts:,} intercepts, {w.bundles:,} bundles, {w.deadletters:,} dead "
+            f"letters in {self.interval_s:.1f}s; {self.total.messages:,} messages since start"
+        )
 
 
 class EmbeddedRuntime:
@@ -150,9 +168,8 @@ class EmbeddedRuntime:
         archive: ArchiveSink | None = None,
         read_model: ReadStore | None = None,
     ) -> None:
-        """``read_model``: where the batch's rows are projected (default: this file, in
+        """``read_model``: where the batches' rows are projected (default: this file, in
         the batch transaction)."""
-        self._archive = archive
         self._conn = open_store(path)
         self._log = SqliteLog(self._conn)
         self._consumer = consumer
@@ -161,6 +178,7 @@ class EmbeddedRuntime:
         self._states = _SqliteStates(self._conn)
         self._entries = _SqliteEntries(self._conn)
         self._pipeline = Pipeline(codec, config, self._states, self._entries)
+        self._sink = EmbeddedSink(self._conn, archive)
         self._own_read_model = read_model is None
         try:
             self._read_model = read_model or ReadStore.borrow(self._conn, f"sqlite:///{path}")
@@ -211,9 +229,10 @@ class EmbeddedRuntime:
                 stats.messages += len(rows)
                 ticked = self._pipeline.tick(now)
                 self._write(ticked, stats)
-                self._states.flush()
-                self._entries.flush()
                 self._project(rows[-1][0], (out, ticked))
+                self._states.flush()
+                # The sink wrote the ledger entries; the staged copies only served reads.
+                self._entries.staged.discard()
                 self._conn.execute(
                     'INSERT INTO consumer_offsets(consumer, "offset") VALUES (?, ?) '
                     'ON CONFLICT(consumer) DO UPDATE SET "offset" = excluded."offset"',
@@ -221,8 +240,8 @@ class EmbeddedRuntime:
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._states.discard()
-                self._entries.discard()
+                self._states.staged.discard()
+                self._entries.staged.discard()
                 # A signal may land after COMMIT returned: then there is nothing to undo.
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
@@ -231,61 +250,73 @@ class EmbeddedRuntime:
             raise StoreError(f"embedded processing failed and was rolled back: {exc}") from exc
         return stats
 
-    def _project(self, offset: int, outputs: tuple[Outputs, ...]) -> None:
-        """The batch's outputs into the read model, tracked at the batch's last offset."""
-        records: list[OutputRecord] = []
-        for out in outputs:
-            records += [OutputRecord("ledger", r.key, r.value) for r in out.entries]
-            records += [OutputRecord("totals", r.key, r.value) for r in out.totals]
-            records += [OutputRecord("intercepts", r.key, r.value) for r in out.intercepts]
-            records += [OutputRecord("bundles", r.key, r.value) for r in out.bundles]
-        if records:
-            self._read_model.apply(self._consumer, tracked(LOG_TOPIC, 0, offset, records))
-
     def process_available(
         self, progress: Callable[[ProcessStats], None] | None = None
     ) -> ProcessStats:
         """Process until the log is drained; ``progress`` is called after every batch."""
         total = ProcessStats()
         while (stats := self.process_batch()) is not None:
-            for name in vars(total):
-                setattr(total, name, getattr(total, name) + getattr(stats, name))
+            total.add(stats)
             if progress is not None:
                 progress(stats)
         return total
 
+    def run(
+        self,
+        *,
+        once: bool = False,
+        poll_s: float = 0.5,
+        report: Callable[[WorkerReport], None] | None = None,
+        report_s: float = 10.0,
+        housekeeping: Callable[[], None] | None = None,
+        housekeeping_s: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> ProcessStats:
+        """Process the log as it grows: batches as they arrive, a poll every ``poll_s``
+        seconds when idle.
+
+        ``report`` gets throughput, lag and intercepts every ``report_s`` seconds (and at
+        the end with ``once``); ``housekeeping`` (retention) runs every ``housekeeping_s``.
+        With ``once``, drain and return.  Returns the sum when it returns.
+        """
+        total = ProcessStats()
+        window = ProcessStats()
+        started = last_report = clock()
+        last_housekeeping = started - housekeeping_s
+
+        def emit(now: float) -> None:
+            nonlocal window, last_report
+            if report is not None:
+                report(WorkerReport(now - last_report, window, self.lag(), total))
+            window = ProcessStats()
+            last_report = now
+
+        while True:
+            stats = self.process_batch()
+            if stats is not None:
+                total.add(stats)
+                window.add(stats)
+            now = clock()
+            if housekeeping is not None and now - last_housekeeping >= housekeeping_s:
+                housekeeping()
+                last_housekeeping = now
+            if stats is None and once:
+                emit(now)
+                return total
+            if now - last_report >= report_s:
+                emit(now)
+            if stats is None:
+                sleep(poll_s)
+
+    def _project(self, offset: int, outputs: tuple[Outputs, ...]) -> None:
+        """The batch's outputs into the read model, tracked at the batch's last offset."""
+        records = [r for out in outputs for r in records_of(out)]
+        if records:
+            self._read_model.apply(self._consumer, tracked(LOG_TOPIC, 0, offset, records))
+
     def _write(self, out: Outputs, stats: ProcessStats) -> None:
-        # Ledger entries are already in the ledger table: the pipeline's entry store.
-        c = self._conn
-        c.executemany(
-            "INSERT INTO totals(run_id, value) VALUES (?, ?) "
-            "ON CONFLICT(run_id) DO UPDATE SET value = excluded.value",
-            [(r.key, r.value) for r in out.totals],
-        )
-        c.executemany(
-            "INSERT INTO intercepts(key, run_id, value) VALUES (?, ?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [(r.key, r.key.rsplit(":", 2)[0], r.value) for r in out.intercepts],
-        )
-        for r in out.bundles:
-            if self._archive is not None:
-                # before the commit: a crash re-archives the same bytes (write-once, idempotent)
-                self._archive.write(r.value)
-            digest = json.loads(r.value)["integrity"]["digest"]
-            c.execute(
-                "INSERT INTO bundles(run_id, digest, value) VALUES (?, ?, ?) "
-                "ON CONFLICT(run_id) DO UPDATE SET "
-                "digest = excluded.digest, value = excluded.value",
-                (r.key, digest, r.value),
-            )
-        c.executemany(
-            'INSERT INTO deadletter(key, topic, partition, "offset", error, value) '
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
-            [
-                (d.key, d.position.topic, d.position.partition, d.position.offset, d.error, d.value)
-                for d in out.deadletters
-            ],
-        )
+        self._sink.write(out)
         stats.events += out.events
         stats.duplicates += out.duplicates
         stats.bundles += len(out.bundles)
@@ -293,90 +324,59 @@ class EmbeddedRuntime:
         stats.deadletters += len(out.deadletters)
 
 
-@dataclass(frozen=True)
-class WorkerReport:
-    """Progress of a worker over one reporting interval (and since it started)."""
+class EmbeddedSink:
+    """``OutputSink`` over the embedded store's output tables, inside the caller's transaction.
 
-    interval_s: float
-    messages: int
-    events: int
-    bundles: int
-    intercepts: int
-    deadletters: int
-    lag: int
-    total: ProcessStats
+    The ledger table is also the pipeline's entry store (read through it).  Bundles are
+    archived (write-once, idempotent) before the transaction commits, so a crash
+    re-archives the same bytes.
+    """
 
-    def line(self) -> str:
-        per_s = max(self.interval_s, 1e-9)
-        return (
-            f"worker: {self.messages:,} messages ({self.messages / per_s:,.0f}/s), "
-            f"{self.events:,} events ({self.events / per_s:,.0f}/s), lag {self.lag:,}, "
-            f"{self.intercepts:,} intercepts, {self.bundles:,} bundles, "
-            f"{self.deadletters:,} dead letters in {self.interval_s:.1f}s; "
-            f"{self.total.messages:,} messages since start"
+    def __init__(self, conn: sqlite3.Connection, archive: ArchiveSink | None = None) -> None:
+        self._conn = conn
+        self._archive = archive
+
+    def write(self, outputs: Outputs) -> None:
+        c = self._conn
+        c.executemany(
+            "INSERT INTO ledger(run_id, seq, value) VALUES (?, ?, ?) "
+            "ON CONFLICT(run_id, seq) DO UPDATE SET value = excluded.value",
+            [(e.run_id, e.seq, e.data) for e in outputs.entries],
         )
-
-
-def run_loop(
-    runtime: EmbeddedRuntime,
-    *,
-    once: bool,
-    poll_s: float,
-    report_s: float,
-    report: Callable[[WorkerReport], None],
-    housekeeping: Callable[[], None] | None = None,
-    housekeeping_s: float = 3600.0,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> ProcessStats:
-    """The embedded worker: process batches as they arrive, poll when idle, report
-    throughput, lag and intercepts every ``report_s`` (and at the end), and run
-    ``housekeeping`` (retention) every ``housekeeping_s``.  ``once``: drain and return."""
-    total = ProcessStats()
-    window = ProcessStats()
-    started = last_report = clock()
-    last_housekeeping = started - housekeeping_s if housekeeping is not None else started
-
-    def emit(now: float) -> None:
-        nonlocal window, last_report
-        report(
-            WorkerReport(
-                interval_s=now - last_report,
-                messages=window.messages,
-                events=window.events,
-                bundles=window.bundles,
-                intercepts=window.intercepts,
-                deadletters=window.deadletters,
-                lag=runtime.lag(),
-                total=total,
-            )
+        c.executemany(
+            "INSERT INTO totals(run_id, value) VALUES (?, ?) "
+            "ON CONFLICT(run_id) DO UPDATE SET value = excluded.value",
+            [(t.run_id, t.data) for t in outputs.totals],
         )
-        window = ProcessStats()
-        last_report = now
-
-    while True:
-        stats = runtime.process_batch()
-        if stats is not None:
-            for acc in (total, window):
-                for name in vars(acc):
-                    setattr(acc, name, getattr(acc, name) + getattr(stats, name))
-        now = clock()
-        if housekeeping is not None and now - last_housekeeping >= housekeeping_s:
-            housekeeping()
-            last_housekeeping = now
-        if stats is None and once:
-            emit(now)
-            return total
-        if now - last_report >= report_s:
-            emit(now)
-        if stats is None:
-            sleep(poll_s)
+        c.executemany(
+            "INSERT INTO intercepts(key, run_id, value) VALUES (?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(i.key, i.run_id, i.data) for i in outputs.intercepts],
+        )
+        for b in outputs.bundles:
+            if self._archive is not None:
+                self._archive.write(b)
+        c.executemany(
+            "INSERT INTO bundles(run_id, digest, value) VALUES (?, ?, ?) "
+            "ON CONFLICT(run_id) DO UPDATE SET "
+            "digest = excluded.digest, value = excluded.value",
+            [(b.run_id, b.digest, b.data) for b in outputs.bundles],
+        )
+        c.executemany(
+            'INSERT INTO deadletter(key, topic, partition, "offset", error, value) '
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+            [
+                (d.key, d.position.topic, d.position.partition, d.position.offset, d.error, d.value)
+                for d in outputs.deadletters
+            ],
+        )
 
 
 class EmbeddedReader:
     """Read the embedded store's outputs (for the CLI and tests)."""
 
     def __init__(self, path: Path) -> None:
+        self._path = path
         self._conn = open_store(path, create=False)
 
     def close(self) -> None:
@@ -388,37 +388,36 @@ class EmbeddedReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _values(self, sql: str, *args: Any) -> Iterator[dict[str, Any]]:
+    def _values(self, sql: str, *args: Any) -> Iterator[Any]:
         for (value,) in self._conn.execute(sql, args):
-            yield json.loads(value)
+            yield orjson.loads(value)
 
-    def totals(self) -> list[dict[str, Any]]:
+    def totals(self) -> list[TotalsDoc]:
         return list(self._values("SELECT value FROM totals ORDER BY run_id"))
 
-    def intercepts(self) -> list[dict[str, Any]]:
+    def intercepts(self) -> list[InterceptDoc]:
         return list(self._values("SELECT value FROM intercepts ORDER BY key"))
 
-    def bundle_bytes(self, run_id: str) -> bytes | None:
-        row = self._conn.execute("SELECT value FROM bundles WHERE run_id = ?", (run_id,)).fetchone()
-        return None if row is None else bytes(row[0])
+    def bundle(self, run_id: str) -> StoredBundle | None:
+        row = self._conn.execute(
+            "SELECT digest, value FROM bundles WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return None if row is None else StoredBundle(run_id, row[0], bytes(row[1]))
 
-    def bundles(self) -> Iterator[tuple[str, bytes]]:
-        for run_id, value in self._conn.execute(
-            "SELECT run_id, value FROM bundles ORDER BY run_id"
+    def bundles(self) -> Iterator[StoredBundle]:
+        for run_id, digest, value in self._conn.execute(
+            "SELECT run_id, digest, value FROM bundles ORDER BY run_id"
         ):
-            yield run_id, bytes(value)
+            yield StoredBundle(run_id, digest, bytes(value))
 
-    def digests(self) -> dict[str, str]:
-        return dict(self._conn.execute("SELECT run_id, digest FROM bundles ORDER BY run_id"))
-
-    def ledger(self, run_id: str) -> list[dict[str, Any]]:
+    def ledger(self, run_id: str) -> list[EntryDoc]:
         return list(self._values("SELECT value FROM ledger WHERE run_id = ? ORDER BY seq", run_id))
 
-    def deadletters(self) -> list[dict[str, Any]]:
+    def deadletters(self) -> list[DeadLetter]:
         rows = self._conn.execute(
-            'SELECT key, topic, partition, "offset", error, value FROM deadletter ORDER BY key'
+            'SELECT topic, partition, "offset", error, value FROM deadletter ORDER BY key'
         )
-        return [
-            {"key": k, "topic": t, "partition": p, "offset": o, "error": e, "value": bytes(v)}
-            for k, t, p, o, e, v in rows
-        ]
+        return [DeadLetter(bytes(v), SourcePosition(t, p, o), e) for t, p, o, e, v in rows]
+
+    def __repr__(self) -> str:
+        return f"the embedded store {str(self._path)!r}"

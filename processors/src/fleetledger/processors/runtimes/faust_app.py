@@ -34,8 +34,9 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
 
 import faust
 from aiokafka import AIOKafkaConsumer
@@ -47,6 +48,8 @@ from mode import CrashingSupervisor
 
 from fleetledger.kernel.config import Settings, load_settings
 from fleetledger.kernel.errors import ConfigError, FleetLedgerError, ProcessorError, StoreError
+from fleetledger.processors.core import entry_key
+from fleetledger.processors.pipeline import K, Staged
 from fleetledger.processors.runtimes.kafka_io import (
     KafkaSink,
     TopicSet,
@@ -102,38 +105,23 @@ def default_pipeline_factory(settings: Settings) -> PipelineFactory:
 # --------------------------------------------------------------------------- state ports
 
 
-def _state_key(run_id: str) -> bytes:
-    return run_id.encode()
+class _TableStore(Generic[K]):
+    """A pipeline port over a Faust table: reads through staged writes, which reach the
+    table and its changelog only in :meth:`flush`, after the outputs they cover are
+    published (a crash in between then reprocesses the input instead of skipping it)."""
 
-
-def _entry_key(run_id: str, seq: int) -> bytes:
-    return f"{run_id}:{seq:012d}".encode()
-
-
-class _StagedTable:
-    """Reads through staged writes to a Faust table; writes are staged until :meth:`flush`.
-
-    Staging keeps a message's new state out of the table (and its changelog) until the
-    message's outputs are published: a crash in between then reprocesses the message
-    instead of skipping it as a duplicate.
-    """
-
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, encode: Callable[[K], bytes], run_of: Callable[[K], str]):
         self._table = table
-        self._staged: dict[bytes, tuple[str, bytes]] = {}
+        self._encode = encode
+        self._run_of = run_of
+        self.staged: Staged[K] = Staged(self._read)
 
-    def get(self, key: bytes) -> bytes | None:
-        staged = self._staged.get(key)
-        if staged is not None:
-            return staged[1]
-        value = self._table.data.get(key)
+    def _read(self, key: K) -> bytes | None:
+        value = self._table.data.get(self._encode(key))
         return None if value is None else bytes(value)
 
-    def put(self, key: bytes, run_id: str, value: bytes) -> None:
-        self._staged[key] = (run_id, value)
-
     def staged_runs(self) -> set[str]:
-        return {run_id for run_id, _ in self._staged.values()}
+        return {self._run_of(k) for k in self.staged}
 
     async def flush(
         self, partition_of: Callable[[str], int], sink: KafkaSink
@@ -144,49 +132,51 @@ class _StagedTable:
         record, resolved when the broker acknowledged it) rather than Faust's one-by-one
         producer buffer; recovery reads them like any changelog record.
         """
-        staged, self._staged = self._staged, {}
         topic = self._table.changelog_topic.get_topic_name()
         sent: list[asyncio.Future[Any]] = []
-        for key, (run_id, value) in staged.items():
-            self._table.data[key] = value
-            sent.append(await sink.send_raw(topic, partition_of(run_id), key, value))
+        for key, value in self.staged.take().items():
+            raw = self._encode(key)
+            self._table.data[raw] = value
+            sent.append(await sink.send_raw(topic, partition_of(self._run_of(key)), raw, value))
         return sent
 
-    def discard(self) -> None:
-        self._staged.clear()
-
-    async def drop(self, keys: Sequence[bytes], partition: int, sink: KafkaSink) -> None:
+    async def drop(self, keys: Sequence[K], partition: int, sink: KafkaSink) -> None:
         """Remove keys from the table and tombstone them in its changelog."""
         topic = self._table.changelog_topic.get_topic_name()
         for key in keys:
-            self._table.data.pop(key, None)
-            await sink.send_raw(topic, partition, key, None)
+            raw = self._encode(key)
+            self._table.data.pop(raw, None)
+            await sink.send_raw(topic, partition, raw, None)
 
 
-class TableStateStore:
-    """``StateStore`` port over the run-state table."""
+class TableStateStore(_TableStore[str]):
+    """``StateStore`` port over the run-state table (keyed by the run id's UTF-8 bytes)."""
 
     def __init__(self, table: Any) -> None:
-        self.staged = _StagedTable(table)
+        super().__init__(table, str.encode, str)
 
     def get(self, run_id: str) -> bytes | None:
-        return self.staged.get(_state_key(run_id))
+        return self.staged.get(run_id)
 
     def put(self, run_id: str, value: bytes) -> None:
-        self.staged.put(_state_key(run_id), run_id, value)
+        self.staged.put(run_id, value)
 
 
-class TableEntryStore:
-    """``EntryStore`` port over the ledger-entry table."""
+def _entry_table_key(key: tuple[str, int]) -> bytes:
+    return entry_key(*key).encode()
+
+
+class TableEntryStore(_TableStore[tuple[str, int]]):
+    """``EntryStore`` port over the ledger-entry table (keyed like the ledger topic)."""
 
     def __init__(self, table: Any) -> None:
-        self.staged = _StagedTable(table)
+        super().__init__(table, _entry_table_key, itemgetter(0))
 
     def get(self, run_id: str, seq: int) -> bytes | None:
-        return self.staged.get(_entry_key(run_id, seq))
+        return self.staged.get((run_id, seq))
 
     def put(self, run_id: str, seq: int, value: bytes) -> None:
-        self.staged.put(_entry_key(run_id, seq), run_id, value)
+        self.staged.put((run_id, seq), value)
 
 
 # --------------------------------------------------------------------------- runtime
@@ -437,7 +427,7 @@ class FaustRuntime:
 
     def _remember(self, partition: int) -> None:
         """Runs staged for the first time live in ``partition`` (their events' partition)."""
-        for store in (self.states.staged, self.entries.staged):
+        for store in (self.states, self.entries):
             for run_id in store.staged_runs():
                 self._partition_of_run.setdefault(run_id, partition)
 
@@ -539,24 +529,24 @@ class FaustRuntime:
             await self._ensure_sink()
             if self.archive is not None and outputs.bundles:
                 await asyncio.to_thread(self._archive_all, outputs)
-            entries_sent = await self.entries.staged.flush(self._partition, self.sink)
+            entries_sent = await self.entries.flush(self._partition, self.sink)
             await self._publish(outputs)
             if entries_sent:
                 await asyncio.gather(*entries_sent)
         except BaseException:
             self._abandon()
             raise
-        states_sent = await self.states.staged.flush(self._partition, self.sink)
+        states_sent = await self.states.flush(self._partition, self.sink)
         if outputs.sealed:
             await asyncio.gather(*states_sent)
             for run_id, count in outputs.sealed:
-                keys = [_entry_key(run_id, seq) for seq in range(count)]
-                await self.entries.staged.drop(keys, self._partition(run_id), self.sink)
+                keys = [(run_id, seq) for seq in range(count)]
+                await self.entries.drop(keys, self._partition(run_id), self.sink)
 
     def _archive_all(self, outputs: Outputs) -> None:
         assert self.archive is not None
-        for record in outputs.bundles:
-            self.archive.write(record.value)
+        for bundle in outputs.bundles:
+            self.archive.write(bundle)
 
     async def tick(self) -> None:
         """Stale-gap checks: publish their intercepts, then persist the state they changed."""
