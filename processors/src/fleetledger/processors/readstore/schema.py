@@ -153,6 +153,10 @@ actions = Table(
     Column("output_tokens", BigInteger),
     Column("event", Text, nullable=False),
     Column("position", BigInteger, nullable=False),
+    # revision 0002: the entry's recorded chain hashes
+    Column("event_hash", String),
+    Column("prev_hash", String),
+    Column("entry_hash", String),
 )
 Index("ix_rm_actions_position", actions.c.position)
 

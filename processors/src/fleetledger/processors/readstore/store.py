@@ -914,26 +914,35 @@ class ReadStore:
             return int(conn.execute(select(s.head.c.position).where(s.head.c.id == 1)).scalar_one())
 
     def changes(self, after: int, *, limit: int = 500) -> list[Change]:
-        """Rows changed after position ``after``, in position order (at most ``limit``)."""
+        """Rows changed after position ``after``, in position order (at most ``limit``).
+
+        The three tables are read up to the head read first: each statement may see a
+        later commit than the one before it, and a row committed after the head was read
+        would otherwise be returned while an earlier one of another table was not, so a
+        reader resuming from the last position returned would skip it.
+        """
         out: list[Change] = []
         with self._read() as conn:
+            head = int(conn.execute(select(s.head.c.position).where(s.head.c.id == 1)).scalar_one())
+            if head <= after:
+                return out
             for row in conn.execute(
                 select(s.runs)
-                .where(s.runs.c.position > after)
+                .where(s.runs.c.position > after, s.runs.c.position <= head)
                 .order_by(s.runs.c.position)
                 .limit(limit)
             ):
                 out.append(Change(row.position, "run", row.run_id, _run_row(row)))
             for row in conn.execute(
                 select(s.actions)
-                .where(s.actions.c.position > after)
+                .where(s.actions.c.position > after, s.actions.c.position <= head)
                 .order_by(s.actions.c.position)
                 .limit(limit)
             ):
                 out.append(Change(row.position, "action", row.run_id, _action_row(row)))
             for row in conn.execute(
                 select(s.intercepts)
-                .where(s.intercepts.c.position > after)
+                .where(s.intercepts.c.position > after, s.intercepts.c.position <= head)
                 .order_by(s.intercepts.c.position)
                 .limit(limit)
             ):
@@ -1057,6 +1066,9 @@ def _action_values(a: ActionRow, position: int) -> dict[str, Any]:
         "output_tokens": a.output_tokens,
         "event": orjson.dumps(a.event).decode(),
         "position": position,
+        "event_hash": a.event_hash,
+        "prev_hash": a.prev_hash,
+        "entry_hash": a.entry_hash,
     }
 
 
@@ -1079,6 +1091,9 @@ def _action_row(row: Row[Any]) -> ActionRow:
         output_tokens=row.output_tokens,
         event=orjson.loads(row.event),
         position=row.position,
+        event_hash=row.event_hash,
+        prev_hash=row.prev_hash,
+        entry_hash=row.entry_hash,
     )
 
 

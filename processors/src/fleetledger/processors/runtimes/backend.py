@@ -73,9 +73,11 @@ class Backend(ABC):
         once: bool = False,
         poll_s: float = 0.5,
         report: Callable[[WorkerReport], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
-        """Process the backend's events until stopped (SIGTERM/SIGINT), or until caught up
-        with ``once``; ``report`` is called every ``FLEETLEDGER_REPORT_INTERVAL_S``."""
+        """Process the backend's events until stopped (SIGTERM/SIGINT, or ``should_stop``
+        where the runtime supports it), or until caught up with ``once``; ``report`` is
+        called every ``FLEETLEDGER_REPORT_INTERVAL_S``."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -131,6 +133,7 @@ class EmbeddedBackend(Backend):
         once: bool = False,
         poll_s: float = 0.5,
         report: Callable[[WorkerReport], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         from datetime import UTC, datetime
 
@@ -152,6 +155,7 @@ class EmbeddedBackend(Backend):
                     report=report,
                     report_s=self.settings.report_interval_s,
                     housekeeping=retention if days is not None else None,
+                    should_stop=should_stop,
                 )
         finally:
             if external is not None:
@@ -178,6 +182,7 @@ class KafkaBackend(Backend):
         once: bool = False,
         poll_s: float = 0.5,
         report: Callable[[WorkerReport], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         if once:
             raise ConfigError(
