@@ -151,6 +151,7 @@ def registry_params(
         ("since", since),
         ("until", until),
         ("sort", None if sort == "recent" else sort),
+        ("limit", None if limit == 50 else str(limit)),
     ):
         if v is not None:
             pairs.append((k, v))
@@ -366,7 +367,7 @@ class ConsoleApp:
         async def api_actions(
             run_id: str,
             after_seq: Annotated[int, Query(ge=-1, description="actions after this seq")] = -1,
-            limit: Annotated[int, Query(ge=1, le=5000)] = ACTIONS_PAGE,
+            limit: Annotated[int, Query(ge=1, le=5000, description="most actions")] = ACTIONS_PAGE,
             q: Annotated[str, Query(description="text in the name or the event")] = "",
             outcome: Annotated[
                 str | None, Query(description="success | error | blocked | replayed")
@@ -470,7 +471,7 @@ class ConsoleApp:
         async def api_agents(
             q: Annotated[str, Query(description="part of an agent id")] = "",
             tenant: TenantQ = None,
-            limit: Annotated[int, Query(ge=1, le=100)] = 20,
+            limit: Annotated[int, Query(ge=1, le=100, description="most agents")] = 20,
         ) -> Response:
             """Agents whose id contains ``q`` (the registry's type-to-search)."""
             rows = self.reads.agents(q, tenant=_blank(tenant), limit=limit)

@@ -152,6 +152,21 @@
     }
     bindList();
 
+    // agent: type to search (suggestions in the datalist); the list follows on change
+    const agentInput = $("#f-agent");
+    if (agentInput) {
+      let timer = null;
+      agentInput.addEventListener("input", () => {
+        clearTimeout(timer);
+        timer = setTimeout(async () => {
+          const doc = await fragment(agentInput.dataset.suggest + "?agent=" + encodeURIComponent(agentInput.value));
+          const list = $("#agents");
+          if (!list) return;
+          list.replaceChildren(...$$("#agents option", doc).map(adopt));
+        }, 120);
+      });
+    }
+
     document.body.addEventListener("click", (e) => {
       if (e.target.closest && e.target.closest("[data-paged]")) paged = true;
       if (e.target.closest && e.target.closest("#new-runs")) {
