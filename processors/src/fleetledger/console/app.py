@@ -196,6 +196,7 @@ class ConsoleApp:
             duration=render.duration,
             when=render.when,
             when_iso=render.when_iso,
+            clock=render.clock,
             percent=render.percent,
         )
         self.templates.globals.update(

@@ -113,6 +113,13 @@ def when(ts: datetime | None) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def clock(ts: datetime | None) -> str:
+    """``12:04:05.678`` (UTC; the run's header has the date)."""
+    if ts is None:
+        return NONE
+    return ts.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
 def when_iso(ts: datetime | None) -> str:
     return iso(ts) or ""
 
@@ -128,6 +135,7 @@ def escape_text(value: Any) -> Markup:
 
 
 __all__ = [
+    "clock",
     "duration",
     "escape_text",
     "json_html",

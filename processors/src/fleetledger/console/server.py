@@ -184,7 +184,11 @@ def console(
                 loopback=is_loopback(bind),
                 archive=settings.compliance_archive,
                 poll_s=poll_s,
-                source=found.describe() + ("" if embedded else f" · read model {reads.label}"),
+                source=(
+                    f"embedded store {found.path.name}"
+                    if isinstance(found, EmbeddedBackend)
+                    else f"{found.describe()} · read model {reads.label}"
+                ),
             ),
         )
         server = ConsoleServer(app, bind, settings.console_port if port is None else port)
