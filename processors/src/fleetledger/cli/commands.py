@@ -23,7 +23,6 @@ import typer.exceptions
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fleetledger.cli import render
 from fleetledger.cli.common import BrokerOpt, Ctx, backend_of, embedded_of, settings_of
 from fleetledger.cli.evidence import register as register_evidence
 from fleetledger.kernel.config import Settings
@@ -54,6 +53,12 @@ StoreOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 LimitOpt = Annotated[int, typer.Option(min=1, max=1000, help="most rows to show")]
+
+#: What an interrupted command says (exit 130).
+INTERRUPTED = (
+    "fleetledger: interrupted; everything committed before the signal is kept "
+    "(an interrupted batch is processed again on the next start)"
+)
 
 #: Flags accepted anywhere on the command line (moved before the subcommand).
 GLOBAL_FLAGS = ("--verbose", "-v")
@@ -176,6 +181,7 @@ def demo(
     A store that already holds events is not simulated into again: the demo processes
     and reports what it holds (`fleetledger simulate` adds traffic to a store).
     """
+    from fleetledger.cli import render
     from fleetledger.cli.evidence import load_signing_key
     from fleetledger.kernel.sqlitelog import SqliteLog
     from fleetledger.processors.archive import write_evidence
@@ -285,8 +291,7 @@ def worker(
     found = backend_of(ctx, broker=broker)
     settings = found.settings
     sink = archive_sink(archive or settings.compliance_archive, sign or settings.signing_key)
-    err: Console = ctx.obj.err
-    found.run_worker(archive=sink, once=once, poll_s=poll, report=lambda r: err.print(r.line()))
+    found.run_worker(archive=sink, once=once, poll_s=poll, report=lambda r: _log_line(r.line()))
 
 
 @app.command()
@@ -308,8 +313,7 @@ def projector(
             "The embedded worker keeps the read model itself",
             param_hint="--broker",
         )
-    err: Console = ctx.obj.err
-    run_projector(settings, once=once, report=lambda line: err.print(line))
+    run_projector(settings, once=once, report=_log_line)
 
 
 @app.command("console")
@@ -398,6 +402,7 @@ def runs(
     as_json: JsonOpt = False,
 ) -> None:
     """The run registry, newest first: status, duration, actions, success, cost, intercepts."""
+    from fleetledger.cli import render
     from fleetledger.processors.readmodel import SORTS, RunQuery
 
     f = _parse_filter(
@@ -435,6 +440,7 @@ def show(
     archive: Annotated[Path | None, typer.Option("--archive", help="compliance archive")] = None,
 ) -> None:
     """A run: header, its actions (outcome, cost, duration), totals and intercepts."""
+    from fleetledger.cli import render
     from fleetledger.processors.readstore import run_view
 
     settings = settings_of(ctx, broker=broker)
@@ -478,6 +484,7 @@ def intercepts(
     as_json: JsonOpt = False,
 ) -> None:
     """Critical intercepts, newest first."""
+    from fleetledger.cli import render
     from fleetledger.processors.readmodel import InterceptQuery
 
     if severity not in (None, "critical", "warning"):
@@ -508,6 +515,8 @@ def costs(
     as_json: JsonOpt = False,
 ) -> None:
     """Exact cost totals by agent and by model (the runs' filters apply)."""
+    from fleetledger.cli import render
+
     f = _parse_filter(
         status=status, agent=agent, tenant=tenant, min_cost=min_cost, since=since, until=until
     )
@@ -517,6 +526,11 @@ def costs(
         _print_json(ctx, report.to_json())
     else:
         render.costs_tables(ctx.obj.console, report)
+
+
+def _log_line(line: str) -> None:
+    """A progress line on stderr, unwrapped (log collectors read one line per report)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _print_json(ctx: typer.Context, data: Any) -> None:
@@ -549,8 +563,12 @@ def main(argv: list[str] | None = None) -> int:
         result = app(args=args, standalone_mode=False, prog_name="fleetledger")
     except typer.Exit as exc:
         return exc.exit_code
-    except typer.Abort:
-        print("fleetledger: aborted", file=sys.stderr)
+    except (typer.Abort, KeyboardInterrupt):
+        # click turns an interrupt into Abort; the commands ask no questions, so an Abort
+        # here is an interrupt (Ctrl-C, SIGINT).
+        if verbose:
+            traceback.print_exc()
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     except typer.exceptions.TyperException as exc:
         # Usage errors (unknown option, bad value, missing argument): the usage and exit 2.
@@ -565,15 +583,6 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"fleetledger: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        if verbose:
-            traceback.print_exc()
-        print(
-            "fleetledger: interrupted; everything committed before the signal is kept "
-            "(an interrupted batch is processed again on the next start)",
-            file=sys.stderr,
-        )
-        return 130
     except Exception as exc:  # an unexpected failure still gets one line, not a traceback
         if verbose:
             traceback.print_exc()
@@ -582,6 +591,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    if result == 130:
+        # typer turns an interrupt inside a command into a returned 130 (no command of
+        # fleetledger returns a code of its own)
+        print(INTERRUPTED, file=sys.stderr)
     return result if isinstance(result, int) else 0
 
 

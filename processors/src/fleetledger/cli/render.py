@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -21,8 +22,10 @@ from fleetledger.processors.readmodel import (
     RunSummary,
     iso,
 )
-from fleetledger.processors.readstore import RunView
 from fleetledger.schemas import money_str
+
+if TYPE_CHECKING:
+    from fleetledger.processors.readstore import RunView
 
 _STATUS_STYLE = {"failed": "red", "completed": "green", "running": "blue", "open": "yellow"}
 

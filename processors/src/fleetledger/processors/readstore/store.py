@@ -17,6 +17,7 @@ stream event id.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -154,10 +155,6 @@ def _sqlite_writer_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _sqlite_begin_immediate(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 def _wrap(what: str, label: str, exc: BaseException) -> StoreError:
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
     return StoreError(f"read model at {label}: {what} failed: {detail}")
@@ -167,10 +164,20 @@ class ReadStore:
     """The read model on one SQL engine; the :class:`~fleetledger.processors.readmodel.ReadModel`
     port for the read commands and the console, and the writer of the projection."""
 
-    def __init__(self, engine: Engine, label: str) -> None:
+    def __init__(self, engine: Engine, label: str, *, begin_immediate: bool = False) -> None:
         self._engine = engine
         self._label = label
         self._pg = engine.dialect.name == "postgresql"
+        self._begin_immediate = begin_immediate
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A write transaction (on SQLite it takes the write lock up front: BEGIN
+        IMMEDIATE, so two writers queue instead of failing to upgrade a read lock)."""
+        with self._engine.begin() as conn:
+            if self._begin_immediate:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield conn
 
     # ------------------------------------------------------------------ opening
 
@@ -189,12 +196,9 @@ class ReadStore:
             if create:
                 url.path.parent.mkdir(parents=True, exist_ok=True)
                 engine = create_engine(
-                    f"sqlite:///{url.path}",
-                    poolclass=StaticPool,
-                    connect_args={"check_same_thread": False},
+                    f"sqlite:///{url.path}", connect_args={"check_same_thread": False}
                 )
                 event.listen(engine, "connect", _sqlite_writer_pragmas)
-                event.listen(engine, "begin", _sqlite_begin_immediate)
             else:
                 if not url.path.is_file():
                     raise StoreError(
@@ -204,12 +208,11 @@ class ReadStore:
                     )
                 engine = create_engine(
                     f"sqlite:///file:{url.path.resolve()}?mode=ro&uri=true",
-                    poolclass=StaticPool,
                     connect_args={"check_same_thread": False},
                 )
         else:
             engine = create_engine(url.sqlalchemy_url, pool_pre_ping=True)
-        store = cls(engine, label)
+        store = cls(engine, label, begin_immediate=url.kind == "sqlite" and create)
         try:
             if create:
                 store.migrate()
@@ -267,7 +270,7 @@ class ReadStore:
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
         try:
-            with self._engine.begin() as conn:
+            with self._writing() as conn:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except SQLAlchemyError as exc:
@@ -337,7 +340,7 @@ class ReadStore:
     def apply(self, consumer: str, records: Sequence[TrackedRecord]) -> ApplyResult:
         """Project ``records`` and store their rows and positions in one transaction."""
         try:
-            with self._engine.begin() as conn:
+            with self._writing() as conn:
                 return self._apply(conn, consumer, records)
         except SQLAlchemyError as exc:
             raise _wrap("writing", self._label, exc) from exc
@@ -586,7 +589,7 @@ class ReadStore:
         if not runs:
             return 0
         try:
-            with self._engine.begin() as conn:
+            with self._writing() as conn:
                 position = int(
                     conn.execute(
                         select(s.head.c.position).where(s.head.c.id == 1).with_for_update()

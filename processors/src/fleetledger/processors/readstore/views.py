@@ -32,10 +32,22 @@ def open_read_model(settings: Settings, *, create: bool = False) -> ReadStore:
     """The read model ``settings`` name (``FLEETLEDGER_READ_DB``), for reading unless
     ``create``.  In Kafka mode a missing read model says which commands build it."""
     url = settings.read_db_url()
+    broker = settings.broker_url()
+    if (
+        not create
+        and broker.kind == "sqlite"
+        and settings.read_db is None
+        and broker.path is not None
+        and not broker.path.exists()
+    ):
+        raise StoreError(
+            f"embedded store {str(broker.path)!r} does not exist; run `fleetledger demo` or "
+            "`fleetledger simulate` first, or pass --broker"
+        )
     try:
         return ReadStore.open(url, create=create)
     except StoreError as exc:
-        if settings.broker_url().kind == "kafka" and "found no read model" in str(exc):
+        if broker.kind == "kafka" and "found no read model" in str(exc):
             raise StoreError(
                 f"found no read model at {url}; in Kafka mode `fleetledger worker` creates "
                 "the topics and processes the events, and `fleetledger projector` builds the "

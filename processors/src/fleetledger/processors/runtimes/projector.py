@@ -96,13 +96,13 @@ class Projector:
         return sorted(self._role_of)
 
     async def seek(self, consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition]) -> None:
-        stored = await asyncio.to_thread(self._store.positions, self.consumer_name)
+        # Read without yielding to the event loop: the consumer's fetcher must not start
+        # fetching the new partitions from the reset position before they are sought.
+        # A partition never read starts at offset 0; where compaction or retention removed
+        # it, the consumer's reset policy (earliest) takes the first offset there is.
+        stored = self._store.positions(self.consumer_name)
         for tp in tps:
-            pos = stored.get((tp.topic, tp.partition))
-            if pos is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, pos)
+            consumer.seek(tp, stored.get((tp.topic, tp.partition), 0))
         log.info("assigned %s", ", ".join(f"{tp.topic}:{tp.partition}" for tp in tps))
 
     def _consumer(self, *, group: bool) -> AIOKafkaConsumer:
