@@ -100,9 +100,11 @@ def console_fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium (Debian's, driven by Playwright) for the whole session.
+    """One headless Chromium (Debian's, driven by Playwright) for the browser tests (they
+    are one module; module scope because Playwright's sync API keeps an event loop on the
+    main thread while it runs, which would stop later tests' ``asyncio.run``).
 
     Missing Chromium FAILS every browser test (never skips): `.ci/run` installs it.
     """

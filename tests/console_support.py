@@ -40,7 +40,10 @@ WORKFLOW = WorkflowSnapshot(
         WorkflowStep(id="review", name="Human review", kind="gate", gate=GatePolicy.PAUSE_BEFORE),
         WorkflowStep(id="send", name="Send", kind="tool"),
     ],
-    edges=[WorkflowEdge(source="draft", target="review"), WorkflowEdge(source="review", target="send")],
+    edges=[
+        WorkflowEdge(source="draft", target="review"),
+        WorkflowEdge(source="review", target="send"),
+    ],
 )
 
 

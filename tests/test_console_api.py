@@ -22,6 +22,7 @@ from fleetledger.console.server import ConsoleServer, console
 from fleetledger.kernel.errors import ConfigError
 from fleetledger.processors.evidence import verify_bundle_bytes
 from fleetledger.processors.export import export_bundle
+from fleetledger.processors.livefeed import EVENT_NAMES
 from fleetledger.processors.readstore import ReadStore
 from fleetledger.processors.runexport import ACTION_COLUMNS, RUN_COLUMNS
 
@@ -120,16 +121,16 @@ def test_every_documented_route_answers_as_described(
         content = ok["content"]
         if "text/event-stream" in content:
             events = _read_sse(server.url + url + "?from=0", until_id=1)
-            assert events or True  # the stream answered with the documented media type
+            assert events and events[0][0] == 1 and events[0][1] in EVENT_NAMES
             checked += 1
             continue
         if path.endswith("/signature"):
             # the fleet is not signed: the documented 404 answers, with its schema
             r = client.get(url)
             assert r.status_code == 404
-            _validator(spec, op["responses"]["404"]["content"]["application/json"]["schema"]).validate(
-                r.json()
-            )
+            _validator(
+                spec, op["responses"]["404"]["content"]["application/json"]["schema"]
+            ).validate(r.json())
             checked += 1
             continue
         r = client.get(url)
@@ -255,11 +256,19 @@ def test_stream_ids_are_positions_and_a_resume_misses_nothing(
         reads = srv.app.reads
         head = reads.position()
         # the whole feed from the start: ids strictly increasing, ending at the head
-        everything = _read_sse(srv.url + "/api/events", headers={"Last-Event-ID": "0"}, until_id=head)
+        everything = _read_sse(
+            srv.url + "/api/events", headers={"Last-Event-ID": "0"}, until_id=head
+        )
         ids = [i for i, _, _ in everything]
         assert ids == sorted(set(ids)) and ids[-1] <= head
         names = {n for _, n, _ in everything}
-        assert {"run_created", "action_created", "run_updated", "run_completed", "run_failed"} <= names
+        assert {
+            "run_created",
+            "action_created",
+            "run_updated",
+            "run_completed",
+            "run_failed",
+        } <= names
         # resuming after any id gives exactly the rest
         middle = ids[len(ids) // 2]
         rest = _read_sse(
@@ -278,7 +287,9 @@ def test_stream_ids_are_positions_and_a_resume_misses_nothing(
             rec.flush()
             _wait_events(reads, run.run_id, 4)
             url = srv.url + f"/api/events?run={run.run_id}"
-            part1 = _read_sse(url, headers={"Last-Event-ID": str(first - 1)}, until_id=reads.position())
+            part1 = _read_sse(
+                url, headers={"Last-Event-ID": str(first - 1)}, until_id=reads.position()
+            )
             last = part1[-1][0]
             # disconnected: more is recorded and processed
             run.tool_call(name="lookup", duration_ms=1, outputs={"n": 1})
@@ -327,7 +338,10 @@ def _wait_status(reads: Any, run_id: str, status: str) -> None:
 def test_a_non_loopback_bind_needs_a_token(fleet: Path) -> None:
     with pytest.raises(ConfigError, match="FLEETLEDGER_CONSOLE_TOKEN"):
         check_bind("0.0.0.0", None)
-    with pytest.raises(ConfigError, match="not loopback"), console(settings_for(fleet), host="0.0.0.0"):
+    with (
+        pytest.raises(ConfigError, match="not loopback"),
+        console(settings_for(fleet), host="0.0.0.0"),
+    ):
         pass
     check_bind("0.0.0.0", TOKEN)
     check_bind("127.0.0.1", None)
@@ -392,7 +406,9 @@ def test_without_the_token_every_route_is_refused(
         r = browser.get("/", params={"token": TOKEN, "status": "failed"})
         assert r.status_code == 303
         assert r.headers["location"] == "/?status=failed"
-        assert "HttpOnly" in r.headers["set-cookie"] and "SameSite=Strict" in r.headers["set-cookie"]
+        assert (
+            "HttpOnly" in r.headers["set-cookie"] and "SameSite=Strict" in r.headers["set-cookie"]
+        )
         assert browser.get("/?status=failed").status_code == 200
         assert browser.get(f"/api/runs/{run_id}").status_code == 200
 

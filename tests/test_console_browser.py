@@ -60,11 +60,11 @@ def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
     pg = context.new_page()
-    pg.errors = []  # type: ignore[attr-defined]
-    pg.on("pageerror", lambda e: pg.errors.append(str(e)))  # type: ignore[attr-defined]
+    pg.errors = []
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
     pg.on(
         "console",
-        lambda m: pg.errors.append(m.text) if m.type == "error" else None,  # type: ignore[attr-defined]
+        lambda m: pg.errors.append(m.text) if m.type == "error" else None,
     )
     try:
         yield pg
@@ -159,7 +159,7 @@ def test_filters_drive_the_url_the_list_and_the_summary(
     )
     agents = page.eval_on_selector_all("#runs li.card .agent", "els => els.map(e => e.textContent)")
     assert set(agents) == {agent}
-    assert page.errors == []  # type: ignore[attr-defined]
+    assert page.errors == []
 
 
 def test_keyset_paging_loads_the_next_page(
@@ -254,7 +254,7 @@ def test_open_a_run_expand_an_action_and_inspect_it(
     page.keyboard.press("Escape")
     page.keyboard.press("t")
     assert page.locator("#panel-telemetry").is_visible()
-    assert page.errors == []  # type: ignore[attr-defined]
+    assert page.errors == []
 
 
 def test_a_running_runs_actions_appear_live(
@@ -293,7 +293,7 @@ def test_a_running_runs_actions_appear_live(
     registry.click("#new-runs")
     registry.wait_for_selector(f'#runs li[data-run-id="{run.run_id}"]')
     registry.close()
-    assert page.errors == []  # type: ignore[attr-defined]
+    assert page.errors == []
 
 
 def test_a_dropped_connection_reconnects_without_missing_an_event(
@@ -329,7 +329,9 @@ def test_a_dropped_connection_reconnects_without_missing_an_event(
             page.wait_for_selector('#run-status:has-text("completed")')
         total = len(reads.actions(run.run_id))
         page.wait_for_selector(f'#actions li[data-seq="{total - 1}"]')
-        seqs = page.eval_on_selector_all("#actions li.action", "els => els.map(e => +e.dataset.seq)")
+        seqs = page.eval_on_selector_all(
+            "#actions li.action", "els => els.map(e => +e.dataset.seq)"
+        )
         assert seqs == list(range(total))
     finally:
         srv.stop()
@@ -340,15 +342,18 @@ def test_a_dropped_connection_reconnects_without_missing_an_event(
 # --------------------------------------------------------------------------- safety
 
 
-def test_recorded_script_payloads_execute_nothing(
-    page: Any, fleet: Path, tmp_path: Path
-) -> None:
+def test_recorded_script_payloads_execute_nothing(page: Any, fleet: Path, tmp_path: Path) -> None:
     path = copy_store(fleet, tmp_path / "hostile.db")
     settings = settings_for(path)
     run_id = record_hostile_run(settings)
     process(settings)
     violations: list[str] = []
-    page.on("dialog", lambda d: (violations.append(f"dialog {d.message}"), d.dismiss()))
+
+    def dialog(d: Any) -> None:
+        violations.append(f"dialog {d.message}")
+        d.dismiss()
+
+    page.on("dialog", dialog)
     page.on(
         "console",
         lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
@@ -385,7 +390,9 @@ def test_a_non_loopback_console_refuses_every_route_without_its_token(
 ) -> None:
     token = "browser-token-0123456789"
     reads = ReadStore.open(settings_for(fleet).read_db_url(), create=False)
-    srv = ConsoleServer(ConsoleApp(reads, ConsoleConfig(token=token, loopback=False)), "127.0.0.1", 0)
+    srv = ConsoleServer(
+        ConsoleApp(reads, ConsoleConfig(token=token, loopback=False)), "127.0.0.1", 0
+    )
     srv.start()
     try:
         run_id = reads.runs(RunQuery(limit=1)).runs[0].run_id
