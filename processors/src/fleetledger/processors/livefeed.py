@@ -87,6 +87,13 @@ class LiveEvent:
         return out
 
 
+def _same(ident: RunFilter, who: Mapping[str, Any]) -> bool:
+    """Whether an event's or intercept's tenant and agent pass the filter's."""
+    return (ident.tenant is None or who.get("tenant") == ident.tenant) and (
+        ident.agent is None or who.get("agent_id") == ident.agent
+    )
+
+
 def runs_wanted(changes: Iterable[Change]) -> set[str]:
     """Runs whose row the events of ``changes`` carry (look them up, then :func:`events`)."""
     return {
@@ -110,7 +117,7 @@ def events(
         if isinstance(row, ActionRow):
             name = _RUN_EVENTS.get(row.type)
             if name is None:
-                if sub.actions:
+                if sub.actions and (sub.run_id is not None or _same(ident, row.event)):
                     out.append(LiveEvent(c.position, "action_created", c.run_id, action=row))
                 continue
             run = runs.get(c.run_id)
@@ -127,9 +134,8 @@ def events(
                 continue
             out.append(LiveEvent(c.position, "run_updated", c.run_id, run=row))
         elif isinstance(row, InterceptRow):
-            if sub.run_id is None and not (
-                (ident.tenant is None or row.tenant == ident.tenant)
-                and (ident.agent is None or row.agent_id == ident.agent)
+            if sub.run_id is None and not _same(
+                ident, {"tenant": row.tenant, "agent_id": row.agent_id}
             ):
                 continue
             out.append(LiveEvent(c.position, "intercept_created", c.run_id, intercept=row))
