@@ -66,7 +66,7 @@ class ConsoleConfig:
     loopback: bool = True
     #: the compliance archive, where signed bundles' envelopes are (FLEETLEDGER_COMPLIANCE_ARCHIVE)
     archive: Path | None = None
-    poll_s: float = 0.1
+    poll_s: float = 0.05
     heartbeat_s: float = 15.0
     #: shown in the page header: what the console reads
     source: str = ""
@@ -251,9 +251,14 @@ class ConsoleApp:
         more = found[limit - 1].seq if len(found) > limit else None
         return found[:limit], more
 
-    def registry(self, reg: Registry) -> dict[str, Any]:
+    def registry(self, reg: Registry, *, summary: bool = True) -> dict[str, Any]:
+        """One page of the registry, and its summary figures unless the page loads them
+        after the list (they aggregate every run the filter selects)."""
         page = self.reads.runs(RunQuery(reg.filter, reg.sort, reg.limit, reg.after))  # type: ignore[arg-type]
-        return {"reg": reg, "page": page, "summary": self.reads.summary(reg.filter)}
+        out: dict[str, Any] = {"reg": reg, "page": page}
+        if summary:
+            out["summary"] = self.reads.summary(reg.filter)
+        return out
 
     def lane(self, reg: Registry) -> Any:
         return self.reads.intercepts(
@@ -573,7 +578,7 @@ class ConsoleApp:
 
         @api.get("/", include_in_schema=False)
         async def registry_page(reg: Reg) -> Response:
-            ctx = self.registry(reg)
+            ctx = self.registry(reg, summary=False)
             return self.page(
                 "registry.html",
                 **ctx,
@@ -584,7 +589,11 @@ class ConsoleApp:
 
         @api.get("/ui/runs", include_in_schema=False)
         async def registry_results(reg: Reg) -> Response:
-            return self.page("_results.html", **self.registry(reg))
+            return self.page("_results.html", **self.registry(reg, summary=False))
+
+        @api.get("/ui/summary", include_in_schema=False)
+        async def summary_fragment(reg: Reg) -> Response:
+            return self.page("_summary.html", reg=reg, summary=self.reads.summary(reg.filter))
 
         @api.get("/ui/lane", include_in_schema=False)
         async def lane_fragment(reg: Reg) -> Response:

@@ -155,7 +155,7 @@ def console(
     host: str | None = None,
     port: int | None = None,
     process: bool = True,
-    poll_s: float = 0.1,
+    poll_s: float = 0.05,
 ) -> Iterator[ConsoleServer]:
     """A console server for ``settings`` (not started): in embedded mode with ``process``
     the embedded worker runs beside it; the read model is opened read-only."""

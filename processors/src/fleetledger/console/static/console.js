@@ -28,19 +28,27 @@
     if (window.htmx) window.htmx.process(fresh);
   }
 
+  // Run fn now, or -- while it runs or within ms of its last start -- once more after:
+  // bursts of events cost one or two fetches, and the first one is not delayed.
   function throttle(fn, ms) {
-    let timer = null;
-    let again = false;
     let running = false;
+    let again = false;
+    let last = 0;
+    let timer = null;
     const run = async () => {
       timer = null;
-      if (running) { again = true; return; }
       running = true;
+      last = Date.now();
       try { await fn(); } catch (e) { console.warn(e); }
       running = false;
       if (again) { again = false; schedule(); }
     };
-    const schedule = () => { if (!timer) timer = setTimeout(run, ms); };
+    const schedule = () => {
+      if (running) { again = true; return; }
+      if (timer) return;
+      const wait = Math.max(0, last + ms - Date.now());
+      timer = setTimeout(run, wait);
+    };
     return schedule;
   }
 
@@ -115,7 +123,7 @@
     }, 300);
     const refreshSummary = throttle(async () => {
       const q = query();
-      const doc = await fragment("/ui/runs?limit=1" + (q ? "&" + q : ""));
+      const doc = await fragment("/ui/summary" + (q ? "?" + q : ""));
       replaceWith($("#summary"), $("#summary", doc));
     }, 700);
     const refreshLane = throttle(async () => {

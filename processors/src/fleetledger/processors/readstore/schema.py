@@ -132,6 +132,16 @@ Index("ix_rm_runs_tenant_cost", runs.c.tenant, runs.c.cost, runs.c.run_id)
 Index("ix_rm_runs_agent_cost", runs.c.agent_id, runs.c.cost, runs.c.run_id)
 Index("ix_rm_runs_status_cost", runs.c.status, runs.c.cost, runs.c.run_id)
 Index("ix_rm_runs_position", runs.c.position)
+# revision 0002: covers the summary figures (status, currency, sums) without table reads
+Index(
+    "ix_rm_runs_summary",
+    runs.c.status,
+    runs.c.currency,
+    runs.c.cost,
+    runs.c.actions,
+    runs.c.actions_ok,
+    runs.c.intercepts,
+)
 
 actions = Table(
     f"{PREFIX}actions",
