@@ -321,6 +321,20 @@ class ReadStore:
             "a fleetledger store or read model, so nothing was read or changed"
         )
 
+    def optimize(self) -> None:
+        """Refresh the planner's statistics (``ANALYZE``) so every filter combination
+        picks its index; the worker and the projector run it with their housekeeping."""
+        try:
+            if self._pg:
+                with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    for t in s.TABLES:
+                        conn.exec_driver_sql(f"ANALYZE {t.name}")
+            else:
+                with self._writing() as conn:
+                    conn.exec_driver_sql("ANALYZE")
+        except SQLAlchemyError as exc:
+            raise _wrap("analyzing", self._label, exc) from exc
+
     # ------------------------------------------------------------------ writing
 
     def positions(self, consumer: str) -> dict[tuple[str, int], int]:
@@ -633,45 +647,90 @@ class ReadStore:
     def _read(self) -> Any:
         return _Reading(self._engine, self._label)
 
-    def _filtered(self, q: Select[Any], f: RunFilter) -> Select[Any]:
-        r = s.runs
+    def _filtered(self, q: Select[Any], f: RunFilter, c: Any = None) -> Select[Any]:
+        """``q`` with the filter's conditions on the run columns ``c`` (``rm_runs``)."""
+        c = s.runs.c if c is None else c
         if f.status:
-            q = q.where(r.c.status.in_(f.status))
+            q = q.where(c.status.in_(f.status))
         if f.agent is not None:
-            q = q.where(r.c.agent_id == f.agent)
+            q = q.where(c.agent_id == f.agent)
         if f.tenant is not None:
-            q = q.where(r.c.tenant == f.tenant)
+            q = q.where(c.tenant == f.tenant)
         if f.min_cost is not None:
-            q = q.where(r.c.cost >= f.min_cost)
+            q = q.where(c.cost >= f.min_cost)
         if f.since is not None:
-            q = q.where(r.c.started_at >= f.since)
+            q = q.where(c.started_at >= f.since)
         if f.until is not None:
-            q = q.where(r.c.started_at < f.until)
+            q = q.where(c.started_at < f.until)
         return q
 
+    #: A range filter on the column the page is NOT sorted by that matches fewer rows
+    #: than this is read through its own index and sorted (instead of walking the sort
+    #: order's index past every row the range rejects).
+    SELECTIVE_RANGE_ROWS = 10_000
+
+    def _range_is_selective(self, conn: Connection, cond: Any) -> bool:
+        """Whether ``cond`` (one range on one indexed column) matches few rows: a count
+        bounded by :data:`SELECTIVE_RANGE_ROWS`, so it never reads more index entries."""
+        probe = select(literal(1)).select_from(s.runs).where(cond)
+        bounded = probe.limit(self.SELECTIVE_RANGE_ROWS).subquery()
+        n = conn.execute(select(func.count()).select_from(bounded)).scalar_one()
+        return int(n) < self.SELECTIVE_RANGE_ROWS
+
     def runs(self, query: RunQuery) -> RunPage:
-        """One page of the registry, newest first (or most expensive first)."""
+        """One page of the registry, newest first (or most expensive first).
+
+        Every filter combination stays on an index: equality filters (status, agent,
+        tenant) ride the composite ``(column, sort key)`` indexes in sort order; a range on
+        the other column (min cost when sorting by recency, the time window when sorting
+        by cost) is first probed, and when it is selective the page is read through that
+        range's index and sorted, which planners without range statistics miss.
+        """
         r = s.runs
-        q = self._filtered(select(r), query.filter)
+        f = query.filter
         if query.sort == "cost":
-            if query.after is not None:
-                cost, run_id = decode_cursor(query.after, "cost", 2)
-                q = q.where(
-                    tuple_(r.c.cost, r.c.run_id)
-                    < tuple_(literal(Decimal(cost), s.Money()), literal(run_id))
+            window = [
+                cond
+                for cond in (
+                    r.c.started_at >= f.since if f.since is not None else None,
+                    r.c.started_at < f.until if f.until is not None else None,
                 )
-            q = q.order_by(r.c.cost.desc(), r.c.run_id.desc())
+                if cond is not None
+            ]
+            other = and_(*window) if window else None
         else:
-            if query.after is not None:
-                ts, run_id = decode_cursor(query.after, "recent", 2)
-                q = q.where(
-                    tuple_(r.c.started_at, r.c.run_id)
-                    < tuple_(literal(parse_ts(ts), s.UTCDateTime()), literal(run_id))
-                )
-            q = q.order_by(r.c.started_at.desc(), r.c.run_id.desc())
+            other = r.c.cost >= f.min_cost if f.min_cost is not None else None
         with self._read() as conn:
-            rows = conn.execute(q.limit(query.limit + 1)).all()
-        page = [_run_row(row) for row in rows[: query.limit]]
+            source: Any
+            # Phase 1 reads only indexed columns (every registry index covers the filter
+            # columns), so the page's run ids come from an index alone.
+            wanted = (r.c.run_id, r.c.started_at, r.c.cost, r.c.status, r.c.tenant, r.c.agent_id)
+            if other is not None and self._range_is_selective(conn, other):
+                # the few entries of the range, through its index (MATERIALIZED keeps the
+                # planner from folding it back into a walk of the sort order's index)
+                source = select(*wanted).where(other).cte("in_range").prefix_with("MATERIALIZED")
+                c = source.c
+            else:
+                source, c = r, r.c
+            q = self._filtered(select(c.run_id, c.started_at, c.cost), f, c)
+            if query.sort == "cost":
+                key = (c.cost, c.run_id)
+                if query.after is not None:
+                    cost, run_id = decode_cursor(query.after, "cost", 2)
+                    bound = (literal(Decimal(cost), s.Money()), literal(run_id))
+                    q = q.where(tuple_(*key) < tuple_(*bound))
+            else:
+                key = (c.started_at, c.run_id)
+                if query.after is not None:
+                    ts, run_id = decode_cursor(query.after, "recent", 2)
+                    bound = (literal(parse_ts(ts), s.UTCDateTime()), literal(run_id))
+                    q = q.where(tuple_(*key) < tuple_(*bound))
+            q = q.order_by(key[0].desc(), key[1].desc()).limit(query.limit + 1)
+            rows = conn.execute(q).all()
+            # Phase 2: the page's rows themselves.
+            ids = [row.run_id for row in rows[: query.limit]]
+            full = {row.run_id: row for row in conn.execute(select(r).where(r.c.run_id.in_(ids)))}
+        page = [_run_row(full[run_id]) for run_id in ids]
         cursor = None
         if len(rows) > query.limit:
             last = rows[query.limit - 1]

@@ -43,7 +43,8 @@ log = logging.getLogger("fleetledger.projector")
 CONNECT_TIMEOUT_S = 20.0
 #: Most records fetched (and applied in one transaction) at a time.
 BATCH_MAX_RECORDS = 2000
-#: Seconds between retention passes (with ``FLEETLEDGER_RETENTION_DAYS``).
+#: Seconds between housekeeping passes: retention (with ``FLEETLEDGER_RETENTION_DAYS``)
+#: and fresh planner statistics for the read model.
 RETENTION_EVERY_S = 3600.0
 
 
@@ -212,17 +213,19 @@ class Projector:
                 self.stats.batches += 1
                 self.stats.position = result.position
             now = time.monotonic()
-            if days is not None and now - last_retention >= RETENTION_EVERY_S:
+            if not once and now - last_retention >= RETENTION_EVERY_S:
                 last_retention = now
-                moved = await asyncio.to_thread(
-                    apply_retention,
-                    self._store,
-                    self._settings.compliance_archive,
-                    days,
-                    datetime.now(UTC),
-                )
-                if moved:
-                    self._report(f"retention: moved {moved} runs to the compliance archive")
+                if days is not None:
+                    moved = await asyncio.to_thread(
+                        apply_retention,
+                        self._store,
+                        self._settings.compliance_archive,
+                        days,
+                        datetime.now(UTC),
+                    )
+                    if moved:
+                        self._report(f"retention: moved {moved} runs to the compliance archive")
+                await asyncio.to_thread(self._store.optimize)
             if now - last >= interval:
                 await self._emit(consumer, now - last, self.stats.records - last_records)
                 last, last_records = now, self.stats.records
