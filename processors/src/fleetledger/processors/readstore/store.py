@@ -817,8 +817,8 @@ class ReadStore:
         runs = actions = ok = intercepts = 0
         with self._read() as conn:
             for row in conn.execute(q):
-                runs += row.n
-                by_status[row.status] = by_status.get(row.status, 0) + row.n
+                runs += int(row.n)
+                by_status[row.status] = by_status.get(row.status, 0) + int(row.n)
                 if row.currency:
                     cost[row.currency] = cost.get(row.currency, Decimal(0)) + row.cost
                 actions += int(row.actions or 0)
@@ -877,8 +877,8 @@ class ReadStore:
             agent_rows = []
             runs = 0
             for row in conn.execute(per_run):
-                runs += row.n
-                agent_rows.append((row.agent_id, row.currency, row.n, 0, 0, 0, row.cost))
+                runs += int(row.n)
+                agent_rows.append((row.agent_id, row.currency, int(row.n), 0, 0, 0, row.cost))
             served: dict[tuple[str, str], set[str]] = {}
             for row in conn.execute(served_q):
                 served.setdefault((row.provider, row.model), set()).add(row.served)
@@ -898,13 +898,14 @@ class ReadStore:
                         "served": served.get((row.provider, row.model), set()),
                     },
                 )
-                line["runs"] = max(line["runs"], row.n)
-                line["calls"] += row.calls
-                line["fallbacks"] += row.fallbacks
-                line["errors"] += row.errors
-                line["inp"] += row.inp
-                line["outp"] += row.outp
-                if row.currency and row.calls:
+                # PostgreSQL sums BIGINT columns as NUMERIC: counts come back as ints
+                line["runs"] = max(line["runs"], int(row.n))
+                line["calls"] += int(row.calls)
+                line["fallbacks"] += int(row.fallbacks)
+                line["errors"] += int(row.errors)
+                line["inp"] += int(row.inp)
+                line["outp"] += int(row.outp)
+                if row.currency and int(row.calls):
                     line["cost"][row.currency] = (
                         line["cost"].get(row.currency, Decimal(0)) + row.cost
                     )
