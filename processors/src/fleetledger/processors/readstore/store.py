@@ -40,6 +40,7 @@ from sqlalchemy import (
     func,
     inspect,
     literal,
+    literal_column,
     select,
     tuple_,
     update,
@@ -211,7 +212,8 @@ class ReadStore:
                     connect_args={"check_same_thread": False},
                 )
         else:
-            engine = create_engine(url.sqlalchemy_url, pool_pre_ping=True)
+            # no pre-ping (a round trip per query): stale connections are recycled instead
+            engine = create_engine(url.sqlalchemy_url, pool_recycle=1800)
         store = cls(engine, label, begin_immediate=url.kind == "sqlite" and create)
         try:
             if create:
@@ -677,6 +679,14 @@ class ReadStore:
         n = conn.execute(select(func.count()).select_from(bounded)).scalar_one()
         return int(n) < self.SELECTIVE_RANGE_ROWS
 
+    def _unindexed(self, col: Any) -> Any:
+        """``col`` as an expression with the same order that no index serves."""
+        if self._pg:
+            if col.name == "started_at":
+                return col + literal_column("interval '0 seconds'")
+            return col + 0
+        return col.op("+")(0) if col.name == "cost" else func.coalesce(col, col)
+
     def runs(self, query: RunQuery) -> RunPage:
         """One page of the registry, newest first (or most expensive first).
 
@@ -701,35 +711,38 @@ class ReadStore:
         else:
             other = r.c.cost >= f.min_cost if f.min_cost is not None else None
         with self._read() as conn:
-            source: Any
-            # Phase 1 reads only indexed columns (every registry index covers the filter
-            # columns), so the page's run ids come from an index alone.
-            wanted = (r.c.run_id, r.c.started_at, r.c.cost, r.c.status, r.c.tenant, r.c.agent_id)
-            if other is not None and self._range_is_selective(conn, other):
-                # the few entries of the range, through its index (MATERIALIZED keeps the
-                # planner from folding it back into a walk of the sort order's index)
-                source = select(*wanted).where(other).cte("in_range").prefix_with("MATERIALIZED")
-                c = source.c
-            else:
-                source, c = r, r.c
-            q = self._filtered(select(c.run_id, c.started_at, c.cost), f, c)
+            # The page's run ids come from an index alone (every registry index covers the
+            # filter columns); only the page's own rows are then read from the table.
+            through_range = other is not None and self._range_is_selective(conn, other)
+            q = self._filtered(select(r.c.run_id, r.c.started_at, r.c.cost), f)
             if query.sort == "cost":
-                key = (c.cost, c.run_id)
+                key = (r.c.cost, r.c.run_id)
                 if query.after is not None:
                     cost, run_id = decode_cursor(query.after, "cost", 2)
                     bound = (literal(Decimal(cost), s.Money()), literal(run_id))
                     q = q.where(tuple_(*key) < tuple_(*bound))
             else:
-                key = (c.started_at, c.run_id)
+                key = (r.c.started_at, r.c.run_id)
                 if query.after is not None:
                     ts, run_id = decode_cursor(query.after, "recent", 2)
                     bound = (literal(parse_ts(ts), s.UTCDateTime()), literal(run_id))
                     q = q.where(tuple_(*key) < tuple_(*bound))
-            q = q.order_by(key[0].desc(), key[1].desc()).limit(query.limit + 1)
-            rows = conn.execute(q).all()
-            # Phase 2: the page's rows themselves.
-            ids = [row.run_id for row in rows[: query.limit]]
-            full = {row.run_id: row for row in conn.execute(select(r).where(r.c.run_id.in_(ids)))}
+            if through_range:
+                # Sort by an expression no index serves: the planner then picks the index
+                # for the WHERE (the selective range, behind any equality), not a walk of
+                # the sort order's index past every row the range rejects.
+                order = [self._unindexed(key[0]).desc(), key[1].desc()]
+            else:
+                order = [key[0].desc(), key[1].desc()]
+            ids_q = q.order_by(*order).limit(query.limit + 1).subquery("page")
+            sort_col = ids_q.c.cost if query.sort == "cost" else ids_q.c.started_at
+            rows = conn.execute(
+                select(r)
+                .join(ids_q, ids_q.c.run_id == r.c.run_id)
+                .order_by(sort_col.desc(), ids_q.c.run_id.desc())
+            ).all()
+        ids = [row.run_id for row in rows[: query.limit]]
+        full = {row.run_id: row for row in rows}
         page = [_run_row(full[run_id]) for run_id in ids]
         cursor = None
         if len(rows) > query.limit:
