@@ -528,3 +528,18 @@ def test_retention_moves_archived_runs_out_and_show_still_finds_them(
     assert data.stdout.encode() == archived.read_bytes()
     without = cli("show", gone["run_id"], "--broker", "sqlite:///ret.db")
     assert without.returncode == 2 and "compliance archive" in without.stderr
+
+
+def test_the_embedded_worker_keeps_the_read_model_in_postgresql_when_told(
+    cli: Cli, tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    okc(cli, "simulate", "--runs", "5", "--seed", "8", "--broker", "sqlite:///pg.db")
+    monkeypatch.setenv("FLEETLEDGER_READ_DB", postgres_url)
+    okc(cli, "worker", "--once", "--broker", "sqlite:///pg.db")
+    rows = runs_json(cli, tmp_path / "pg.db")
+    assert len(rows) == 5 and all(r["digest"] for r in rows)
+    with sqlite3.connect(tmp_path / "pg.db") as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    assert not [t for t in tables if t.startswith("rm_")]
+    report = json.loads(okc(cli, "costs", "--json", "--broker", "sqlite:///pg.db"))
+    assert report["runs"] == 5

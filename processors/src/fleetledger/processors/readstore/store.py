@@ -40,6 +40,7 @@ from sqlalchemy import (
     func,
     inspect,
     literal,
+    literal_column,
     select,
     tuple_,
     update,
@@ -221,7 +222,8 @@ class ReadStore:
                 )
                 event.listen(engine, "connect", _sqlite_reader_pragmas)
         else:
-            engine = create_engine(url.sqlalchemy_url, pool_pre_ping=True)
+            # no pre-ping (a round trip per query): stale connections are recycled instead
+            engine = create_engine(url.sqlalchemy_url, pool_recycle=1800)
         store = cls(engine, label, begin_immediate=url.kind == "sqlite" and create)
         try:
             if create:
@@ -330,6 +332,20 @@ class ReadStore:
             f"{self._label} is not a fleetledger database (found tables {shown}); expected "
             "a fleetledger store or read model, so nothing was read or changed"
         )
+
+    def optimize(self) -> None:
+        """Refresh the planner's statistics (``ANALYZE``) so every filter combination
+        picks its index; the worker and the projector run it with their housekeeping."""
+        try:
+            if self._pg:
+                with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    for t in s.TABLES:
+                        conn.exec_driver_sql(f"ANALYZE {t.name}")
+            else:
+                with self._writing() as conn:
+                    conn.exec_driver_sql("ANALYZE")
+        except SQLAlchemyError as exc:
+            raise _wrap("analyzing", self._label, exc) from exc
 
     # ------------------------------------------------------------------ writing
 
@@ -643,45 +659,101 @@ class ReadStore:
     def _read(self) -> Any:
         return _Reading(self._engine, self._label)
 
-    def _filtered(self, q: Select[Any], f: RunFilter) -> Select[Any]:
-        r = s.runs
+    def _filtered(self, q: Select[Any], f: RunFilter, c: Any = None) -> Select[Any]:
+        """``q`` with the filter's conditions on the run columns ``c`` (``rm_runs``)."""
+        c = s.runs.c if c is None else c
         if f.status:
-            q = q.where(r.c.status.in_(f.status))
+            q = q.where(c.status.in_(f.status))
         if f.agent is not None:
-            q = q.where(r.c.agent_id == f.agent)
+            q = q.where(c.agent_id == f.agent)
         if f.tenant is not None:
-            q = q.where(r.c.tenant == f.tenant)
+            q = q.where(c.tenant == f.tenant)
         if f.min_cost is not None:
-            q = q.where(r.c.cost >= f.min_cost)
+            q = q.where(c.cost >= f.min_cost)
         if f.since is not None:
-            q = q.where(r.c.started_at >= f.since)
+            q = q.where(c.started_at >= f.since)
         if f.until is not None:
-            q = q.where(r.c.started_at < f.until)
+            q = q.where(c.started_at < f.until)
         return q
 
+    #: A range filter on the column the page is NOT sorted by that matches fewer rows
+    #: than this is read through its own index and sorted (instead of walking the sort
+    #: order's index past every row the range rejects).
+    SELECTIVE_RANGE_ROWS = 10_000
+
+    def _range_is_selective(self, conn: Connection, cond: Any) -> bool:
+        """Whether ``cond`` (one range on one indexed column) matches few rows: a count
+        bounded by :data:`SELECTIVE_RANGE_ROWS`, so it never reads more index entries."""
+        probe = select(literal(1)).select_from(s.runs).where(cond)
+        bounded = probe.limit(self.SELECTIVE_RANGE_ROWS).subquery()
+        n = conn.execute(select(func.count()).select_from(bounded)).scalar_one()
+        return int(n) < self.SELECTIVE_RANGE_ROWS
+
+    def _unindexed(self, col: Any) -> Any:
+        """``col`` as an expression with the same order that no index serves."""
+        if self._pg:
+            if col.name == "started_at":
+                return col + literal_column("interval '0 seconds'")
+            return col + 0
+        return col.op("+")(0) if col.name == "cost" else func.coalesce(col, col)
+
     def runs(self, query: RunQuery) -> RunPage:
-        """One page of the registry, newest first (or most expensive first)."""
+        """One page of the registry, newest first (or most expensive first).
+
+        Every filter combination stays on an index: equality filters (status, agent,
+        tenant) ride the composite ``(column, sort key)`` indexes in sort order; a range on
+        the other column (min cost when sorting by recency, the time window when sorting
+        by cost) is first probed, and when it is selective the page is read through that
+        range's index and sorted, which planners without range statistics miss.
+        """
         r = s.runs
-        q = self._filtered(select(r), query.filter)
+        f = query.filter
         if query.sort == "cost":
-            if query.after is not None:
-                cost, run_id = decode_cursor(query.after, "cost", 2)
-                q = q.where(
-                    tuple_(r.c.cost, r.c.run_id)
-                    < tuple_(literal(Decimal(cost), s.Money()), literal(run_id))
+            window = [
+                cond
+                for cond in (
+                    r.c.started_at >= f.since if f.since is not None else None,
+                    r.c.started_at < f.until if f.until is not None else None,
                 )
-            q = q.order_by(r.c.cost.desc(), r.c.run_id.desc())
+                if cond is not None
+            ]
+            other = and_(*window) if window else None
         else:
-            if query.after is not None:
-                ts, run_id = decode_cursor(query.after, "recent", 2)
-                q = q.where(
-                    tuple_(r.c.started_at, r.c.run_id)
-                    < tuple_(literal(parse_ts(ts), s.UTCDateTime()), literal(run_id))
-                )
-            q = q.order_by(r.c.started_at.desc(), r.c.run_id.desc())
+            other = r.c.cost >= f.min_cost if f.min_cost is not None else None
         with self._read() as conn:
-            rows = conn.execute(q.limit(query.limit + 1)).all()
-        page = [_run_row(row) for row in rows[: query.limit]]
+            # The page's run ids come from an index alone (every registry index covers the
+            # filter columns); only the page's own rows are then read from the table.
+            through_range = other is not None and self._range_is_selective(conn, other)
+            q = self._filtered(select(r.c.run_id, r.c.started_at, r.c.cost), f)
+            if query.sort == "cost":
+                key = (r.c.cost, r.c.run_id)
+                if query.after is not None:
+                    cost, run_id = decode_cursor(query.after, "cost", 2)
+                    bound = (literal(Decimal(cost), s.Money()), literal(run_id))
+                    q = q.where(tuple_(*key) < tuple_(*bound))
+            else:
+                key = (r.c.started_at, r.c.run_id)
+                if query.after is not None:
+                    ts, run_id = decode_cursor(query.after, "recent", 2)
+                    bound = (literal(parse_ts(ts), s.UTCDateTime()), literal(run_id))
+                    q = q.where(tuple_(*key) < tuple_(*bound))
+            if through_range:
+                # Sort by an expression no index serves: the planner then picks the index
+                # for the WHERE (the selective range, behind any equality), not a walk of
+                # the sort order's index past every row the range rejects.
+                order = [self._unindexed(key[0]).desc(), key[1].desc()]
+            else:
+                order = [key[0].desc(), key[1].desc()]
+            ids_q = q.order_by(*order).limit(query.limit + 1).subquery("page")
+            sort_col = ids_q.c.cost if query.sort == "cost" else ids_q.c.started_at
+            rows = conn.execute(
+                select(r)
+                .join(ids_q, ids_q.c.run_id == r.c.run_id)
+                .order_by(sort_col.desc(), ids_q.c.run_id.desc())
+            ).all()
+        ids = [row.run_id for row in rows[: query.limit]]
+        full = {row.run_id: row for row in rows}
+        page = [_run_row(full[run_id]) for run_id in ids]
         cursor = None
         if len(rows) > query.limit:
             last = rows[query.limit - 1]
@@ -768,8 +840,8 @@ class ReadStore:
         runs = actions = ok = intercepts = 0
         with self._read() as conn:
             for row in conn.execute(q):
-                runs += row.n
-                by_status[row.status] = by_status.get(row.status, 0) + row.n
+                runs += int(row.n)
+                by_status[row.status] = by_status.get(row.status, 0) + int(row.n)
                 if row.currency:
                     cost[row.currency] = cost.get(row.currency, Decimal(0)) + row.cost
                 actions += int(row.actions or 0)
@@ -828,8 +900,8 @@ class ReadStore:
             agent_rows = []
             runs = 0
             for row in conn.execute(per_run):
-                runs += row.n
-                agent_rows.append((row.agent_id, row.currency, row.n, 0, 0, 0, row.cost))
+                runs += int(row.n)
+                agent_rows.append((row.agent_id, row.currency, int(row.n), 0, 0, 0, row.cost))
             served: dict[tuple[str, str], set[str]] = {}
             for row in conn.execute(served_q):
                 served.setdefault((row.provider, row.model), set()).add(row.served)
@@ -849,13 +921,14 @@ class ReadStore:
                         "served": served.get((row.provider, row.model), set()),
                     },
                 )
-                line["runs"] = max(line["runs"], row.n)
-                line["calls"] += row.calls
-                line["fallbacks"] += row.fallbacks
-                line["errors"] += row.errors
-                line["inp"] += row.inp
-                line["outp"] += row.outp
-                if row.currency and row.calls:
+                # PostgreSQL sums BIGINT columns as NUMERIC: counts come back as ints
+                line["runs"] = max(line["runs"], int(row.n))
+                line["calls"] += int(row.calls)
+                line["fallbacks"] += int(row.fallbacks)
+                line["errors"] += int(row.errors)
+                line["inp"] += int(row.inp)
+                line["outp"] += int(row.outp)
+                if row.currency and int(row.calls):
                     line["cost"][row.currency] = (
                         line["cost"].get(row.currency, Decimal(0)) + row.cost
                     )

@@ -145,16 +145,18 @@ class EmbeddedBackend(Backend):
                 days = self.settings.retention_days
                 root = self.settings.compliance_archive or (archive.root if archive else None)
 
-                def retention() -> None:
-                    assert days is not None
-                    apply_retention(runtime.read_model, root, days, datetime.now(UTC))
+                def housekeeping() -> None:
+                    """Hourly: retention (when configured), then fresh planner statistics."""
+                    if days is not None:
+                        apply_retention(runtime.read_model, root, days, datetime.now(UTC))
+                    runtime.read_model.optimize()
 
                 runtime.run(
                     once=once,
                     poll_s=poll_s,
                     report=report,
                     report_s=self.settings.report_interval_s,
-                    housekeeping=retention if days is not None else None,
+                    housekeeping=None if once else housekeeping,
                     should_stop=should_stop,
                 )
         finally:

@@ -33,9 +33,11 @@ from aiokafka.errors import KafkaError
 
 from fleetledger.kernel.config import Settings
 from fleetledger.kernel.errors import StoreError
+from fleetledger.kernel.kafka import kafka_connection
 from fleetledger.kernel.topics import topic_name
 from fleetledger.processors.readmodel import PROJECTED_ROLES, OutputRecord
 from fleetledger.processors.readstore import ReadStore, TrackedRecord, apply_retention
+from fleetledger.processors.runtimes.kafka_io import cannot_connect
 
 log = logging.getLogger("fleetledger.projector")
 
@@ -43,7 +45,8 @@ log = logging.getLogger("fleetledger.projector")
 CONNECT_TIMEOUT_S = 20.0
 #: Most records fetched (and applied in one transaction) at a time.
 BATCH_MAX_RECORDS = 2000
-#: Seconds between retention passes (with ``FLEETLEDGER_RETENTION_DAYS``).
+#: Seconds between housekeeping passes: retention (with ``FLEETLEDGER_RETENTION_DAYS``)
+#: and fresh planner statistics for the read model.
 RETENTION_EVERY_S = 3600.0
 
 
@@ -84,7 +87,8 @@ class Projector:
         self._settings = settings
         self._store = store
         self._report = report or log.info
-        self._bootstrap = settings.broker_url().bootstrap
+        self._conn = kafka_connection(settings)
+        self._bootstrap = self._conn.describe()
         self._role_of = {topic_name(settings.topic_prefix, role): role for role in PROJECTED_ROLES}
         #: the tracking records' consumer name: the group, so --once and the group resume
         #: from the same positions
@@ -107,12 +111,12 @@ class Projector:
 
     def _consumer(self, *, group: bool) -> AIOKafkaConsumer:
         options: dict[str, Any] = {
-            "bootstrap_servers": self._bootstrap,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             "request_timeout_ms": int(CONNECT_TIMEOUT_S * 1000),
-            "client_id": f"fleetledger-{self.consumer_name}",
             "max_partition_fetch_bytes": 4 * 1024 * 1024,
+            # bootstrap servers, client id, TLS and SASL: the one Kafka options helper
+            **self._conn.client_options(f"fleetledger-{self.consumer_name}"),
         }
         if group:
             session_ms = int(self._settings.session_timeout_s * 1000)
@@ -130,14 +134,11 @@ class Projector:
         try:
             await asyncio.wait_for(consumer.start(), CONNECT_TIMEOUT_S)
             found = await asyncio.wait_for(consumer.topics(), CONNECT_TIMEOUT_S)
-        except (KafkaError, TimeoutError, OSError) as exc:
+        except (KafkaError, TimeoutError, OSError, KeyError, ValueError) as exc:
             with contextlib.suppress(Exception):
                 await consumer.stop()
-            detail = str(exc) or f"no answer within {CONNECT_TIMEOUT_S:g}s"
-            raise StoreError(
-                f"cannot reach Kafka at {self._bootstrap}: {detail}; expected a running "
-                "broker (check --broker / FLEETLEDGER_BROKER)"
-            ) from exc
+            found = None if isinstance(exc, TimeoutError) else exc
+            raise await cannot_connect(self._conn, CONNECT_TIMEOUT_S, found) from exc
         missing = [t for t in self.topics if t not in found]
         if missing:
             with contextlib.suppress(Exception):
@@ -212,17 +213,19 @@ class Projector:
                 self.stats.batches += 1
                 self.stats.position = result.position
             now = time.monotonic()
-            if days is not None and now - last_retention >= RETENTION_EVERY_S:
+            if not once and now - last_retention >= RETENTION_EVERY_S:
                 last_retention = now
-                moved = await asyncio.to_thread(
-                    apply_retention,
-                    self._store,
-                    self._settings.compliance_archive,
-                    days,
-                    datetime.now(UTC),
-                )
-                if moved:
-                    self._report(f"retention: moved {moved} runs to the compliance archive")
+                if days is not None:
+                    moved = await asyncio.to_thread(
+                        apply_retention,
+                        self._store,
+                        self._settings.compliance_archive,
+                        days,
+                        datetime.now(UTC),
+                    )
+                    if moved:
+                        self._report(f"retention: moved {moved} runs to the compliance archive")
+                await asyncio.to_thread(self._store.optimize)
             if now - last >= interval:
                 await self._emit(consumer, now - last, self.stats.records - last_records)
                 last, last_records = now, self.stats.records

@@ -12,6 +12,19 @@ from alembic import op
 
 from fleetledger.processors.readstore.schema import Money, UTCDateTime
 
+#: The registry's covering indexes as this revision creates them (frozen here: a later
+#: change of indexes is a later revision).
+RUN_INDEXES: dict[str, tuple[str, ...]] = {
+    "ix_rm_runs_recent": ("started_at", "run_id", "cost", "status", "tenant", "agent_id"),
+    "ix_rm_runs_cost": ("cost", "run_id", "started_at", "status", "tenant", "agent_id"),
+    "ix_rm_runs_tenant_recent": ("tenant", "started_at", "run_id", "cost", "status", "agent_id"),
+    "ix_rm_runs_agent_recent": ("agent_id", "started_at", "run_id", "cost", "status", "tenant"),
+    "ix_rm_runs_status_recent": ("status", "started_at", "run_id", "cost", "tenant", "agent_id"),
+    "ix_rm_runs_tenant_cost": ("tenant", "cost", "run_id", "started_at", "status", "agent_id"),
+    "ix_rm_runs_agent_cost": ("agent_id", "cost", "run_id", "started_at", "status", "tenant"),
+    "ix_rm_runs_status_cost": ("status", "cost", "run_id", "started_at", "tenant", "agent_id"),
+}
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -39,18 +52,9 @@ def upgrade() -> None:
         sa.Column("digest", sa.String),
         sa.Column("position", sa.BigInteger, nullable=False),
     )
-    for name, cols in (
-        ("ix_rm_runs_recent", ["started_at", "run_id"]),
-        ("ix_rm_runs_cost", ["cost", "run_id"]),
-        ("ix_rm_runs_tenant_recent", ["tenant", "started_at", "run_id"]),
-        ("ix_rm_runs_agent_recent", ["agent_id", "started_at", "run_id"]),
-        ("ix_rm_runs_status_recent", ["status", "started_at", "run_id"]),
-        ("ix_rm_runs_tenant_cost", ["tenant", "cost", "run_id"]),
-        ("ix_rm_runs_agent_cost", ["agent_id", "cost", "run_id"]),
-        ("ix_rm_runs_status_cost", ["status", "cost", "run_id"]),
-        ("ix_rm_runs_position", ["position"]),
-    ):
-        op.create_index(name, "rm_runs", cols)
+    for name, cols in RUN_INDEXES.items():
+        op.create_index(name, "rm_runs", list(cols))
+    op.create_index("ix_rm_runs_position", "rm_runs", ["position"])
 
     op.create_table(
         "rm_actions",
