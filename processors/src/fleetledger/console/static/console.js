@@ -238,7 +238,7 @@
       }
       current.dataset.lastSeq = String(lastSeq);
       if ($("#more-actions", doc)) appendActions();
-    }, 150);
+    }, 40);
     const refreshHeader = throttle(async () => {
       const doc = await fragment(base + "/header");
       replaceWith($("#run-header"), $("#run-header", doc));
