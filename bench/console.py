@@ -31,8 +31,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -219,90 +219,64 @@ def live_kafka(events: int, pace_s: float) -> dict[str, Any]:
 # --------------------------------------------------------------------------- page load
 
 
-def generate_runs(url: str, n: int, seed: int = 11) -> None:
-    """``n`` registry rows straight into the read model (plus agents and intercepts)."""
-    from sqlalchemy import insert, update
+def generate_runs(path: Path, n: int) -> None:
+    """``n`` registry rows straight into a SQLite read model at ``path``, generated as the
+    read-model benchmark generates them (``bench.readmodel``), plus the agents, 2,000
+    intercepts and the head position."""
+    import sqlite3
 
     from fleetledger.kernel.config import parse_read_db_url
     from fleetledger.processors.readstore import ReadStore
-    from fleetledger.processors.readstore import schema as s
 
-    rnd = random.Random(seed)
-    now = datetime.now(UTC)
-    tenants = [f"tenant-{i}" for i in range(5)]
-    agents = [f"agent-{i:02d}" for i in range(20)]
-    statuses = ["completed"] * 85 + ["failed"] * 8 + ["running"] * 7
-    store = ReadStore.open(parse_read_db_url(url), create=True)
+    from .readmodel import generate, load_sqlite
+
+    ReadStore.open(parse_read_db_url(f"sqlite:///{path}"), create=True).close()
+    fleet, rows = generate(n)
     counts: dict[tuple[str, str], int] = {}
-    chunk = 20_000
-    try:
-        with store._engine.begin() as conn:
-            for start in range(0, n, chunk):
-                rows = []
-                for i in range(start, min(n, start + chunk)):
-                    status = rnd.choice(statuses)
-                    started = now - timedelta(seconds=rnd.random() * 60 * 86400)
-                    dur = rnd.randint(1_000, 3_600_000)
-                    tenant, agent = rnd.choice(tenants), rnd.choice(agents)
-                    counts[(tenant, agent)] = counts.get((tenant, agent), 0) + 1
-                    actions = rnd.randint(1, 40)
-                    rows.append(
-                        {
-                            "run_id": f"run-{i:08d}-{rnd.getrandbits(32):08x}",
-                            "tenant": tenant,
-                            "agent_id": agent,
-                            "project": None,
-                            "status": status,
-                            "started_at": started,
-                            "ended_at": None if status == "running" else started + timedelta(milliseconds=dur),
-                            "duration_ms": None if status == "running" else dur,
-                            "actions": actions,
-                            "actions_ok": actions - (rnd.random() < 0.1),
-                            "events": actions * 2 + 3,
-                            "through_seq": actions * 2 + 2,
-                            "cost": Decimal(rnd.randint(0, 2_000_000)).scaleb(-6),
-                            "currency": "USD",
-                            "intercepts": 1 if status == "failed" else 0,
-                            "digest": None if status == "running" else f"{rnd.getrandbits(256):064x}",
-                            "position": i + 1,
-                        }
-                    )  # fmt: skip
-                conn.execute(insert(s.runs), rows)
-            conn.execute(
-                insert(s.agents),
-                [{"tenant": t, "agent_id": a, "runs": c} for (t, a), c in counts.items()],
-            )
-            conn.execute(
-                insert(s.intercepts),
-                [
-                    {
-                        "intercept_id": f"ic-{i}",
-                        "run_id": f"run-{i:08d}",
-                        "kind": "run_failed",
-                        "severity": "critical",
-                        "seq": 3,
-                        "reason": "run failed: bench",
-                        "ts": now - timedelta(seconds=i * 37),
-                        "tenant": rnd.choice(tenants),
-                        "agent_id": rnd.choice(agents),
-                        "position": n + i + 1,
-                    }
-                    for i in range(2000)
-                ],
-            )
-            conn.execute(update(s.head).values(position=n + 2001))
-        with store._engine.begin() as conn:
-            conn.exec_driver_sql("ANALYZE")
-    finally:
-        store.close()
+
+    def counted() -> Iterator[tuple[Any, ...]]:
+        for r in rows:
+            counts[(r[1], r[2])] = counts.get((r[1], r[2]), 0) + 1
+            yield r
+
+    load_sqlite(path, counted())
+    rnd = random.Random(3)
+    now = datetime.now(UTC)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.executemany(
+            "INSERT INTO rm_agents (tenant, agent_id, runs) VALUES (?, ?, ?)",
+            [(t, a, c) for (t, a), c in counts.items()],
+        )
+        conn.executemany(
+            "INSERT INTO rm_intercepts (intercept_id, run_id, kind, severity, seq, reason, ts, "
+            "tenant, agent_id, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    f"ic-{i}",
+                    f"run-{i:08d}",
+                    "run_failed",
+                    "critical",
+                    3,
+                    "run failed: bench",
+                    (now - timedelta(seconds=i * 37)).strftime("%Y-%m-%d %H:%M:%S.%f"),
+                    *rnd.choice(fleet.agents),
+                    n + i + 1,
+                )
+                for i in range(2000)
+            ],
+        )
+        conn.execute("UPDATE rm_head SET position = ?", (n + 2001,))
+    conn.execute("ANALYZE")
+    conn.close()
 
 
 PAGES: tuple[tuple[str, dict[str, str]], ...] = (
     ("all runs", {}),
     ("status=failed", {"status": "failed"}),
     ("window=7d, min_cost=1.5", {"window": "7d", "min_cost": "1.5"}),
-    ("agent, sort=cost", {"agent": "agent-07", "sort": "cost"}),
-    ("tenant, status=running, window=24h", {"tenant": "tenant-2", "status": "running", "window": "24h"}),
+    ("agent, sort=cost", {"agent": "agent-0007", "sort": "cost"}),
+    ("tenant, status=running, window=24h", {"tenant": "tenant-02", "status": "running", "window": "24h"}),
 )  # fmt: skip
 
 
@@ -315,10 +289,11 @@ def page_load(n: int, reps: int) -> dict[str, Any]:
 
     out: dict[str, Any] = {"runs": n, "pages": {}}
     with tempfile.TemporaryDirectory() as d:
-        url = f"sqlite:///{Path(d) / 'registry.db'}"
+        path = Path(d) / "registry.db"
+        url = f"sqlite:///{path}"
         log(f"generating {n:,} runs into {url}")
         t0 = time.perf_counter()
-        generate_runs(url, n)
+        generate_runs(path, n)
         out["generate_s"] = time.perf_counter() - t0
         reads = ReadStore.open(parse_read_db_url(url), create=False)
         app = ConsoleApp(reads, ConsoleConfig())
