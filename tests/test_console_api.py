@@ -430,3 +430,17 @@ def test_the_console_is_read_only_and_answers_loopback_names_only(client: httpx.
         assert header in r.headers
     assert "script-src 'self'" in r.headers["content-security-policy"]
     assert "unsafe-inline" not in r.headers["content-security-policy"]
+
+
+def test_the_console_command_refuses_a_public_bind_without_a_token(
+    fleet: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fleetledger.cli.commands import main
+
+    monkeypatch.delenv("FLEETLEDGER_CONSOLE_TOKEN", raising=False)
+    assert main(["console", "--broker", f"sqlite:///{fleet}", "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert "not loopback" in err and "FLEETLEDGER_CONSOLE_TOKEN" in err
+    monkeypatch.setenv("FLEETLEDGER_CONSOLE_TOKEN", "short")
+    assert main(["console", "--broker", f"sqlite:///{fleet}"]) == 2
+    assert "console_token" in capsys.readouterr().err.lower()
