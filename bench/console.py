@@ -5,8 +5,8 @@
    Chromium.  The page's own MutationObserver stamps the moment a new action row enters the
    DOM (``Date.now()``, the machine's clock, like the SDK side's ``time.time()`` before the
    call), so browser rendering is included.  Events are recorded one at a time, paced.
-   *Embedded*: ``fleetledger console`` as shipped (the embedded worker in-process, both
-   polling every 0.1 s).  *Kafka*: the SDK publishes to the test broker; ``fleetledger
+   *Embedded*: ``fleetledger console`` as a user runs it (its own process, the embedded
+   worker inside it); the SDK records from the benchmark's process.  *Kafka*: the SDK publishes to the test broker; ``fleetledger
    worker`` (Faust) and ``fleetledger projector`` run as processes; the console reads the
    projector's read model.  Baseline, same run and events: the moment the action is in the
    read model (polled every 5 ms), so the ratio is what the console adds.
@@ -161,23 +161,56 @@ def _measure_live(
     return {"page_ms": stats(page_ms), "read_model_ms": stats(model_ms)}
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _console_proc(env: dict[str, str], broker_url: str) -> tuple[Proc, str]:
+    """``fleetledger console`` as a process of its own (as a user runs it)."""
+    from .common import console_script
+
+    port = _free_port()
+    proc = Proc(
+        [console_script(), "console", "--broker", broker_url, "--port", str(port)], env, "console"
+    ).start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        proc.check()
+        try:
+            if httpx.get(url + "/api/summary", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the console did not answer: {proc.log_tail()}")
+        time.sleep(0.2)
+
+
 def live_embedded(events: int, pace_s: float) -> dict[str, Any]:
-    from fleetledger.console.server import console
     from fleetledger.kernel.config import load_settings
+    from fleetledger.processors.readstore import ReadStore
 
     with tempfile.TemporaryDirectory() as d:
-        settings = load_settings(broker=f"sqlite:///{Path(d) / 'live.db'}")
-        with console(settings, port=0) as srv:
-            srv.start()
+        broker_url = f"sqlite:///{Path(d) / 'live.db'}"
+        settings = load_settings(broker=broker_url)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLEDGER_")}
+        proc, url = _console_proc(env, broker_url)
+        try:
+            reads = ReadStore.open(settings.read_db_url(), create=False)
             try:
-                return _measure_live(srv.url, settings, srv.app.reads, events, pace_s)
+                return _measure_live(url, settings, reads, events, pace_s)
             finally:
-                srv.stop()
+                reads.close()
+        finally:
+            proc.cleanup()
 
 
 def live_kafka(events: int, pace_s: float) -> dict[str, Any]:
-    from fleetledger.console.app import ConsoleApp, ConsoleConfig
-    from fleetledger.console.server import ConsoleServer
     from fleetledger.kernel.config import load_settings
     from fleetledger.processors.readstore import ReadStore
 
@@ -195,6 +228,7 @@ def live_kafka(events: int, pace_s: float) -> dict[str, Any]:
         }
         worker = Proc([console_script(), "worker"], env, "worker").start()
         projector = Proc([console_script(), "projector"], env, "projector").start()
+        console: Proc | None = None
         try:
             deadline = time.monotonic() + 60
             while not Path(d, "read.db").exists():
@@ -204,16 +238,16 @@ def live_kafka(events: int, pace_s: float) -> dict[str, Any]:
                     raise RuntimeError(f"projector made no read model: {projector.log_tail()}")
                 time.sleep(0.2)
             time.sleep(1.0)
+            console, url = _console_proc(env, settings.broker)
             reads = ReadStore.open(load_settings(read_db=read_db).read_db_url(), create=False)
-            srv = ConsoleServer(ConsoleApp(reads, ConsoleConfig()), "127.0.0.1", 0).start()
             try:
-                return _measure_live(srv.url, settings, reads, events, pace_s)
+                return _measure_live(url, settings, reads, events, pace_s)
             finally:
-                srv.stop()
                 reads.close()
         finally:
-            worker.cleanup()
-            projector.cleanup()
+            for p in (console, worker, projector):
+                if p is not None:
+                    p.cleanup()
 
 
 # --------------------------------------------------------------------------- page load

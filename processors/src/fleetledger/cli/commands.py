@@ -391,13 +391,13 @@ def console_cmd(
     host: Annotated[
         str | None,
         typer.Option(
-            help="address to bind [env FLEETLEDGER_CONSOLE_HOST; default 127.0.0.1]; any "
+            help="address to bind (env FLEETLEDGER_CONSOLE_HOST, default 127.0.0.1); any "
             "other than loopback needs FLEETLEDGER_CONSOLE_TOKEN"
         ),
     ] = None,
     port: Annotated[
         int | None,
-        typer.Option(min=0, max=65535, help="port [env FLEETLEDGER_CONSOLE_PORT; default 8760]"),
+        typer.Option(min=0, max=65535, help="port (env FLEETLEDGER_CONSOLE_PORT, default 8760)"),
     ] = None,
     process: Annotated[
         bool,
