@@ -725,31 +725,27 @@ class ReadStore:
             # filter columns); only the page's own rows are then read from the table.
             through_range = other is not None and self._range_is_selective(conn, other)
             q = self._filtered(select(r.c.run_id, r.c.started_at, r.c.cost), f)
-            if query.sort == "cost":
-                key = (r.c.cost, r.c.run_id)
-                if query.after is not None:
+            sort_col = r.c.cost if query.sort == "cost" else r.c.started_at
+            # Through a selective range, the sort key is an expression no index serves (in
+            # the ORDER BY and in the page bound alike): the planner then takes the range's
+            # index behind any equality prefix instead of walking the sort order's index
+            # past every row the range rejects.
+            first = self._unindexed(sort_col) if through_range else sort_col
+            if query.after is not None:
+                if query.sort == "cost":
                     cost, run_id = decode_cursor(query.after, "cost", 2)
-                    bound = (literal(Decimal(cost), s.Money()), literal(run_id))
-                    q = q.where(tuple_(*key) < tuple_(*bound))
-            else:
-                key = (r.c.started_at, r.c.run_id)
-                if query.after is not None:
+                    bound: Any = literal(Decimal(cost), s.Money())
+                else:
                     ts, run_id = decode_cursor(query.after, "recent", 2)
-                    bound = (literal(parse_ts(ts), s.UTCDateTime()), literal(run_id))
-                    q = q.where(tuple_(*key) < tuple_(*bound))
-            if through_range:
-                # Sort by an expression no index serves: the planner then picks the index
-                # for the WHERE (the selective range, behind any equality), not a walk of
-                # the sort order's index past every row the range rejects.
-                order = [self._unindexed(key[0]).desc(), key[1].desc()]
-            else:
-                order = [key[0].desc(), key[1].desc()]
+                    bound = literal(parse_ts(ts), s.UTCDateTime())
+                q = q.where(tuple_(first, r.c.run_id) < tuple_(bound, literal(run_id)))
+            order = [first.desc(), r.c.run_id.desc()]
             ids_q = q.order_by(*order).limit(query.limit + 1).subquery("page")
-            sort_col = ids_q.c.cost if query.sort == "cost" else ids_q.c.started_at
+            page_sort = ids_q.c.cost if query.sort == "cost" else ids_q.c.started_at
             rows = conn.execute(
                 select(r)
                 .join(ids_q, ids_q.c.run_id == r.c.run_id)
-                .order_by(sort_col.desc(), ids_q.c.run_id.desc())
+                .order_by(page_sort.desc(), ids_q.c.run_id.desc())
             ).all()
         ids = [row.run_id for row in rows[: query.limit]]
         full = {row.run_id: row for row in rows}
