@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 CODE   := schemas/src producers/src processors/src tests bench
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint clean bench
+.PHONY: help install demo console test test-fast lint clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ install: $(STAMP) ## create .venv and install fleetledger with its test tools
 
 demo: $(STAMP) ## simulate a fleet into the embedded store, process it, write bundles/
 	$(BIN)/fleetledger demo
+
+console: $(STAMP) ## the runs console on http://127.0.0.1:8760/ (processes new events too)
+	$(BIN)/fleetledger console
 
 test: $(STAMP) ## the whole suite, Kafka integration tests included (starts its own broker)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

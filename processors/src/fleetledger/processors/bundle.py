@@ -196,6 +196,16 @@ def _blobs(entries: Sequence[Entry]) -> list[dict[str, Any]]:
     return out
 
 
+def run_sections(entries: Sequence[Entry]) -> dict[str, list[dict[str, Any]]]:
+    """The bundle's ``artifacts``, ``gates`` and ``recovery`` members for entries so far
+    (a run still going shows them as its bundle will)."""
+    return {
+        "artifacts": _artifacts(entries),
+        "gates": _gates(entries),
+        "recovery": _recovery(entries),
+    }
+
+
 def assemble(run_id: str, entries: Sequence[Entry], config: CoreConfig) -> dict[str, Any]:
     """Build the bundle of a finished run from its entries (seq 0..n-1, in order)."""
     if not entries:
