@@ -89,6 +89,7 @@ __all__ = [
     "assert_replays",
     "load_agent",
     "load_recording",
+    "recording_from_bytes",
     "replay",
     "replay_folder",
 ]
@@ -190,6 +191,16 @@ def load_recording(
     except OSError as exc:
         raise ReplayError(f"recording {where}: cannot read it: {exc}") from exc
     return LoadedRecording(obj, facts, where)
+
+
+def recording_from_bytes(data: bytes, source: str) -> LoadedRecording:
+    """A recording from a bundle's bytes (as a store holds them), verified."""
+    try:
+        facts = verify_bundle_bytes(data, f"bundle of {source}")
+        obj = parse_json(data, "bundle")
+    except FleetLedgerError as exc:
+        raise _refuse(source, exc) from exc
+    return LoadedRecording(obj, facts, source)
 
 
 # --------------------------------------------------------------------------- responder
