@@ -471,6 +471,14 @@ def console_cmd(
             help="embedded mode: also process new events in this process (live updates)",
         ),
     ] = True,
+    replay_agent: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--replay-agent",
+            help="AGENT=package.module:function the Simulation tab replays AGENT's runs "
+            "with (repeatable; adds to FLEETLEDGER_REPLAY_AGENTS)",
+        ),
+    ] = None,
 ) -> None:
     """The runs console in a browser: registry, intercepts, a run's actions, live updates,
     exports and a JSON API (read-only)."""
@@ -478,7 +486,10 @@ def console_cmd(
 
     settings = settings_of(ctx, broker=broker)
     err: Console = ctx.obj.err
-    with console(settings, host=host, port=port, process=process) as server:
+    from fleetledger.processors.replayview import replay_agents
+
+    agents = replay_agents(",".join(replay_agent or []))
+    with console(settings, host=host, port=port, process=process, replay_agents=agents) as server:
         bind = host or settings.console_host
         shown = f"[{bind}]" if ":" in bind else bind
         where = settings.console_port if port is None else port

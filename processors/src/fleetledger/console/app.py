@@ -15,7 +15,7 @@ annotations at runtime, and some name closures of :meth:`ConsoleApp._build`.)
 """
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -30,6 +30,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from fleetledger.console import api_models as m
 from fleetledger.console import render
+from fleetledger.console.replays import Replayer, Replays
 from fleetledger.console.security import Guard, Receive, Scope, Send
 from fleetledger.console.stream import ChangeHub, event_stream, parse_last_event_id
 from fleetledger.console.tabs import SHORTCUTS, TABS
@@ -47,6 +48,7 @@ from fleetledger.processors.readmodel import (
     RunRow,
     parse_when,
 )
+from fleetledger.processors.replayview import score_bar
 from fleetledger.processors.rundetail import OUTCOME_CLASSES, ActionFilter, RunDetail, run_detail
 
 STATIC = Path(__file__).with_name("static")
@@ -70,6 +72,10 @@ class ConsoleConfig:
     heartbeat_s: float = 15.0
     #: shown in the page header: what the console reads
     source: str = ""
+    #: agent_id -> "package.module:function" the Simulation tab replays that agent's runs with
+    replay_agents: Mapping[str, str] = field(default_factory=dict)
+    #: records a replay into the console's store (None: the console starts no replays)
+    replayer: Replayer | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
@@ -182,6 +188,9 @@ class ConsoleApp:
         self.reads = reads
         self.config = config or ConsoleConfig()
         self.hub = ChangeHub(reads, poll_s=self.config.poll_s)
+        self.replays = Replays(
+            reads, agents=self.config.replay_agents, replayer=self.config.replayer
+        )
         self.templates = Environment(
             loader=PackageLoader("fleetledger.console", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -198,6 +207,7 @@ class ConsoleApp:
             when_iso=render.when_iso,
             clock=render.clock,
             percent=render.percent,
+            score_bar=score_bar,
         )
         self.templates.globals.update(
             TABS=TABS, SHORTCUTS=SHORTCUTS, OUTCOMES=OUTCOME_CLASSES, source=self.config.source
@@ -626,6 +636,7 @@ class ConsoleApp:
                 more=more,
                 flt=flt,
                 signature=self.signature_path(d.run) is not None,
+                approvals=self.replays.approvals(d.run),
             )
 
         @api.get("/ui/runs/{run_id}/header", include_in_schema=False)
@@ -637,7 +648,10 @@ class ConsoleApp:
         async def run_sections(run_id: str) -> Response:
             d = self.detail(run_id)
             return self.page(
-                "_sections.html", d=d, signature=self.signature_path(d.run) is not None
+                "_sections.html",
+                d=d,
+                signature=self.signature_path(d.run) is not None,
+                approvals=self.replays.approvals(d.run),
             )
 
         @api.get("/ui/runs/{run_id}/actions", include_in_schema=False)
@@ -665,6 +679,84 @@ class ConsoleApp:
             if action is None:
                 raise HTTPException(404, f"run {run_id!r} has no event at seq {seq}")
             return self.page("_inspector.html", d=d, a=action)
+
+        # ------------------------------------------------------ replay, determinism, diff
+
+        @api.get("/ui/runs/{run_id}/simulation", include_in_schema=False)
+        async def simulation_fragment(run_id: str) -> Response:
+            return self.page("_simulation.html", sim=self.replays.simulation(self._run(run_id)))
+
+        @api.post("/ui/runs/{run_id}/replay", include_in_schema=False)
+        async def replay_fragment(run_id: str) -> Response:
+            run = self._run(run_id)
+            try:
+                report = await self.replays.start(run)
+            except FleetLedgerError as exc:
+                return self.page("_replay_error.html", status=409, run=run, error=str(exc))
+            return self.page("_replay_result.html", run=run, report=report)
+
+        @api.get("/ui/runs/{run_id}/determinism", include_in_schema=False)
+        async def determinism_fragment(run_id: str) -> Response:
+            return self.page("_determinism.html", det=self.replays.determinism(self._run(run_id)))
+
+        @api.get("/api/runs/{run_id}/replays", tags=["replay"], responses=NotFound)
+        async def api_replays(run_id: str) -> Response:
+            """The run's replays found in the read model, each with its report; and, when
+            the run is itself a replay, its report against the original."""
+            sim = self.replays.simulation(self._run(run_id))
+            return _json(
+                {
+                    "run_id": run_id,
+                    "finished": sim.finished,
+                    "replay_agent": sim.agent,
+                    "replay_of": sim.link.original_run_id if sim.link else None,
+                    "report": sim.own.to_json() if sim.own else None,
+                    "replays": [
+                        {
+                            "run_id": r.run.run_id,
+                            "report": r.report.to_json() if r.report else None,
+                            "problem": r.problem,
+                        }
+                        for r in sim.replays
+                    ],
+                }
+            )
+
+        @api.post("/api/runs/{run_id}/replay", tags=["replay"], responses=NotFound)
+        async def api_replay(run_id: str) -> Response:
+            """Replay a finished run with its agent's configured function: every call
+            answered from the recording, a call without one stops it. Needs the header
+            ``X-Fleetledger-Action: replay``. Answers the replay report."""
+            run = self._run(run_id)
+            try:
+                report = await self.replays.start(run)
+            except FleetLedgerError as exc:
+                raise HTTPException(409, str(exc)) from exc
+            return _json(report.to_json())
+
+        @api.get("/api/runs/{run_id}/determinism", tags=["replay"], responses=NotFound)
+        async def api_determinism(run_id: str) -> Response:
+            """The run's determinism findings and score (with its newest replay's
+            differences, when it has one)."""
+            det = self.replays.determinism(self._run(run_id))
+            if det.report is None:
+                raise HTTPException(409, f"run {run_id!r} has no bundle yet")
+            return _json({**det.report.to_json(), "replay": det.against})
+
+        @api.get("/api/compare", tags=["replay"])
+        async def api_compare(
+            a: Annotated[str, Query(description="run A (the baseline)")],
+            b: Annotated[str, Query(description="run B (compared with A)")],
+        ) -> Response:
+            """Two finished runs side by side (actions aligned by step and position)."""
+            return _json(self.replays.compare(a, b).to_json())
+
+        @api.get("/compare", include_in_schema=False)
+        async def compare_page(
+            a: Annotated[str, Query()] = "", b: Annotated[str, Query()] = ""
+        ) -> Response:
+            diff = self.replays.compare(a.strip(), b.strip()) if a.strip() and b.strip() else None
+            return self.page("compare.html", diff=diff, a=a, b=b)
 
         return api
 

@@ -9,7 +9,11 @@
   EventSource sends the cookie, it cannot send headers).  Compared in constant time.
 * **Host.** A loopback console without a token answers only requests addressed to a
   loopback name, so a web page that rebinds its own DNS name to 127.0.0.1 cannot read it.
-* **Read-only.** Only GET and HEAD.
+* **Read-only**, but for one action: GET and HEAD, and POST to a run's ``replay`` route
+  (``/api/runs/<id>/replay``, ``/ui/runs/<id>/replay``) when it carries the header
+  ``X-Fleetledger-Action: replay`` and, if the browser says where it came from, comes from
+  the console's own origin: a cross-site form cannot send the header, a cross-site script
+  cannot send it without a CORS preflight the console never answers.
 * **Headers.** A Content-Security-Policy that allows scripts and styles from the console
   itself only (no inline script, no eval, no other origin), no framing, no referrer, and
   ``nosniff`` -- so recorded text that slipped past escaping would still run nothing.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
 from typing import Any
@@ -132,7 +137,9 @@ class Guard:
             if not is_loopback(_host_name(host)):
                 await _plain(send_with_headers, 421, "this console answers loopback names only")
                 return
-        if scope["method"] not in ("GET", "HEAD"):
+        if scope["method"] == "POST" and _replay_action(scope):
+            pass
+        elif scope["method"] not in ("GET", "HEAD"):
             await _plain(
                 send_with_headers, 405, "the console is read-only", [(b"allow", b"GET, HEAD")]
             )
@@ -161,6 +168,20 @@ class Guard:
             )
             return
         await self.app(scope, receive, send_with_headers)
+
+
+_REPLAY_PATH = re.compile(r"/(?:api|ui)/runs/[^/]+/replay")
+
+
+def _replay_action(scope: Scope) -> bool:
+    """A POST starting a replay: the route, the action header, and a same-origin request."""
+    if not _REPLAY_PATH.fullmatch(scope.get("path", "")):
+        return False
+    headers = dict(scope.get("headers", ()))
+    if headers.get(b"x-fleetledger-action", b"").lower() != b"replay":
+        return False
+    site = headers.get(b"sec-fetch-site")
+    return site is None or site in (b"same-origin", b"none")
 
 
 async def _plain(

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,9 +156,14 @@ def console(
     port: int | None = None,
     process: bool = True,
     poll_s: float = 0.05,
+    replay_agents: Mapping[str, str] | None = None,
 ) -> Iterator[ConsoleServer]:
     """A console server for ``settings`` (not started): in embedded mode with ``process``
-    the embedded worker runs beside it; the read model is opened read-only."""
+    the embedded worker runs beside it; the read model is opened read-only.  Replays the
+    Simulation tab starts run the agent functions of ``FLEETLEDGER_REPLAY_AGENTS`` (and
+    ``replay_agents`` on top) and are recorded into the store ``settings`` name."""
+    from fleetledger.console.replays import default_replayer
+    from fleetledger.processors.replayview import replay_agents as parse_agents
     from fleetledger.processors.runtimes.backend import EmbeddedBackend, backend
 
     bind = host or settings.console_host
@@ -189,6 +194,8 @@ def console(
                     if isinstance(found, EmbeddedBackend)
                     else f"{found.describe()} · read model {reads.label}"
                 ),
+                replay_agents={**parse_agents(settings.replay_agents), **(replay_agents or {})},
+                replayer=default_replayer(settings),
             ),
         )
         server = ConsoleServer(app, bind, settings.console_port if port is None else port)

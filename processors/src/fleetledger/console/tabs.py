@@ -3,8 +3,8 @@
 A tab is a template under ``templates/tabs/`` rendered with the run's
 :class:`~fleetledger.processors.rundetail.RunDetail`; its ``key`` is its keyboard
 shortcut (the page's script reads every tab's key from the page, so a tab added here
-gets its shortcut with it).  The replay issue adds ``simulation`` (``s``) and
-``determinism`` (``d``) here, and ``r`` to :data:`SHORTCUTS`.
+gets its shortcut with it).  ``r`` (in :data:`SHORTCUTS`) starts a replay from the
+Simulation tab.
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ class Tab:
     template: str
 
 
-TABS: tuple[Tab, ...] = (Tab("telemetry", "Telemetry", "t", "tabs/telemetry.html"),)
+TABS: tuple[Tab, ...] = (
+    Tab("telemetry", "Telemetry", "t", "tabs/telemetry.html"),
+    Tab("simulation", "Simulation", "s", "tabs/simulation.html"),
+    Tab("determinism", "Determinism", "d", "tabs/determinism.html"),
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class Shortcut:
 SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("/", "focus search"),
     *(Shortcut(t.key, f"{t.title} tab") for t in TABS),
+    Shortcut("r", "simulate a replay (Simulation tab)"),
     Shortcut("Esc", "close the inspector, leave a field"),
     Shortcut("?", "show these shortcuts"),
 )

@@ -259,6 +259,11 @@ class Settings(BaseSettings):
         description="`fleetledger console`: bearer token every request must carry; required "
         "to bind anything but a loopback address",
     )
+    replay_agents: str | None = Field(
+        None,
+        description="`fleetledger console`: the agent functions its Simulation tab replays "
+        "runs with, `agent_id=package.module:function,...` (unset: it starts no replays)",
+    )
     verbose: bool = Field(False, description="tracebacks and debug logs")
 
     @field_validator(
@@ -280,6 +285,7 @@ class Settings(BaseSettings):
         "read_db",
         "retention_days",
         "console_token",
+        "replay_agents",
         mode="before",
     )
     @classmethod

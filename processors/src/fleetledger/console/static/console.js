@@ -349,11 +349,26 @@
     setTimeout(() => { btn.textContent = old; }, 1200);
   }
 
-  // The keyboard: "/" search, a tab's key (t, and whatever tabs the page declares),
-  // "?" help, Escape.
+  // "r": the Simulation tab, then its replay button once the tab's content has loaded.
+  function simulateReplay() {
+    if (!showTab("simulation")) return false;
+    const started = Date.now();
+    const press = () => {
+      const btn = $("#simulate-replay");
+      if (btn) { if (!btn.disabled) btn.click(); return; }
+      if ($("#no-replay-agent")) { toast("No replay agent is configured for this run's agent"); return; }
+      if (Date.now() - started < 5000) setTimeout(press, 50);
+    };
+    press();
+    return true;
+  }
+
+  // The keyboard: "/" search, a tab's key (t, s, d: whatever tabs the page declares),
+  // "r" replay, "?" help, Escape.
   function shortcuts() {
     const keys = { "/": focusSearch, "?": () => { const d = $("#help"); if (d && !d.open) d.showModal(); return true; } };
     $$(".tab[data-key]").forEach((b) => { keys[b.dataset.key] = () => showTab(b.dataset.tab); });
+    if ($(".tab[data-tab='simulation']")) keys.r = simulateReplay;
     return keys;
   }
 
