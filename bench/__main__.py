@@ -21,6 +21,7 @@ MEASUREMENTS = (
     "verify",
     "memory",
     "canonical",
+    "instrument",
 )
 
 
@@ -57,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
 
         log("canonical JSON")
         figures += canonical.run(sizes)
+    if "instrument" in wanted:
+        from . import instrument
+
+        log("SDK overhead per recorded model call")
+        figures += instrument.run(sizes)
     if "verify" in wanted:
         from . import verify
 

@@ -59,6 +59,7 @@ class Sizes:
     wait_s: float  # longest wait for a worker to account for all events
     verify_events: int = 100_000  # events of the bundle `fleetledger verify` checks
     verify_signed: int = 200  # signed demo bundles verified per repetition
+    sdk_calls: int = 400  # model calls per side and variant of the instrumentation overhead
 
 
 FULL = Sizes(
@@ -95,6 +96,7 @@ SMOKE = Sizes(
     wait_s=60.0,
     verify_events=2_000,
     verify_signed=10,
+    sdk_calls=40,
 )
 
 

@@ -183,6 +183,20 @@ def _text_size(value: Any) -> int:
     return 0
 
 
+def _payload_size(payload: BaseModel) -> int:
+    """:func:`_text_size` of a payload; for the frequent payloads only their free-size
+    fields are walked (the nested cost and content references are small and bounded)."""
+    if isinstance(payload, RunStarted):
+        return _text_size(payload)
+    n = 0
+    for v in payload.__dict__.values():
+        if type(v) is str:
+            n += len(v)
+        elif type(v) is tuple:
+            n += _text_size(v)
+    return n + 1024
+
+
 class _Content:
     """One inputs/outputs field after redaction: inline text, or a reference (+ blob)."""
 
@@ -593,7 +607,7 @@ class Recorder:
     def _check_size(self, event: TraceEvent) -> None:
         """Refuse an event that cannot fit in one message (before it takes a seq)."""
         limit = self.max_message_bytes
-        if limit is None or 4 * _text_size(event.payload) + 4096 < limit:
+        if limit is None or 4 * _payload_size(event.payload) + 4096 < limit:
             return  # far below the limit whatever the encoding
         size = len(self.codec.encode_event(event)) + _BATCH_OVERHEAD + len(event.run_id)
         if size <= limit:
