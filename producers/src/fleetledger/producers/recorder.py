@@ -557,7 +557,7 @@ class Recorder:
             ),
         )
         self._active.add(run_id)
-        run._outer = _RUN.get()
+        run._outer = _live(_RUN.get())
         _RUN.set(run)
         return run
 
@@ -890,8 +890,10 @@ class Run:
             self._status = "completed"
         elif etype is EventType.RUN_FAILED:
             self._status = "failed"
-        if self._status != "running" and _RUN.get() is self:
-            _RUN.set(self._outer)
+        if self._status != "running":
+            if _RUN.get() is self:
+                _RUN.set(_live(self._outer))
+            self._outer = None  # ended runs hold no chain of earlier runs
         rec._append(self, event)
         return event
 
@@ -1526,7 +1528,7 @@ class Run:
             if token is not None:
                 _reset(_RUN, token)
             if _RUN.get() is self:
-                _RUN.set(self._outer)
+                _RUN.set(_live(self._outer))
 
     async def _exit(self, exc: BaseException | None) -> None:
         if self._status != "running":
@@ -1545,6 +1547,13 @@ class Run:
 
 def _hash_content(content: bytes | str) -> str:
     return content_hash(content)
+
+
+def _live(run: Run | None) -> Run | None:
+    """``run``, or the nearest run it was started in that has not ended."""
+    while run is not None and run.ended:
+        run = run._outer
+    return run
 
 
 def _reset(var: Any, token: Any) -> None:
