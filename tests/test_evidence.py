@@ -14,6 +14,7 @@ from fleetledger.kernel.errors import VerificationError
 from fleetledger.processors import evidence, signing
 from fleetledger.processors.bundle import bundle_digest
 from fleetledger.processors.canonical import canonical_bytes
+from fleetledger.schemas import is_canonical_event
 
 from .evidence_fixtures import simulated_bundles
 
@@ -100,10 +101,14 @@ def test_every_field_changed_in_a_signed_bundle_is_refused(bundle: dict[str, Any
     assert count > 300
 
 
-def expected_deep_reason(path: tuple[Any, ...]) -> str | set[str]:
+def expected_deep_reason(path: tuple[Any, ...], changed: dict[str, Any]) -> str | set[str]:
     head = path[0]
     if head == "events" and path[2:] == ("seq",):
         return "seq"  # the outer seq is not hashed; numbering is checked after the chain
+    if head == "events" and path[2] == "event":
+        # a value the contract refuses (or not in its canonical form) fails the contract
+        # check; any other change fails the chain (the event hash no longer matches)
+        return "chain" if is_canonical_event(changed["events"][path[1]]["event"]) else "contract"
     if head == "events" or path == ("run", "run_id"):
         return "chain"
     if head == "chain":
@@ -130,7 +135,7 @@ def test_every_field_changed_with_a_fresh_digest_names_its_check(bundle: dict[st
             if path[0] != "integrity"
             else mutated(bundle, path, value)
         )
-        assert reason(signed(b)) == expected_deep_reason(path), path
+        assert reason(signed(b)) == expected_deep_reason(path, b), path
 
 
 def test_a_rule_change_that_changes_intercepts_is_refused() -> None:
