@@ -67,6 +67,9 @@ from fleetledger.processors.signing import (
 from fleetledger.schemas import check_canonical_event, is_canonical_event
 
 PROOF_VERSION = "fleetledger.proof/v1"
+_PROOF_MEMBERS = frozenset(
+    ("proof_version", "run_id", "bundle_digest", "merkle", "seq", "event_hash", "event")
+) | {"audit_path"}
 Loader = Callable[[str], bytes | None]
 
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -89,6 +92,8 @@ class Verified:
     events: int
     merkle_root: str
     signed_by: str | None = None
+    #: For a proof: the disclosed event's seq.
+    seq: int | None = None
 
 
 # --------------------------------------------------------------------------- producing
@@ -656,7 +661,9 @@ def _expect_type(found: str, want: str) -> None:
         raise VerificationError("payload type", f"found {found!r}, expected {want!r}")
 
 
-def verify_statement_payload(payload: bytes, load: Loader) -> Verified:
+def verify_statement_payload(
+    payload: bytes, load: Loader, cache: dict[bytes, Verified] | None = None
+) -> Verified:
     stmt = parse_json(payload, "statement")
     require_canonical(payload, stmt, "statement payload")
     if not isinstance(stmt, dict) or stmt.get("_type") != STATEMENT_TYPE:
@@ -693,7 +700,7 @@ def verify_statement_payload(payload: bytes, load: Loader) -> Verified:
         raise VerificationError(
             "subject", f"found sha256 {got}, expected {_short(want)}", where=name
         )
-    facts = verify_bundle_bytes(data, f"subject {name}")
+    facts = verify_bundle_bytes(data, f"subject {name}", cache=cache)
     expected = statement(name, data, json.loads(data))["predicate"]
     diff = _first_difference(stmt.get("predicate"), expected, "predicate")
     if diff:
@@ -703,21 +710,29 @@ def verify_statement_payload(payload: bytes, load: Loader) -> Verified:
     return replace(facts, kind="statement")
 
 
-def verify_file(data: bytes, trusted: Sequence[Ed25519PublicKey], load: Loader) -> Verified:
+def verify_file(
+    data: bytes,
+    trusted: Sequence[Ed25519PublicKey],
+    load: Loader,
+    cache: dict[bytes, Verified] | None = None,
+) -> Verified:
     """Verify one evidence file: a bundle, a signed bundle or a signed statement.
 
     With trusted keys, a plain bundle file only passes when ``<stem>.dsse.json`` beside
-    it (``load``) verifies and signs exactly its bytes.  Without keys a plain bundle is
-    checked for integrity only, and an envelope fails (nothing to trust it with).
+    it (``load``) verifies and signs exactly its bytes; ``<stem>`` comes from the run id
+    inside the bundle, never from a file name.  Without keys a plain bundle is checked
+    for integrity only, and an envelope fails (nothing to trust it with).  ``cache``
+    lets the files of one run share the verification of their bundle bytes.
     """
     obj = parse_json(data, "file")
     if isinstance(obj, dict) and "payloadType" in obj:
         ptype, payload, kid = open_envelope(data, trusted)
         if ptype == INTOTO_PAYLOAD_TYPE:
-            return replace(verify_statement_payload(payload, load), signed_by=kid)
+            return replace(verify_statement_payload(payload, load, cache), signed_by=kid)
         _expect_type(ptype, BUNDLE_PAYLOAD_TYPE)
-        return replace(verify_bundle_bytes(payload, "payload"), kind="signed bundle", signed_by=kid)
-    facts = verify_bundle_bytes(data)
+        facts = verify_bundle_bytes(payload, "payload", cache=cache)
+        return replace(facts, kind="signed bundle", signed_by=kid)
+    facts = verify_bundle_bytes(data, cache=cache)
     if not trusted:
         return facts
     name = f"{file_stem(facts.run_id)}.dsse.json"
@@ -742,6 +757,20 @@ def verify_file(data: bytes, trusted: Sequence[Ed25519PublicKey], load: Loader) 
 # --------------------------------------------------------------------------- proofs
 
 
+def verify_proof_bytes(
+    data: bytes,
+    *,
+    bundle_digest_hex: str | None = None,
+    trusted: Sequence[Ed25519PublicKey] = (),
+    bundle: Verified | None = None,
+) -> Verified:
+    """Check a proof file: its bytes are canonical (a receipt in any other form is
+    refused), then :func:`verify_proof`."""
+    proof = parse_json(data, "proof")
+    require_canonical(data, proof, "proof")
+    return verify_proof(proof, bundle_digest_hex=bundle_digest_hex, trusted=trusted, bundle=bundle)
+
+
 def verify_proof(
     proof: Any,
     *,
@@ -757,6 +786,13 @@ def verify_proof(
         raise VerificationError(
             "format", f"found proof_version {_short(found)}, expected {PROOF_VERSION!r}"
         )
+    members = set(proof)
+    if not _PROOF_MEMBERS <= members <= _PROOF_MEMBERS | {"attestation"}:
+        raise VerificationError(
+            "format",
+            f"found members {sorted(members ^ _PROOF_MEMBERS)} differing, expected "
+            f"exactly {sorted(_PROOF_MEMBERS)} and optionally attestation",
+        )
     try:
         run_id, seq, event = proof["run_id"], proof["seq"], proof["event"]
         merkle, path = proof["merkle"], proof["audit_path"]
@@ -766,10 +802,28 @@ def verify_proof(
         raise VerificationError(
             "format", f"proof lacks {exc}, expected a fleetledger proof"
         ) from exc
+    if not (
+        type(seq) is int
+        and type(size) is int
+        and isinstance(run_id, str)
+        and isinstance(claimed, str)
+        and isinstance(root, str)
+        and isinstance(path, list)
+        and all(isinstance(h, str) for h in path)
+        and set(merkle) == {"algorithm", "leaf", "size", "root"}
+    ):
+        raise VerificationError(
+            "format",
+            "found a proof member of the wrong type, expected run_id, bundle_digest, "
+            "merkle.root and audit_path[] strings, seq and merkle.size integers, and "
+            "merkle = {algorithm, leaf, size, root}",
+        )
     try:
-        eh = event_hash(event)
-    except ProcessorError as exc:
-        raise VerificationError("event", str(exc)) from exc
+        check_canonical_event(event)
+    except EventValidationError as exc:
+        where = f"seq {seq} event" + (f".{exc.field}" if exc.field else "")
+        raise VerificationError("contract", str(exc), where=where) from None
+    eh = event_hash(event)
     if proof.get("event_hash") != eh.hex():
         raise VerificationError(
             "event",
@@ -819,6 +873,7 @@ def verify_proof(
         ptype, payload, signed_by = open_envelope(proof["attestation"], trusted)
         _expect_type(ptype, INTOTO_PAYLOAD_TYPE)
         stmt = parse_json(payload, "attestation")
+        require_canonical(payload, stmt, "attestation payload")
         pred = stmt.get("predicate", {}) if isinstance(stmt, dict) else {}
         want = {"run_id": run_id, "bundle_digest": claimed, "merkle": merkle}
         diff = _first_difference({k: pred.get(k) for k in want}, want, "predicate")
@@ -834,4 +889,4 @@ def verify_proof(
             "found nothing trusted that binds the Merkle root to the bundle digest; "
             "expected --key/--trust with a proof carrying a signed attestation, or --bundle",
         )
-    return Verified("proof", run_id, claimed, size, root, signed_by)
+    return Verified("proof", run_id, claimed, size, root, signed_by, seq)
