@@ -258,3 +258,146 @@ def test_inclusion_proofs(bundle: dict[str, Any]) -> None:
     other = signing.generate_key().public_key()
     with pytest.raises(VerificationError, match=r"^signature"):
         evidence.verify_proof(proof, bundle_digest_hex=digest, trusted=[other])
+
+
+def _resigned_event_edit(
+    bundle: dict[str, Any], seq: int, edit: Any, renumber: bool = False
+) -> dict[str, Any]:
+    """The bundle with event ``seq`` edited, re-hashed, re-chained and re-digested: what a
+    signer with the key (or a bug) could produce; only the contract can refuse it."""
+    b = copy.deepcopy(bundle)
+    edit(b["events"][seq]["event"])
+    return _rechain(b, renumber=renumber)
+
+
+@pytest.mark.parametrize("amount", [0, "0.01278750", "12.7875E-3", "1.2e1", "-0", "+1", " 1"])
+def test_a_resigned_bundle_with_non_canonical_money_fails_the_contract(
+    bundle: dict[str, Any], amount: Any
+) -> None:
+    seq = next(i for i, e in enumerate(bundle["events"]) if e["event"]["type"] == "model_io")
+
+    def edit(ev: dict[str, Any]) -> None:
+        ev["payload"]["cost"]["amount"] = amount
+
+    with pytest.raises(VerificationError) as info:
+        evidence.verify_file(signed(_resigned_event_edit(bundle, seq, edit)), PUB, {}.get)
+    assert info.value.check == "contract"
+    assert info.value.where == f"seq {seq} event.payload.cost.amount"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("ts", "2026-11-01T00:00:00Z"),  # no milliseconds
+        ("ts", "2026-11-01T00:00:00.000+00:00"),
+        ("ts", "2026-02-30T00:00:00.000Z"),  # no such day
+        ("event_id", "0190F3A2-7C1E-7B3A-9D4E-2F6A8B1C0D9E"),  # upper case
+        ("event_id", "{0190f3a2-7c1e-7b3a-9d4e-2f6a8b1c0d9e}"),
+        ("seq", True),
+        ("schema_version", 0),
+        ("tenant", ""),
+        ("unknown", "x"),
+        ("step_id", None),  # nulls are omitted, never written
+    ],
+)
+def test_a_resigned_bundle_breaking_a_value_rule_fails_the_contract(
+    bundle: dict[str, Any], field: str, value: Any
+) -> None:
+    def edit(ev: dict[str, Any]) -> None:
+        ev[field] = value
+
+    with pytest.raises(VerificationError) as info:
+        evidence.verify_file(signed(_resigned_event_edit(bundle, 3, edit)), PUB, {}.get)
+    assert info.value.check == "contract", info.value
+    assert info.value.where == f"seq 3 event.{field}"
+
+
+def test_a_resealed_intercept_edit_is_refused(bundle: dict[str, Any]) -> None:
+    runs = [b for b in simulated_bundles() if b["intercepts"]]
+    assert runs
+    b = runs[0]
+    first = b["intercepts"][0]
+    for name, value in (("reason", first["reason"] + "!"), ("severity", "warning")):
+        edited = copy.deepcopy(b)
+        edited["intercepts"][0][name] = value
+        with pytest.raises(VerificationError) as info:
+            evidence.verify_file(signed(redigest(edited)), PUB, {}.get)
+        assert (info.value.check, info.value.where) == ("intercepts", f"intercepts[0].{name}")
+    # a param changed together with a reason rendered from it: the re-derived params differ
+    edited = copy.deepcopy(b)
+    param = sorted(first["params"])[0]
+    edited["intercepts"][0]["params"][param] = "changed"
+    from fleetledger.processors.core import render_reason
+
+    edited["intercepts"][0]["reason"] = render_reason(
+        first["kind"], first["seq"], edited["intercepts"][0]["params"]
+    )
+    with pytest.raises(VerificationError) as info:
+        evidence.verify_file(signed(redigest(edited)), PUB, {}.get)
+    assert info.value.check == "intercepts"
+
+
+def test_every_intercept_reason_is_its_template_filled_from_its_params() -> None:
+    from fleetledger.processors.core import INTERCEPT_KINDS, render_reason
+
+    seen = set()
+    for b in simulated_bundles():
+        for i in b["intercepts"]:
+            assert INTERCEPT_KINDS[i["kind"]].event_derived
+            assert i["severity"] == INTERCEPT_KINDS[i["kind"]].severity
+            assert i["reason"] == render_reason(i["kind"], i["seq"], i["params"])
+            assert all(isinstance(v, str | int) for v in i["params"].values())
+            seen.add(i["kind"])
+    assert seen  # every kind: the conformance vectors
+
+
+def test_fail_closed(bundle: dict[str, Any], tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from fleetledger.kernel.errors import ConfigError
+    from fleetledger.processors.verification import verify_paths
+
+    env = json.loads(signed(bundle))
+    # an envelope with zero signatures, and one with an unknown payload type
+    assert reason(signing.envelope_bytes({**env, "signatures": []})) == "signature"
+    assert reason(signed(bundle, ptype="application/x-unknown")) == "payload type"
+    # zero events
+    empty = copy.deepcopy(bundle)
+    empty["events"] = []
+    assert reason(signed(redigest(empty))) == "empty"
+    # an empty folder, and a folder with only other files
+    folder = Path(tmp_path)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "notes.txt").write_text("x")
+    (result,) = verify_paths([folder], PUB, jobs=1)
+    assert not result.ok and result.error is not None and result.error.startswith("empty")
+    with pytest.raises(VerificationError, match="^empty"):
+        verify_paths([], PUB)
+    # a trust file with no keys
+    with pytest.raises(ConfigError, match="found no PEM public key"):
+        signing.load_public_keys(b"", "trust.pem")
+
+
+def test_a_folder_is_verified_on_every_core(tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from fleetledger.processors.verification import verify_paths
+
+    folder = Path(tmp_path)
+    bundles = simulated_bundles()
+    for b in bundles:
+        day = folder / b["run"]["tenant"] / "2026"
+        day.mkdir(parents=True, exist_ok=True)
+        for name, data in evidence.evidence_files(b, KEY):
+            (day / name).write_bytes(data)
+    broken = next(folder.rglob("*.dsse.json"))
+    broken.write_bytes(broken.read_bytes()[:-2] + b"}")
+    results = verify_paths([folder], PUB, jobs=2)
+    assert len(results) == 3 * len(bundles)
+    assert [r.path for r in results] == sorted(r.path for r in results)
+    failed = [r for r in results if not r.ok]
+    assert [r.path for r in failed] == [broken] or broken in [r.path for r in failed]
+    # the plain bundle beside the broken envelope fails too (its signature is unreadable)
+    assert all(r.path.parent == broken.parent for r in failed)
+    assert sum(r.ok for r in results) >= 3 * len(bundles) - 2
+    assert [r.ok for r in results] == [r.ok for r in verify_paths([folder], PUB, jobs=1)]
