@@ -260,6 +260,10 @@ def test_inclusion_proofs(bundle: dict[str, Any]) -> None:
         evidence.verify_proof(proof, bundle_digest_hex=digest, trusted=[other])
 
 
+def _nothing(_name: str) -> bytes | None:
+    return None
+
+
 def _resigned_event_edit(
     bundle: dict[str, Any], seq: int, edit: Any, renumber: bool = False
 ) -> dict[str, Any]:
@@ -280,7 +284,7 @@ def test_a_resigned_bundle_with_non_canonical_money_fails_the_contract(
         ev["payload"]["cost"]["amount"] = amount
 
     with pytest.raises(VerificationError) as info:
-        evidence.verify_file(signed(_resigned_event_edit(bundle, seq, edit)), PUB, {}.get)
+        evidence.verify_file(signed(_resigned_event_edit(bundle, seq, edit)), PUB, _nothing)
     assert info.value.check == "contract"
     assert info.value.where == f"seq {seq} event.payload.cost.amount"
 
@@ -307,7 +311,7 @@ def test_a_resigned_bundle_breaking_a_value_rule_fails_the_contract(
         ev[field] = value
 
     with pytest.raises(VerificationError) as info:
-        evidence.verify_file(signed(_resigned_event_edit(bundle, 3, edit)), PUB, {}.get)
+        evidence.verify_file(signed(_resigned_event_edit(bundle, 3, edit)), PUB, _nothing)
     assert info.value.check == "contract", info.value
     assert info.value.where == f"seq 3 event.{field}"
 
@@ -321,7 +325,7 @@ def test_a_resealed_intercept_edit_is_refused(bundle: dict[str, Any]) -> None:
         edited = copy.deepcopy(b)
         edited["intercepts"][0][name] = value
         with pytest.raises(VerificationError) as info:
-            evidence.verify_file(signed(redigest(edited)), PUB, {}.get)
+            evidence.verify_file(signed(redigest(edited)), PUB, _nothing)
         assert (info.value.check, info.value.where) == ("intercepts", f"intercepts[0].{name}")
     # a param changed together with a reason rendered from it: the re-derived params differ
     edited = copy.deepcopy(b)
@@ -333,7 +337,7 @@ def test_a_resealed_intercept_edit_is_refused(bundle: dict[str, Any]) -> None:
         first["kind"], first["seq"], edited["intercepts"][0]["params"]
     )
     with pytest.raises(VerificationError) as info:
-        evidence.verify_file(signed(redigest(edited)), PUB, {}.get)
+        evidence.verify_file(signed(redigest(edited)), PUB, _nothing)
     assert info.value.check == "intercepts"
 
 
@@ -371,7 +375,7 @@ def test_fail_closed(bundle: dict[str, Any], tmp_path: Any) -> None:
     (folder / "sub" / "notes.txt").write_text("x")
     (result,) = verify_paths([folder], PUB, jobs=1)
     assert not result.ok and result.error is not None and result.error.startswith("empty")
-    with pytest.raises(VerificationError, match="^empty"):
+    with pytest.raises(VerificationError, match=r"^empty"):
         verify_paths([], PUB)
     # a trust file with no keys
     with pytest.raises(ConfigError, match="found no PEM public key"):

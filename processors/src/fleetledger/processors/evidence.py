@@ -163,7 +163,9 @@ def parse_json(data: bytes, what: str) -> Any:
     try:
         return load_json(data.decode("utf-8"))
     except (UnicodeDecodeError, ProcessorError) as exc:
-        raise VerificationError("json", f"{what} is not UTF-8 JSON: {exc}") from exc
+        raise VerificationError(
+            "canonical", f"{what} is not UTF-8 JSON without floats: {exc}"
+        ) from exc
 
 
 def require_canonical(data: bytes, obj: Any, what: str) -> None:
@@ -610,11 +612,12 @@ def _verify_fast(data: bytes) -> Verified | None:
         pos = end + _TAIL_LEN + len(str(i))
     if data[pos - 1 : pos] != b"]":
         return None
+    root = root_of_leaf_hashes(leaves).hex()
     merkle = {
         "algorithm": MERKLE_ALGORITHM,
         "leaf": "event_hash",
         "size": len(leaves),
-        "root": root_of_leaf_hashes(leaves).hex(),
+        "root": root,
     }
     try:
         rebuilt = _rederive(bundle, run_id, events)
@@ -626,7 +629,7 @@ def _verify_fast(data: bytes) -> Verified | None:
     for name in ("chain", "merkle", *_COMPARED):
         if canonical_bytes(bundle[name]) != canonical_bytes(rebuilt[name]):
             return None
-    return Verified("bundle", run_id, digest, len(events), merkle["root"])
+    return Verified("bundle", run_id, digest, len(events), root)
 
 
 # --------------------------------------------------------------------------- envelopes
