@@ -443,3 +443,24 @@ def test_the_fast_path_accepts_exactly_what_the_reference_procedure_accepts(
     b = _rechain(b, renumber=False)
     b["run"]["labels"] = b["events"][0]["event"]["payload"]["labels"]
     assert agree(redigest(b))
+
+
+def test_a_large_bundle_is_walked_by_several_processes(
+    bundle: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same verdicts with the events split over forked workers (threshold lowered)."""
+    from fleetledger.processors import evidence as ev
+
+    monkeypatch.setattr(ev, "PARALLEL_MIN_EVENTS", 4)
+    monkeypatch.setattr(ev, "_can_fork", lambda: True)
+    data = canonical_bytes(bundle)
+    for jobs in (2, 3, 5):
+        facts = ev._verify_fast(data, jobs)
+        assert facts is not None and facts == ev._verify_fast(data, 1)
+    for path, value in list(leaves(bundle))[::13]:
+        if path[0] != "events":
+            continue
+        changes = (mutated(bundle, path, value) for _ in range(2))
+        for b in (redigest(next(changes)), _rechain(next(changes), renumber=False)):
+            changed = canonical_bytes(b)
+            assert (ev._verify_fast(changed, 3) is None) == (ev._verify_fast(changed, 1) is None)

@@ -21,11 +21,15 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import multiprocessing
+import os
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from decimal import InvalidOperation
+from multiprocessing.connection import Connection
 from typing import Any
 
 import orjson
@@ -472,20 +476,25 @@ def verify_bundle(bundle: Any, *, parsed: bool = False) -> Verified:
 
 
 def verify_bundle_bytes(
-    data: bytes, what: str = "bundle", *, cache: dict[bytes, Verified] | None = None
+    data: bytes,
+    what: str = "bundle",
+    *,
+    cache: dict[bytes, Verified] | None = None,
+    jobs: int | None = None,
 ) -> Verified:
     """Verify a bundle file's bytes: ``canonical``, then the bundle checks.
 
     Fast: the file is canonical (checked first), so each event's canonical bytes are a
     slice of it and are hashed in place instead of being serialized again.  Any doubt
     falls back to :func:`verify_bundle`, which names the first failing check.  ``cache``
-    (keyed by the sha256 of ``data``) verifies the same bytes once per caller.
+    (keyed by the sha256 of ``data``) verifies the same bytes once per caller.  ``jobs``:
+    processes for a large bundle (default: every core; 1: this process only).
     """
     key = hashlib.sha256(data).digest() if cache is not None else b""
     if cache is not None and key in cache:
         return cache[key]
     with _gc_paused():
-        facts = _verify_fast(data)
+        facts = _verify_fast(data, jobs)
         if facts is None:
             bundle = parse_json(data, what)
             require_canonical(data, bundle, what)
@@ -510,9 +519,12 @@ def _gc_paused() -> Iterator[None]:
 
 _ITEM_HEAD = b'{"entry_hash":"'
 _EVENT_END = b'},"event_hash":"'
+_ITEM_START = b'},{"entry_hash":"'
 # {"entry_hash":"<64 hex>","event":  and  ,"event_hash":"<64 hex>","seq":   } ,
 _HEAD_LEN = len(_ITEM_HEAD) + 64 + len(b'","event":')
 _TAIL_LEN = len(b',"event_hash":"') + 64 + len(b'","seq":') + len(b"},")
+#: A bundle with fewer events is checked in this process only.
+PARALLEL_MIN_EVENTS = 20_000
 
 
 def _digest_in_place(data: bytes, integrity: dict[str, Any]) -> str | None:
@@ -532,34 +544,38 @@ def _digest_in_place(data: bytes, integrity: dict[str, Any]) -> str | None:
     return h.hexdigest()
 
 
-def _events_offset(bundle: dict[str, Any]) -> int | None:
-    """Where the content of ``events`` starts in the canonical bytes of ``bundle``."""
-    pos = 1  # "{"
-    for name in sorted(bundle):
-        if not name.isascii():
-            return None  # JCS orders by UTF-16 code units; keep to the obvious case
-        if name == "events":
-            return pos + len(b'"events":[')
-        pos += len(canonical_bytes(name)) + 1 + len(canonical_bytes(bundle[name])) + 1
-    return None
+def _members(bundle: dict[str, Any], size: int) -> tuple[dict[str, bytes], int, int] | None:
+    """The canonical bytes of every top-level member but ``events``, and where the content
+    of ``events`` starts and ends (its ``]``) in the canonical bytes of ``bundle``."""
+    names = sorted(bundle)
+    if not all(name.isascii() for name in names):
+        return None  # JCS orders by UTF-16 code units; keep to the obvious case
+    out = {name: canonical_bytes(bundle[name]) for name in names if name != "events"}
+    k = names.index("events")
+    size_of = {name: len(canonical_bytes(name)) + 2 + len(out[name]) for name in out}
+    before = sum(size_of[name] for name in names[:k])  # "name":value,
+    after = sum(size_of[name] for name in names[k + 1 :])  # ,"name":value
+    return out, 1 + before + len(b'"events":['), size - 1 - after - 1
 
 
-def _verify_fast(data: bytes) -> Verified | None:
+def _verify_fast(data: bytes, jobs: int | None = None) -> Verified | None:
     """``canonical`` and the bundle checks over ``data``, hashing each event's bytes in
     place.  Returns None, never raises, when anything does not hold: the reference
     procedure then reports the first failure.
 
+    Why slices are exact: ``data`` is canonical and every event passes the contract
+    check.  An item is ``{"entry_hash":"<64 hex>","event":E,"event_hash":"<64 hex>",
+    "seq":N}``; in a contract-valid canonical event ``E`` the bytes ``},"event_hash":"``
+    cannot occur (no record has an ``event_hash`` field and the only free-keyed map,
+    ``labels``, holds strings, whose quotes are escaped), so the first occurrence after
+    ``E`` starts is where ``E`` ends.  The hashes compared are 64 hex characters when
+    they match, so every offset follows from the last, and the walk must end exactly at
+    the ``]`` of ``events``.
+
     Floats need no walk: orjson parses them, but every value of an accepted bundle is
     either checked by the contract (strict types), or equal to a string, or byte-equal
-    to its re-derivation, which holds none.
-
-    Why slices are exact: ``data`` is canonical and every event passed the contract
-    check before its bytes are cut.  An item is ``{"entry_hash":"<64 hex>","event":E,
-    "event_hash":"<64 hex>","seq":N}``; in a contract-valid canonical event ``E`` the
-    bytes ``},"event_hash":"`` cannot occur (no record has an ``event_hash`` field and
-    the only free-keyed map, ``labels``, holds strings, whose quotes are escaped), so the
-    first occurrence after ``E`` starts is where ``E`` ends.  The hashes compared below
-    are 64 hex characters when they match, so every offset follows from the last.
+    to its re-derivation, which holds none.  A large bundle's events are walked by
+    ``jobs`` processes (default: every core) while this one re-derives the rest.
     """
     try:
         bundle = orjson.loads(data)
@@ -576,29 +592,73 @@ def _verify_fast(data: bytes) -> Verified | None:
     ):
         return None
     digest = _digest_in_place(data, integrity)
-    if digest is None or integrity.get("digest") != digest:
+    layout = _members(bundle, len(data))
+    if digest is None or integrity.get("digest") != digest or layout is None:
         return None
-    for item in events:
-        if not is_canonical_event(item["event"]):
+    members, start, end = layout
+    chunks = _split(data, events, run_id, (start, end), jobs)
+    if chunks is None:
+        walked = _walk(data, events, 0, start, genesis(run_id), run_id)
+        rebuilt = _rederive_quiet(bundle, run_id, events)
+    else:
+        walked, rebuilt = _walk_parallel(data, chunks, run_id, bundle, events)
+    if walked is None or rebuilt is None or walked.end != end + 1:
+        return None
+    root = root_of_leaf_hashes(walked.leaves).hex()
+    merkle = {
+        "algorithm": MERKLE_ALGORITHM,
+        "leaf": "event_hash",
+        "size": len(events),
+        "root": root,
+    }
+    rebuilt["chain"] = _chain_member(run_id, walked.head.hex(), len(events))
+    rebuilt["merkle"] = merkle
+    # JSON equality is equality of canonical bytes (Python's == would take true for 1)
+    for name in ("chain", "merkle", *_COMPARED):
+        if members[name] != canonical_bytes(rebuilt[name]):
             return None
-    pos = _events_offset(bundle)
-    if pos is None:
+    return Verified("bundle", run_id, digest, len(events), root)
+
+
+def _rederive_quiet(
+    bundle: dict[str, Any], run_id: str, events: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    try:
+        return _rederive(bundle, run_id, events)
+    except VerificationError:
         return None
+
+
+@dataclass
+class _Walked:
+    """What walking a run of items established: Merkle leaves, last entry hash, and the
+    offset just past the byte that follows the last item."""
+
+    leaves: list[bytes]
+    head: bytes
+    end: int
+
+
+def _walk(
+    data: bytes, items: list[dict[str, Any]], first: int, pos: int, prev: bytes, run_id: str
+) -> _Walked | None:
+    """Items ``first, first + 1, ...`` (``items[0]`` is item ``first``) starting at byte
+    ``pos`` of canonical ``data``: the contract, event hashes over the bytes in place,
+    entry hashes from ``prev``, seq and run id.  None when anything does not hold."""
     view = memoryview(data)
     sha = hashlib.sha256
     find, startswith = data.find, data.startswith
-    prev = genesis(run_id)
     leaves: list[bytes] = []
-    for i, item in enumerate(events):
-        if not startswith(_ITEM_HEAD, pos):
-            return None
-        start = pos + _HEAD_LEN
-        end = find(_EVENT_END, start) + 1
-        if end == 0:
-            return None
-        eh = sha(view[start:end]).digest()
-        prev = sha(prev + eh).digest()
+    for i, item in enumerate(items, first):
         ev = item["event"]
+        if not is_canonical_event(ev) or not startswith(_ITEM_HEAD, pos):
+            return None
+        begin = pos + _HEAD_LEN
+        stop = find(_EVENT_END, begin) + 1
+        if stop == 0:
+            return None
+        eh = sha(view[begin:stop]).digest()
+        prev = sha(prev + eh).digest()
         if (
             item["event_hash"] != eh.hex()
             or item["entry_hash"] != prev.hex()
@@ -609,27 +669,130 @@ def _verify_fast(data: bytes) -> Verified | None:
         ):
             return None
         leaves.append(sha(b"\x00" + eh).digest())
-        pos = end + _TAIL_LEN + len(str(i))
-    if data[pos - 1 : pos] != b"]":
+        pos = stop + _TAIL_LEN + len(str(i))
+    return _Walked(leaves, prev, pos)
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Items ``first..stop-1``, bytes ``pos..end`` (``end``: the ``,`` or ``]`` after the
+    last item), chained from ``prev``."""
+
+    first: int
+    stop: int
+    pos: int
+    end: int
+    prev: bytes
+
+
+def _split(
+    data: bytes,
+    events: list[dict[str, Any]],
+    run_id: str,
+    span: tuple[int, int],
+    jobs: int | None,
+) -> list[_Chunk] | None:
+    """Chunks of the events array for ``jobs`` processes, cut where an item starts; None
+    when one process is better (a small bundle, one core, or no safe way to fork).
+
+    A cut is the first ``},{"entry_hash":"`` after an even share of the bytes; in a
+    contract-valid canonical bundle these bytes only occur between items (no record has
+    an ``entry_hash`` field).  The walkers check every item, so a cut elsewhere fails.
+    """
+    workers = jobs if jobs is not None else (os.cpu_count() or 1)
+    start, end = span
+    n = len(events)
+    if workers < 2 or n < PARALLEL_MIN_EVENTS or not _can_fork():
         return None
-    root = root_of_leaf_hashes(leaves).hex()
-    merkle = {
-        "algorithm": MERKLE_ALGORITHM,
-        "leaf": "event_hash",
-        "size": len(leaves),
-        "root": root,
-    }
-    try:
-        rebuilt = _rederive(bundle, run_id, events)
-    except VerificationError:
-        return None
-    rebuilt["chain"] = _chain_member(run_id, prev.hex(), len(events))
-    rebuilt["merkle"] = merkle
-    # JSON equality is equality of canonical bytes (Python's == would take true for 1)
-    for name in ("chain", "merkle", *_COMPARED):
-        if canonical_bytes(bundle[name]) != canonical_bytes(rebuilt[name]):
+    cuts = [(0, start)]
+    share = (end - start) // workers
+    for k in range(1, workers):
+        at = data.find(_ITEM_START, start + k * share, end) + 2
+        seq_at = data.rfind(b'"seq":', cuts[-1][1], at)
+        if at < 2 or seq_at < 0:
             return None
-    return Verified("bundle", run_id, digest, len(events), root)
+        try:
+            index = int(data[seq_at + 6 : at - 2]) + 1
+        except ValueError:
+            return None
+        if not cuts[-1][0] < index < n:
+            return None
+        cuts.append((index, at))
+    chunks = []
+    for k, (first, at) in enumerate(cuts):
+        stop, next_at = cuts[k + 1] if k + 1 < len(cuts) else (n, end + 1)
+        try:
+            prev = bytes.fromhex(events[first - 1]["entry_hash"]) if first else genesis(run_id)
+        except (TypeError, ValueError):
+            return None
+        chunks.append(_Chunk(first, stop, at, next_at - 1, prev))
+    return chunks
+
+
+def _can_fork() -> bool:
+    """Fork copies only the calling thread: safe while it is the only one."""
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+
+
+def _walk_parallel(
+    data: bytes,
+    chunks: list[_Chunk],
+    run_id: str,
+    bundle: dict[str, Any],
+    events: list[dict[str, Any]],
+) -> tuple[_Walked | None, dict[str, Any] | None]:
+    """Walk the chunks in forked workers (each parses its own items from the bytes, so
+    this process's objects stay untouched) while this process re-derives the rest."""
+    ctx = multiprocessing.get_context("fork")
+    started = []
+    try:
+        for chunk in chunks:
+            receive, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_walk_chunk, args=(data, chunk, run_id, send), daemon=True)
+            proc.start()
+            send.close()
+            started.append((proc, receive))
+        rebuilt = _rederive_quiet(bundle, run_id, events)
+        parts = [receive.recv_bytes() for _proc, receive in started]
+    except (OSError, EOFError):
+        return None, None
+    finally:
+        for proc, receive in started:
+            receive.close()
+            proc.join()
+    leaves: list[bytes] = []
+    head, end = b"", -1
+    for chunk, part in zip(chunks, parts, strict=True):
+        if len(part) < 84 or (head and part[:32] != head):
+            return None, rebuilt
+        head, end = part[32:64], int(part[64:84])
+        if end != chunk.end + 1:
+            return None, rebuilt
+        body = part[84:]
+        leaves += [body[i : i + 32] for i in range(0, len(body), 32)]
+    if len(leaves) != len(events):
+        return None, rebuilt
+    return _Walked(leaves, head, end), rebuilt
+
+
+def _walk_chunk(data: bytes, chunk: _Chunk, run_id: str, conn: Connection) -> None:
+    """In a worker: parse the chunk's items from the bytes, walk them, send the result
+    (``prev``, head, end offset, leaves), or nothing when anything does not hold."""
+    try:
+        gc.disable()
+        items = orjson.loads(b"[" + data[chunk.pos : chunk.end] + b"]")
+        walked = None
+        if isinstance(items, list) and len(items) == chunk.stop - chunk.first:
+            walked = _walk(data, items, chunk.first, chunk.pos, chunk.prev, run_id)
+        if walked is None:
+            conn.send_bytes(b"")
+        else:
+            end = str(walked.end).encode().rjust(20)
+            conn.send_bytes(b"".join([chunk.prev, walked.head, end, *walked.leaves]))
+    except Exception:
+        conn.send_bytes(b"")
+    finally:
+        conn.close()
 
 
 # --------------------------------------------------------------------------- envelopes
@@ -665,7 +828,10 @@ def _expect_type(found: str, want: str) -> None:
 
 
 def verify_statement_payload(
-    payload: bytes, load: Loader, cache: dict[bytes, Verified] | None = None
+    payload: bytes,
+    load: Loader,
+    cache: dict[bytes, Verified] | None = None,
+    jobs: int | None = None,
 ) -> Verified:
     stmt = parse_json(payload, "statement")
     require_canonical(payload, stmt, "statement payload")
@@ -703,7 +869,7 @@ def verify_statement_payload(
         raise VerificationError(
             "subject", f"found sha256 {got}, expected {_short(want)}", where=name
         )
-    facts = verify_bundle_bytes(data, f"subject {name}", cache=cache)
+    facts = verify_bundle_bytes(data, f"subject {name}", cache=cache, jobs=jobs)
     expected = statement(name, data, json.loads(data))["predicate"]
     diff = _first_difference(stmt.get("predicate"), expected, "predicate")
     if diff:
@@ -718,6 +884,7 @@ def verify_file(
     trusted: Sequence[Ed25519PublicKey],
     load: Loader,
     cache: dict[bytes, Verified] | None = None,
+    jobs: int | None = None,
 ) -> Verified:
     """Verify one evidence file: a bundle, a signed bundle or a signed statement.
 
@@ -725,17 +892,19 @@ def verify_file(
     it (``load``) verifies and signs exactly its bytes; ``<stem>`` comes from the run id
     inside the bundle, never from a file name.  Without keys a plain bundle is checked
     for integrity only, and an envelope fails (nothing to trust it with).  ``cache``
-    lets the files of one run share the verification of their bundle bytes.
+    lets the files of one run share the verification of their bundle bytes; ``jobs``:
+    processes for a large bundle (:func:`verify_bundle_bytes`).
     """
     obj = parse_json(data, "file")
     if isinstance(obj, dict) and "payloadType" in obj:
         ptype, payload, kid = open_envelope(data, trusted)
         if ptype == INTOTO_PAYLOAD_TYPE:
-            return replace(verify_statement_payload(payload, load, cache), signed_by=kid)
+            facts = verify_statement_payload(payload, load, cache, jobs)
+            return replace(facts, signed_by=kid)
         _expect_type(ptype, BUNDLE_PAYLOAD_TYPE)
-        facts = verify_bundle_bytes(payload, "payload", cache=cache)
+        facts = verify_bundle_bytes(payload, "payload", cache=cache, jobs=jobs)
         return replace(facts, kind="signed bundle", signed_by=kid)
-    facts = verify_bundle_bytes(data, cache=cache)
+    facts = verify_bundle_bytes(data, cache=cache, jobs=jobs)
     if not trusted:
         return facts
     name = f"{file_stem(facts.run_id)}.dsse.json"

@@ -94,8 +94,11 @@ def expand(paths: Sequence[Path]) -> list[Path | PathResult]:
     return out
 
 
-def _verify_group(paths: Sequence[Path], trusted_raw: Sequence[bytes]) -> list[PathResult]:
-    """The files of one run, sharing one cache of verified bundle bytes."""
+def _verify_group(
+    paths: Sequence[Path], trusted_raw: Sequence[bytes], jobs: int | None = 1
+) -> list[PathResult]:
+    """The files of one run, sharing one cache of verified bundle bytes; ``jobs`` for a
+    large bundle (1 inside a pool: its processes are the cores)."""
     trusted = [Ed25519PublicKey.from_public_bytes(k) for k in trusted_raw]
     cache: dict[bytes, Verified] = {}
     results = []
@@ -107,7 +110,7 @@ def _verify_group(paths: Sequence[Path], trusted_raw: Sequence[bytes]) -> list[P
                 raise VerificationError(
                     "read", f"{str(path)!r} cannot be read: {exc.strerror}"
                 ) from exc
-            facts = verify_file(data, trusted, sibling_loader(path), cache)
+            facts = verify_file(data, trusted, sibling_loader(path), cache, jobs)
             results.append(PathResult(path, facts=facts))
         except FleetLedgerError as exc:
             results.append(PathResult(path, error=str(exc)))
@@ -144,7 +147,8 @@ def verify_paths(
     verdicts: dict[int, PathResult] = {}
     args = [[items[i] for i in batch] for batch in batches]
     if workers <= 1 or len(batches) < _POOL_MIN_GROUPS:
-        done = [_verify_group(a, trusted_raw) for a in args]  # type: ignore[arg-type]
+        # few runs: one at a time, a large bundle's events on every core
+        done = [_verify_group(a, trusted_raw, jobs) for a in args]  # type: ignore[arg-type]
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
             chunk = max(1, len(args) // (workers * 8))
