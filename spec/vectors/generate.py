@@ -412,15 +412,16 @@ def build() -> dict[str, bytes]:
             why + ", re-hashed, re-chained and re-signed; totals unchanged",
             "seq 6 event.payload.cost.amount",
         )
-    for name, field, value, why in (
+    cases: tuple[tuple[str, str, str | None, str], ...] = (
         ("ts-no-millis", "ts", "2026-11-01T00:00:03Z", "a timestamp without milliseconds"),
         ("event-id-upper", "event_id", None, "an upper-case event id"),
         ("unknown-field", "color", "red", "a field the contract does not have"),
-    ):
+    )
+    for name, field, new, why in cases:
 
-        def edit(b: dict[str, Any], field: str = field, value: Any = value) -> None:
+        def edit(b: dict[str, Any], field: str = field, new: Any = new) -> None:
             ev = b["events"][3]["event"]
-            ev[field] = ev["event_id"].upper() if value is None else value
+            ev[field] = ev["event_id"].upper() if new is None else new
 
         fail(
             f"{name}.dsse.json",
@@ -654,7 +655,7 @@ def _hashes(ok: Run, bundles: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 "keyid": keyid(pub),
             }
         )
-    examples = {
+    examples: dict[str, dict[str, str | int]] = {
         "run_failed": {"error_type": "Timeout", "error_message": "took {too} long"},
         "budget_exceeded": {
             "cost": "0.0105",

@@ -544,18 +544,23 @@ def _digest_in_place(data: bytes, integrity: dict[str, Any]) -> str | None:
     return h.hexdigest()
 
 
-def _members(bundle: dict[str, Any], size: int) -> tuple[dict[str, bytes], int, int] | None:
-    """The canonical bytes of every top-level member but ``events``, and where the content
-    of ``events`` starts and ends (its ``]``) in the canonical bytes of ``bundle``."""
+def _members(data: bytes, bundle: dict[str, Any]) -> tuple[dict[str, bytes], int, int] | None:
+    """The canonical bytes of every top-level member but ``events``, checked against
+    ``data`` around the content of ``events``, and where that content starts and ends
+    (its ``]``).  None unless ``data`` is canonical outside ``events``."""
     names = sorted(bundle)
     if not all(name.isascii() for name in names):
         return None  # JCS orders by UTF-16 code units; keep to the obvious case
     out = {name: canonical_bytes(bundle[name]) for name in names if name != "events"}
     k = names.index("events")
-    size_of = {name: len(canonical_bytes(name)) + 2 + len(out[name]) for name in out}
-    before = sum(size_of[name] for name in names[:k])  # "name":value,
-    after = sum(size_of[name] for name in names[k + 1 :])  # ,"name":value
-    return out, 1 + before + len(b'"events":['), size - 1 - after - 1
+    prefix = b"{" + b"".join(canonical_bytes(n) + b":" + out[n] + b"," for n in names[:k])
+    prefix += b'"events":['
+    suffix = b"]" + b"".join(b"," + canonical_bytes(n) + b":" + out[n] for n in names[k + 1 :])
+    suffix += b"}"
+    end = len(data) - len(suffix)
+    if not (data.startswith(prefix) and data.endswith(suffix)) or end < len(prefix):
+        return None
+    return out, len(prefix), end
 
 
 def _verify_fast(data: bytes, jobs: int | None = None) -> Verified | None:
@@ -572,6 +577,9 @@ def _verify_fast(data: bytes, jobs: int | None = None) -> Verified | None:
     they match, so every offset follows from the last, and the walk must end exactly at
     the ``]`` of ``events``.
 
+    ``data`` is checked canonical piecewise: the members around ``events`` here, the
+    events' bytes by whoever walks them (one serialization of everything in all).
+
     Floats need no walk: orjson parses them, but every value of an accepted bundle is
     either checked by the contract (strict types), or equal to a string, or byte-equal
     to its re-derivation, which holds none.  A large bundle's events are walked by
@@ -579,8 +587,6 @@ def _verify_fast(data: bytes, jobs: int | None = None) -> Verified | None:
     """
     try:
         bundle = orjson.loads(data)
-        if canonical_bytes(bundle) != data:
-            return None
         events, run_id = _shape(bundle)
     except (orjson.JSONDecodeError, ProcessorError, VerificationError):
         return None
@@ -591,17 +597,22 @@ def _verify_fast(data: bytes, jobs: int | None = None) -> Verified | None:
         or len(integrity) != 3
     ):
         return None
-    digest = _digest_in_place(data, integrity)
-    layout = _members(bundle, len(data))
-    if digest is None or integrity.get("digest") != digest or layout is None:
+    try:
+        digest = _digest_in_place(data, integrity)
+        layout = _members(data, bundle)
+        if digest is None or integrity.get("digest") != digest or layout is None:
+            return None
+        members, start, end = layout
+        chunks = _split(data, events, run_id, (start, end), jobs)
+        if chunks is None:
+            text = memoryview(canonical_bytes(events))[1:-1]
+            canonical = text == memoryview(data)[start:end]
+            walked = _walk(data, events, 0, start, genesis(run_id), run_id) if canonical else None
+            rebuilt = _rederive_quiet(bundle, run_id, events)
+        else:
+            walked, rebuilt = _walk_parallel(data, chunks, run_id, bundle, events)
+    except ProcessorError:  # a value without a canonical form (an integer beyond 2^53)
         return None
-    members, start, end = layout
-    chunks = _split(data, events, run_id, (start, end), jobs)
-    if chunks is None:
-        walked = _walk(data, events, 0, start, genesis(run_id), run_id)
-        rebuilt = _rederive_quiet(bundle, run_id, events)
-    else:
-        walked, rebuilt = _walk_parallel(data, chunks, run_id, bundle, events)
     if walked is None or rebuilt is None or walked.end != end + 1:
         return None
     root = root_of_leaf_hashes(walked.leaves).hex()
@@ -780,9 +791,14 @@ def _walk_chunk(data: bytes, chunk: _Chunk, run_id: str, conn: Connection) -> No
     (``prev``, head, end offset, leaves), or nothing when anything does not hold."""
     try:
         gc.disable()
-        items = orjson.loads(b"[" + data[chunk.pos : chunk.end] + b"]")
+        text = b"[" + data[chunk.pos : chunk.end] + b"]"
+        items = orjson.loads(text)
         walked = None
-        if isinstance(items, list) and len(items) == chunk.stop - chunk.first:
+        if (
+            isinstance(items, list)
+            and len(items) == chunk.stop - chunk.first
+            and canonical_bytes(items) == text
+        ):
             walked = _walk(data, items, chunk.first, chunk.pos, chunk.prev, run_id)
         if walked is None:
             conn.send_bytes(b"")
