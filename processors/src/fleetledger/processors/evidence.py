@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from decimal import InvalidOperation
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import orjson
@@ -564,6 +565,16 @@ def _members(data: bytes, bundle: dict[str, Any]) -> tuple[dict[str, bytes], int
 
 
 def _verify_fast(data: bytes, jobs: int | None = None) -> Verified | None:
+    """:func:`_verify_in_place`, joining its worker processes at the very end."""
+    exits: list[BaseProcess] = []
+    try:
+        return _verify_in_place(data, jobs, exits)
+    finally:
+        for proc in exits:
+            proc.join()
+
+
+def _verify_in_place(data: bytes, jobs: int | None, exits: list[BaseProcess]) -> Verified | None:
     """``canonical`` and the bundle checks over ``data``, hashing each event's bytes in
     place.  Returns None, never raises, when anything does not hold: the reference
     procedure then reports the first failure.
@@ -610,7 +621,7 @@ def _verify_fast(data: bytes, jobs: int | None = None) -> Verified | None:
             walked = _walk(data, events, 0, start, genesis(run_id), run_id) if canonical else None
             rebuilt = _rederive_quiet(bundle, run_id, events)
         else:
-            walked, rebuilt = _walk_parallel(data, chunks, run_id, bundle, events)
+            walked, rebuilt = _walk_parallel(data, chunks, run_id, bundle, events, exits)
     except ProcessorError:  # a value without a canonical form (an integer beyond 2^53)
         return None
     if walked is None or rebuilt is None or walked.end != end + 1:
@@ -751,26 +762,29 @@ def _walk_parallel(
     run_id: str,
     bundle: dict[str, Any],
     events: list[dict[str, Any]],
+    exits: list[BaseProcess],
 ) -> tuple[_Walked | None, dict[str, Any] | None]:
     """Walk the chunks in forked workers (each parses its own items from the bytes, so
-    this process's objects stay untouched) while this process re-derives the rest."""
+    this process's objects stay untouched) while this process re-derives the rest.  The
+    workers go to ``exits``: the caller joins them once done (tearing down a forked
+    process of a large heap takes a while; no reason to wait for it here)."""
     ctx = multiprocessing.get_context("fork")
-    started = []
+    receivers = []
     try:
         for chunk in chunks:
             receive, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_walk_chunk, args=(data, chunk, run_id, send), daemon=True)
             proc.start()
+            exits.append(proc)
             send.close()
-            started.append((proc, receive))
+            receivers.append(receive)
         rebuilt = _rederive_quiet(bundle, run_id, events)
-        parts = [receive.recv_bytes() for _proc, receive in started]
+        parts = [receive.recv_bytes() for receive in receivers]
     except (OSError, EOFError):
         return None, None
     finally:
-        for proc, receive in started:
+        for receive in receivers:
             receive.close()
-            proc.join()
     leaves: list[bytes] = []
     head, end = b"", -1
     for chunk, part in zip(chunks, parts, strict=True):
