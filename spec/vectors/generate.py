@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -673,7 +674,9 @@ def _hashes(ok: Run, bundles: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
     intercepts = []
     for kind, spec in INTERCEPT_KINDS.items():
-        params = examples[kind]
+        # a kind without an example above gets one named after its placeholders
+        names = re.findall(r"\{([a-z_]+)\}", spec.template)
+        params = examples.get(kind) or {n: f"<{n}>" for n in names if n != "seq"}
         intercepts.append(
             {
                 "kind": kind,
