@@ -464,3 +464,39 @@ def test_a_large_bundle_is_walked_by_several_processes(
         for b in (redigest(next(changes)), _rechain(next(changes), renumber=False)):
             changed = canonical_bytes(b)
             assert (ev._verify_fast(changed, 3) is None) == (ev._verify_fast(changed, 1) is None)
+
+
+def test_the_contract_keeps_what_the_in_place_slicing_relies_on() -> None:
+    """verify cuts each event's bytes at the first ``},"event_hash":"`` (and a large
+    bundle between items at ``},{"entry_hash":"``): sound only while no record has a field
+    of those names and every free-keyed map holds strings.  A contract change that breaks
+    this must revisit ``evidence._verify_in_place``."""
+    from typing import get_args, get_origin
+
+    from pydantic import BaseModel
+
+    from fleetledger.schemas import PAYLOAD_TYPES, TraceEvent
+
+    seen: set[type[BaseModel]] = set()
+
+    def walk(ann: Any) -> None:
+        origin = get_origin(ann)
+        if origin is dict:
+            key_t, val_t = get_args(ann)
+            for t in (key_t, val_t):
+                base = get_args(t)[0] if get_args(t) else t
+                assert base is str, f"a map of {val_t!r}: its values could hold item framing"
+            return
+        for arg in get_args(ann):
+            walk(arg)
+        if isinstance(ann, type) and issubclass(ann, BaseModel) and ann not in seen:
+            seen.add(ann)
+            for name, info in ann.model_fields.items():
+                assert name not in ("event_hash", "entry_hash"), (ann, name)
+                walk(info.annotation)
+
+    for model in (TraceEvent, *PAYLOAD_TYPES.values()):
+        walk(model)
+    from fleetledger.schemas import Cost, Money, ValidationEvidence, WorkflowEdge, WorkflowStep
+
+    assert {Cost, Money, ValidationEvidence, WorkflowEdge, WorkflowStep} <= seen
