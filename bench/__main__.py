@@ -22,6 +22,7 @@ MEASUREMENTS = (
     "memory",
     "canonical",
     "replay",
+    "instrument",
 )
 
 
@@ -58,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
 
         log("canonical JSON")
         figures += canonical.run(sizes)
+    if "instrument" in wanted:
+        from . import instrument
+
+        log("SDK overhead per recorded model call")
+        figures += instrument.run(sizes)
     if "verify" in wanted:
         from . import verify
 

@@ -60,6 +60,7 @@ class Sizes:
     verify_events: int = 100_000  # events of the bundle `fleetledger verify` checks
     verify_signed: int = 200  # signed demo bundles verified per repetition
     replay_calls: int = 2_000  # model calls (and as many tool calls) of the replayed run
+    sdk_calls: int = 400  # model calls per side and variant of the instrumentation overhead
 
 
 FULL = Sizes(
@@ -97,6 +98,7 @@ SMOKE = Sizes(
     verify_events=2_000,
     verify_signed=10,
     replay_calls=50,
+    sdk_calls=40,
 )
 
 

@@ -11,6 +11,7 @@ the test process and is stopped by :meth:`LLMStub.close`.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -182,7 +183,13 @@ def _message_events(model: str) -> list[tuple[str, dict[str, Any]]]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = 1 << 16  # headers and body leave in one write (flushed after each request)
     server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        # no Nagle: a keep-alive client would otherwise wait on delayed ACKs (~40 ms a call)
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, *_: Any) -> None:  # quiet
         return

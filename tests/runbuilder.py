@@ -171,6 +171,7 @@ class RunBuilder:
         artifact_key: str | None = None,
         artifact_version: int | None = None,
         reviewer: str = "ana@acme",
+        resolved_version: int | None = None,
     ) -> RunBuilder:
         self._emit(
             self.step_id,
@@ -188,7 +189,9 @@ class RunBuilder:
                 decision=decision,
                 reviewer=reviewer,
                 artifact_key=artifact_key,
-                artifact_version=artifact_version,
+                artifact_version=(
+                    artifact_version if resolved_version is None else resolved_version
+                ),
                 wait_ms=1000,
             ),
         )

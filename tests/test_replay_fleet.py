@@ -219,3 +219,25 @@ def test_a_folder_of_recordings_as_a_regression_suite(
     with pytest.raises(AssertionError, match=r"1 of 3 recordings diverged on replay") as info:
         assert_replays(suite, either)
     assert "output_mismatch: tool_call `create_order`" in str(info.value)
+
+
+def test_a_signed_recording_is_checked_against_pinned_keys(
+    fleet: dict[str, Path], tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from fleetledger.kernel.errors import RecordingRefusedError
+    from fleetledger.processors.evidence import evidence_files
+
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    bundle = json.loads(fleet["sim-ledger-bot-1"].read_bytes())
+    for name, data in evidence_files(bundle, key):
+        (tmp_path / name).write_bytes(data)
+    envelope = tmp_path / "sim-ledger-bot-1.dsse.json"
+    loaded = load_recording(envelope, trusted=[key.public_key()])
+    assert loaded.verified.signed_by is not None and loaded.run_id == "sim-ledger-bot-1"
+    # a plain bundle with pinned keys: its signed sibling must verify too
+    plain = load_recording(tmp_path / "sim-ledger-bot-1.bundle.json", trusted=[key.public_key()])
+    assert plain.verified.signed_by == loaded.verified.signed_by
+    with pytest.raises(RecordingRefusedError, match="refused: signature"):
+        load_recording(envelope, trusted=[other.public_key()])

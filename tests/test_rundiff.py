@@ -106,6 +106,30 @@ def test_content_changed_under_an_approved_version_fails_verify() -> None:
         check_approvals(_gated(late_change=True))
 
 
+def test_an_edit_decides_on_the_revision_shown_and_names_the_one_it_produces() -> None:
+    bundle = (
+        RunBuilder("edit")
+        .step("write")
+        .artifact("report.md", 1, "draft one")
+        .gate("g1", "edit", artifact_key="report.md", artifact_version=1, resolved_version=2)
+        .artifact("report.md", 2, "edited", state="verified")
+        .bundle()
+    )
+    (ap,) = approvals(bundle)
+    assert (ap.artifact_version, ap.content_hash, ap.problem) == (1, _sha("draft one"), None)
+    verify_bundle(bundle)
+    # an approve naming a version not yet written is still refused
+    approve = (
+        RunBuilder("approve")
+        .step("write")
+        .artifact("report.md", 1, "draft one")
+        .gate("g1", "approve", artifact_key="report.md", artifact_version=1, resolved_version=2)
+        .bundle()
+    )
+    with pytest.raises(VerificationError, match=r"no report\.md v2 before the decision"):
+        verify_bundle(approve)
+
+
 def test_artifact_versions_diffed() -> None:
     bundle = _gated()
     history = artifact_history(bundle, "report.md")

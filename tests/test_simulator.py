@@ -150,9 +150,8 @@ def test_local_costs_come_from_genai_prices(
     _, events = fleet
     providers = {"gcp.gemini": "google", "mistral_ai": "mistral"}
     checked = 0
-    for e in events:
-        if e.type != EventType.MODEL_IO:
-            continue
+    calls = [e for e in events if e.type == EventType.MODEL_IO]
+    for e in calls[:: max(1, len(calls) // 400)]:  # a spread sample: the library is slow
         p = e.payload
         assert isinstance(p, ModelIO)
         usage = TokenUsage(

@@ -51,31 +51,6 @@ def archive_sink(folder: Path | None, sign: Path | None) -> Any:
     return ArchiveSink(folder, load_signing_key(sign) if sign is not None else None)
 
 
-def _sibling_loader(path: Path) -> Any:
-    def load(name: str) -> bytes | None:
-        if "/" in name or "\\" in name or name in ("", ".", ".."):
-            return None
-        p = path.parent / name
-        return p.read_bytes() if p.is_file() else None
-
-    return load
-
-
-def _load_bundle_any(path: Path, trusted: list[Any]) -> tuple[dict[str, Any], Any]:
-    """A bundle from a bundle file or a signed envelope, verified; (bundle, Verified)."""
-    from fleetledger.processors.evidence import open_envelope, parse_json, verify_file
-
-    data = _read(path, "bundle")
-    facts = verify_file(data, trusted, _sibling_loader(path))
-    obj = parse_json(data, "file")
-    if isinstance(obj, dict) and "payloadType" in obj:
-        _ptype, payload, _kid = open_envelope(data, trusted)
-        obj = parse_json(payload, "payload")
-    if "events" not in obj:
-        raise VerificationError("format", f"found {facts.kind} in {str(path)!r}, expected a bundle")
-    return obj, facts
-
-
 def register(app: typer.Typer) -> None:
     keys_app = typer.Typer(no_args_is_help=True, help="Ed25519 signing keys.")
     app.add_typer(keys_app, name="keys")
@@ -138,12 +113,18 @@ def register(app: typer.Typer) -> None:
     @app.command("verify")
     def verify(
         ctx: typer.Context,
-        paths: Annotated[list[Path], typer.Argument(help="bundle / .dsse.json / .intoto.json")],
+        paths: Annotated[
+            list[Path],
+            typer.Argument(help="bundle / .dsse.json / .intoto.json files, or folders of them"),
+        ],
         key: Annotated[
             list[Path] | None, typer.Option("--key", help="pinned public key PEM")
         ] = None,
         trust: Annotated[
             Path | None, typer.Option("--trust", help="file of PEM public keys")
+        ] = None,
+        jobs: Annotated[
+            int | None, typer.Option("--jobs", "-j", help="processes [default: every core]")
         ] = None,
         blobs: Annotated[
             Path | None,
@@ -153,58 +134,37 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--require-blobs", help="with --blobs: a missing blob fails")
         ] = False,
     ) -> None:
-        """Verify evidence offline; exit 0 only if every path holds."""
-        from fleetledger.processors.blobcheck import bundle_of, check_blobs
-        from fleetledger.processors.evidence import verify_file
+        """Verify evidence offline; exit 0 only if every file holds."""
+        from fleetledger.processors.blobcheck import blob_summary
+        from fleetledger.processors.verification import verify_paths
         from fleetledger.producers.blobs import FolderBlobStore
 
-        trusted = load_trusted(key, trust)
         store = FolderBlobStore(blobs) if blobs is not None else None
-        if not paths:
-            raise VerificationError("empty", "found no path, expected evidence files to verify")
+        results = verify_paths(paths, load_trusted(key, trust), jobs=jobs)
         failed = 0
-        for path in paths:
-            try:
-                if path.is_dir():
-                    raise VerificationError("empty", "found a folder, expected files (use DIR/*)")
-                data = _read(path, "file")
-                facts = verify_file(data, trusted, _sibling_loader(path))
-                blob_note = ""
-                bundle = bundle_of(data) if store is not None else None
-                if store is not None and bundle is not None:
-                    report = check_blobs(bundle, store.get)
-                    if report.missing and require_blobs:
-                        raise VerificationError(
-                            "blob",
-                            f"found {len(report.missing)} blob(s) missing from {blobs}, "
-                            f"expected all (first: {report.missing[0]})",
-                        )
-                    blob_note = f", blobs {report.checked} checked"
-                    if report.missing:
-                        blob_note += f", {len(report.missing)} missing"
-                    if report.withheld:
-                        blob_note += f", {report.withheld} withheld"
-            except FleetLedgerError as exc:
+        for r in results:
+            if r.facts is None:
+                line = f"FAIL {r.path}: {r.error}"
                 failed += 1
-                ctx.obj.console.print(
-                    f"FAIL {path}: {exc}", markup=False, highlight=False, soft_wrap=True
+            else:
+                f = r.facts
+                signer = (
+                    f"signed by keyid {f.signed_by}" if f.signed_by else "unsigned: integrity only"
                 )
-                continue
-            signer = (
-                f"signed by keyid {facts.signed_by}"
-                if facts.signed_by
-                else ("unsigned: integrity only")
-            )
-            ctx.obj.console.print(
-                f"OK   {path}: {facts.kind} of run {facts.run_id}, {facts.events} events, "
-                f"digest {facts.digest}, merkle {facts.merkle_root[:16]}..., {signer}"
-                f"{blob_note}",
-                markup=False,
-                highlight=False,
-            )
+                line = (
+                    f"OK   {r.path}: {f.kind} of run {f.run_id}, {f.events} events, "
+                    f"digest {f.digest}, merkle {f.merkle_root[:16]}..., {signer}"
+                )
+                if store is not None:
+                    try:
+                        line += blob_summary(r.path, store.get, require=require_blobs)
+                    except FleetLedgerError as exc:
+                        line = f"FAIL {r.path}: {exc}"
+                        failed += 1
+            ctx.obj.console.print(line, markup=False, highlight=False, soft_wrap=True)
         if failed:
             raise VerificationError(
-                "verify", f"found {failed} of {len(paths)} path(s) failing, expected none"
+                "verify", f"found {failed} of {len(results)} file(s) failing, expected none"
             )
 
     @app.command("prove")
@@ -221,9 +181,10 @@ def register(app: typer.Typer) -> None:
         from fleetledger.processors.evidence import attestation as attest
         from fleetledger.processors.evidence import file_stem, make_proof, parse_json
         from fleetledger.processors.signing import envelope_bytes
+        from fleetledger.processors.verification import load_verified_bundle
 
         trusted = load_trusted(key, None)
-        bundle, _facts = _load_bundle_any(bundle_path, trusted)
+        bundle, _facts = load_verified_bundle(bundle_path, trusted)
         stem = file_stem(bundle["run"]["run_id"])
         attestation = None
         if sign is not None:
@@ -252,17 +213,18 @@ def register(app: typer.Typer) -> None:
         trust: Annotated[Path | None, typer.Option("--trust")] = None,
     ) -> None:
         """Check that a disclosed event belongs to a (signed) bundle."""
-        from fleetledger.processors.evidence import parse_json, verify_proof
+        from fleetledger.processors.evidence import verify_proof_bytes
+        from fleetledger.processors.verification import load_verified_bundle
 
         trusted = load_trusted(key, trust)
-        facts = None
-        if bundle is not None:
-            _b, facts = _load_bundle_any(bundle, trusted)
-        proof = parse_json(_read(proof_path, "proof"), "proof")
-        got = verify_proof(proof, bundle_digest_hex=bundle_digest, trusted=trusted, bundle=facts)
+        facts = load_verified_bundle(bundle, trusted)[1] if bundle is not None else None
+        data = _read(proof_path, "proof")
+        got = verify_proof_bytes(
+            data, bundle_digest_hex=bundle_digest, trusted=trusted, bundle=facts
+        )
         by = f", signed by keyid {got.signed_by}" if got.signed_by else ""
         ctx.obj.console.print(
-            f"OK   {proof_path}: seq {proof['seq']} is leaf {proof['seq']} of {got.events} under "
+            f"OK   {proof_path}: seq {got.seq} is leaf {got.seq} of {got.events} under "
             f"merkle root {got.merkle_root} of bundle {got.digest}{by}",
             markup=False,
             highlight=False,

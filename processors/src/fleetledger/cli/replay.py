@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
         a = _load(ctx, run_a, key, broker).bundle
         if artifact is not None:
             if run_b is not None:
-                raise typer.BadParameter("--artifact compares versions within RUN_A, not 2 runs")
+                raise ConfigError("--artifact compares versions within RUN_A, expected no RUN_B")
             history = artifact_history(a, artifact)
             pairs = (
                 [versions]
@@ -176,7 +176,7 @@ def register(app: typer.Typer) -> None:
                 _print_artifact(ctx.obj.console, artifact, history, diffs)
             return
         if run_b is None:
-            raise typer.BadParameter("expected RUN_B (or --artifact KEY)")
+            raise ConfigError("diff: found only RUN_A, expected RUN_B (or --artifact KEY)")
         d = diff_runs(a, _load(ctx, run_b, key, broker).bundle)
         if as_json:
             print(json.dumps(d.to_json(), indent=2))

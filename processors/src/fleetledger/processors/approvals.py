@@ -5,7 +5,8 @@ on its request or its resolution) decided on one revision of it.  :func:`approva
 for every resolved gate, which one - by content hash - from the run's own events:
 
 * the gate's artifact is the resolution's ``artifact_key``/``artifact_version``, else
-  the request's;
+  the request's; an ``edit`` decides on the request's version (the one the reviewer was
+  shown) and the version its resolution names is the revision the edit produces;
 * without a version, the gate decided on the newest version of that key written before
   the gate was resolved;
 * the revision's content hash is that of the last ``artifact_written`` of that key and
@@ -85,6 +86,14 @@ def approvals(bundle: Mapping[str, Any]) -> list[Approval]:
         asked = requested.pop(p["gate_id"], {})
         key = p.get("artifact_key", asked.get("artifact_key"))
         version = p.get("artifact_version", asked.get("artifact_version"))
+        if (
+            p["decision"] == "edit"
+            and asked.get("artifact_version") is not None
+            and p.get("artifact_key", asked.get("artifact_key")) == asked.get("artifact_key")
+        ):
+            # an edit decides on the revision the reviewer was shown; the version the
+            # resolution names is the one the edit produces (written after it)
+            version = asked["artifact_version"]
         base = {
             "gate_id": p["gate_id"],
             "decision": p["decision"],

@@ -14,12 +14,13 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fleetledger.kernel.errors import VerificationError
 from fleetledger.processors.signing import BUNDLE_PAYLOAD_TYPE
 
-__all__ = ["BlobReport", "bundle_of", "check_blobs"]
+__all__ = ["BlobReport", "blob_summary", "bundle_of", "check_blobs"]
 
 BlobLoader = Callable[[str], bytes | None]
 
@@ -67,3 +68,31 @@ def bundle_of(data: bytes) -> dict[str, Any] | None:
             return None
         obj = json.loads(base64.b64decode(obj["payload"]))
     return obj if isinstance(obj, dict) and "bundle_version" in obj else None
+
+
+def blob_summary(path: Path, load: BlobLoader, *, require: bool = False) -> str:
+    """Check the blobs of the (verified) bundle in the file at ``path``; a line's tail.
+
+    Raises :class:`VerificationError` for a blob that does not match, or (``require``) for
+    a missing one.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise VerificationError("read", f"{str(path)!r} cannot be read: {exc}") from exc
+    bundle = bundle_of(data)
+    if bundle is None:
+        return ""
+    report = check_blobs(bundle, load)
+    if report.missing and require:
+        raise VerificationError(
+            "blob",
+            f"found {len(report.missing)} blob(s) missing, expected all "
+            f"(first: {report.missing[0]})",
+        )
+    note = f", blobs {report.checked} checked"
+    if report.missing:
+        note += f", {len(report.missing)} missing"
+    if report.withheld:
+        note += f", {report.withheld} withheld"
+    return note

@@ -187,6 +187,20 @@ def _text_size(value: Any) -> int:
     return 0
 
 
+def _payload_size(payload: BaseModel) -> int:
+    """:func:`_text_size` of a payload; for the frequent payloads only their free-size
+    fields are walked (the nested cost and content references are small and bounded)."""
+    if isinstance(payload, RunStarted):
+        return _text_size(payload)
+    n = 0
+    for v in payload.__dict__.values():
+        if type(v) is str:
+            n += len(v)
+        elif type(v) is tuple:
+            n += _text_size(v)
+    return n + 1024
+
+
 class _Content:
     """One inputs/outputs field after redaction: inline text, or a reference (+ blob)."""
 
@@ -552,7 +566,7 @@ class Recorder:
             ),
         )
         self._active.add(run_id)
-        run._outer = _RUN.get()
+        run._outer = _live(_RUN.get())
         _RUN.set(run)
         return run
 
@@ -602,7 +616,7 @@ class Recorder:
     def _check_size(self, event: TraceEvent) -> None:
         """Refuse an event that cannot fit in one message (before it takes a seq)."""
         limit = self.max_message_bytes
-        if limit is None or 4 * _text_size(event.payload) + 4096 < limit:
+        if limit is None or 4 * _payload_size(event.payload) + 4096 < limit:
             return  # far below the limit whatever the encoding
         size = len(self.codec.encode_event(event)) + _BATCH_OVERHEAD + len(event.run_id)
         if size <= limit:
@@ -891,8 +905,10 @@ class Run:
             self._status = "completed"
         elif etype is EventType.RUN_FAILED:
             self._status = "failed"
-        if self._status != "running" and _RUN.get() is self:
-            _RUN.set(self._outer)
+        if self._status != "running":
+            if _RUN.get() is self:
+                _RUN.set(_live(self._outer))
+            self._outer = None  # ended runs hold no chain of earlier runs
         rec._append(self, event)
         if self.replay is not None:
             self.replay.recorded(event)
@@ -1585,7 +1601,7 @@ class Run:
             if token is not None:
                 _reset(_RUN, token)
             if _RUN.get() is self:
-                _RUN.set(self._outer)
+                _RUN.set(_live(self._outer))
 
     async def _exit(self, exc: BaseException | None) -> None:
         if self._status != "running":
@@ -1627,6 +1643,13 @@ def _decision_of(answer: Any) -> tuple[str, str, str | None]:
 
 def _hash_content(content: bytes | str) -> str:
     return content_hash(content)
+
+
+def _live(run: Run | None) -> Run | None:
+    """``run``, or the nearest run it was started in that has not ended."""
+    while run is not None and run.ended:
+        run = run._outer
+    return run
 
 
 def _reset(var: Any, token: Any) -> None:

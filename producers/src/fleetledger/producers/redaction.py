@@ -76,6 +76,7 @@ class RedactionPolicy:
     marker: str = MARKER
     _key_re: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
     _value_re: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _key_hits: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.content not in ("keep", "hash"):
@@ -119,13 +120,13 @@ class RedactionPolicy:
             try:
                 parsed = json.loads(value)
             except ValueError:  # plain text: one string value
-                clean = self._walk(value, field_name, found)
+                clean = self._walk(value, [field_name], found)
                 return self._finish(clean if found else value, found, field_name)
-            clean = self._walk(parsed, field_name, found)
+            clean = self._walk(parsed, [field_name], found)
             if not found:  # nothing to redact: the text as given
                 return self._finish(value, found, field_name)
             return self._finish(_dumps(clean, field_name), found, field_name)
-        clean = self._walk(value, field_name, found) if self._active() else value
+        clean = self._walk(value, [field_name], found) if self._active() else value
         return self._finish(_dumps(clean, field_name), found, field_name)
 
     def _active(self) -> bool:
@@ -136,28 +137,67 @@ class RedactionPolicy:
             return Redacted(text, (field_name,), withheld=True)
         return Redacted(text, tuple(found))
 
-    def _walk(self, value: Any, pointer: str, found: list[str]) -> Any:
-        if isinstance(value, Mapping):
-            out = {}
+    def _secret_key(self, key: str) -> bool:
+        hit = self._key_hits.get(key)
+        if hit is None:
+            hit = self._key_re is not None and self._key_re.fullmatch(key) is not None
+            if len(self._key_hits) < 4096:
+                self._key_hits[key] = hit
+        return hit
+
+    def _walk(self, value: Any, path: list[Any], found: list[str]) -> Any:
+        """``value`` with the policy applied; the very same object when nothing changed."""
+        kind = type(value)
+        if kind is str:
+            if self._value_re is not None and self._value_re.search(value):
+                found.append(_pointer(path, None))
+                return self._value_re.sub(self.marker, value)
+            return value
+        if kind is dict or (kind not in _PLAIN and isinstance(value, Mapping)):
+            out: dict[Any, Any] | None = None
             for k, v in value.items():
-                here = f"{pointer}/{_escape(str(k))}"
-                if (
-                    self._key_re is not None
-                    and isinstance(k, str)
-                    and self._key_re.fullmatch(k)
-                    and v is not None
-                ):
-                    out[k] = self.marker
-                    found.append(here)
+                if v is not None and type(k) is str and self._secret_key(k):
+                    new: Any = self.marker
+                    found.append(_pointer(path, k))
+                elif type(v) in _PLAIN:
+                    continue
                 else:
-                    out[k] = self._walk(v, here, found)
-            return out
-        if isinstance(value, list | tuple):
-            return [self._walk(v, f"{pointer}/{i}", found) for i, v in enumerate(value)]
-        if isinstance(value, str) and self._value_re is not None and self._value_re.search(value):
-            found.append(pointer)
-            return self._value_re.sub(self.marker, value)
+                    path.append(k)
+                    new = self._walk(v, path, found)
+                    path.pop()
+                if new is not v:
+                    if out is None:
+                        out = dict(value)
+                    out[k] = new
+            if out is None and kind is not dict:
+                return dict(value)
+            return value if out is None else out
+        if kind is list or kind is tuple:
+            items: list[Any] | None = None
+            for i, v in enumerate(value):
+                if type(v) in _PLAIN:
+                    continue
+                path.append(i)
+                new = self._walk(v, path, found)
+                path.pop()
+                if new is not v:
+                    if items is None:
+                        items = list(value)
+                    items[i] = new
+            return value if items is None else items
         return value
+
+
+#: Types that hold nothing to redact (strings are checked against the value patterns).
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
+def _pointer(path: list[Any], last: Any) -> str:
+    """``<field>/<RFC 6901 tokens>`` of a place in a field's value."""
+    parts = [str(path[0]), *(_escape(str(p)) for p in path[1:])]
+    if last is not None:
+        parts.append(_escape(str(last)))
+    return "/".join(parts)
 
 
 _NOT_JSON: Any = object()

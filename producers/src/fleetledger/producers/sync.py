@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from fleetledger.kernel.errors import RunStateError
 from fleetledger.producers.context import _RUN, _STEP
-from fleetledger.producers.recorder import GateOutcome, Recorder, Run, Step, _reset
+from fleetledger.producers.recorder import GateOutcome, Recorder, Run, Step, _live, _reset
 from fleetledger.producers.transports import Transport
 from fleetledger.schemas import TraceEvent
 
@@ -155,9 +155,10 @@ class SyncRecorder:
     def start_run(self, **kwargs: Any) -> SyncRun:
         """Like :meth:`Recorder.start_run` (the run becomes current in this thread)."""
         run = self._call(self.recorder.start_run(**kwargs))
-        run._outer = _RUN.get()
+        sync_run = SyncRun(self, run)
+        sync_run._outer = _live(_RUN.get())  # this thread's; the loop's context has its own
         _RUN.set(run)
-        return SyncRun(self, run)
+        return sync_run
 
     def run(self, **kwargs: Any) -> _SyncRunScope:
         """``with rec.run(agent_id=...) as run:`` like :meth:`Recorder.run`."""
@@ -191,6 +192,7 @@ class SyncRun:
         self._owner = owner
         self.run = run
         self._tokens: list[Any] = []
+        self._outer: Run | None = None
 
     def __str__(self) -> str:
         return self.run.run_id
@@ -280,7 +282,8 @@ class SyncRun:
             if token is not None:
                 _reset(_RUN, token)
             if _RUN.get() is self.run:
-                _RUN.set(self.run._outer)
+                _RUN.set(_live(self._outer))
+            self._outer = None
 
 
 class SyncStep:

@@ -3,8 +3,11 @@
 A recorded call may come from async code on the recorder's event loop, from a blocking
 client called inside that loop, or from another thread (a :class:`SyncRecorder`, or
 ``asyncio.to_thread``).  Each case has one right way to reach the run without blocking
-the loop or reordering events; recording failures are logged, never raised: the call
-being recorded already happened and its result belongs to the agent.
+the loop or reordering events: on the loop, the recording happens in place; from another
+thread it is handed to the loop as one callback (the calling thread does not wait for
+it), which runs before anything that thread asks of the recorder later.  Recording
+failures are logged, never raised: the call being recorded already happened and its
+result belongs to the agent.
 """
 
 from __future__ import annotations
@@ -47,12 +50,20 @@ class Target:
             if running is not None and running is loop:
                 getattr(run, f"_{method}_now")(**kwargs)
             elif loop is not None and loop.is_running():
-                coro = getattr(run, method)(**kwargs)
-                asyncio.run_coroutine_threadsafe(coro, loop).result(_TIMEOUT_S)
+                # another thread (a SyncRecorder's agent): hand the recording to the loop
+                # as one callback and return; callbacks run in the order they are handed
+                # over, before any later call of this thread, so the run's order holds
+                loop.call_soon_threadsafe(self._now, method, kwargs)
             else:
                 log.warning("not recorded: the recorder of run %s is not running", run.run_id)
         except Exception as exc:
             _log_failure(run, method, exc)
+
+    def _now(self, method: str, kwargs: dict[str, Any]) -> None:
+        try:
+            getattr(self.run, f"_{method}_now")(**kwargs)
+        except Exception as exc:
+            _log_failure(self.run, method, exc)
 
     async def arecord(self, method: str, kwargs: dict[str, Any]) -> None:
         """Record from async code (any event loop)."""
