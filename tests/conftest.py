@@ -1,20 +1,23 @@
 """Shared fixtures.
 
 ``kafka_bootstrap`` starts one in-memory Kafka-protocol broker (Tansu) for the whole
-session.  When the broker cannot be found or started, every test using it FAILS (it
-is never skipped): a green run must prove the Kafka tests really ran.
+session, ``postgres_server`` one throwaway PostgreSQL cluster.  When either cannot be
+found or started, every test using it FAILS (it is never skipped): a green run must
+prove the Kafka and PostgreSQL tests really ran.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from .kafka_broker import BrokerStartError, TansuBroker
+from .postgres_server import PostgresServer, PostgresStartError
 
 _counter = itertools.count()
 
@@ -52,3 +55,30 @@ def topic_prefix(request: pytest.FixtureRequest) -> str:
     """A topic prefix no other test (in this session or broker) uses."""
     name = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40]
     return f"t{next(_counter)}-{name.strip('-')}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server (started once, stopped by its data directory).
+
+    When PostgreSQL cannot be found or started, every test using it FAILS (never skips).
+    """
+    server = PostgresServer()
+    problem: str | None = None
+    try:
+        server.start()
+    except (PostgresStartError, OSError, subprocess.SubprocessError) as exc:
+        problem = str(exc)
+    if problem is not None:
+        server.cleanup()
+        pytest.fail(f"PostgreSQL test server unavailable: {problem}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> str:
+    """A fresh database on the session's server (one per test)."""
+    return postgres_server.create_database(f"t{next(_counter)}_{uuid.uuid4().hex[:8]}")

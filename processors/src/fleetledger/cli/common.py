@@ -18,8 +18,8 @@ BrokerOpt = Annotated[
     typer.Option(
         "--broker",
         "-b",
-        help="kafka://host:port or sqlite:///path.db "
-        "[env FLEETLEDGER_BROKER; default sqlite:///fleetledger.db]",
+        help="kafka://host:port or sqlite:///path.db (relative; sqlite:////abs/path.db is "
+        "absolute) [env FLEETLEDGER_BROKER; default sqlite:///fleetledger.db]",
     ),
 ]
 

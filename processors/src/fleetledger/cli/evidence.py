@@ -94,14 +94,17 @@ def register(app: typer.Typer) -> None:
 
         check_format(fmt, signed=sign is not None)
         key = load_signing_key(sign) if sign is not None else None
-        with backend_of(ctx, broker=broker).reader() as reader:
-            found = reader.bundle(run_id)
-        if found is None:
+        from fleetledger.processors.readstore import run_view
+
+        found = backend_of(ctx, broker=broker)
+        with found.read_model() as store:
+            view = run_view(store, run_id, archive=found.settings.compliance_archive)
+        if view is None or view.bundle is None:
             raise StoreError(
                 f"found no bundle of run {run_id!r}; expected a finished run "
                 "(see `fleetledger runs`)"
             )
-        exported = export_bundle(found.data, fmt, key)
+        exported = export_bundle(view.bundle, fmt, key)
         write_atomic(out, exported.data)
         ctx.obj.console.print(
             f"wrote {out} ({fmt}{', signed' if exported.signed else ''}, {exported.events} events)"

@@ -1,6 +1,6 @@
 """Everything that consumes the log: the pure core, the pipeline, evidence, and runtimes.
 
-The pure core (``core``, ``pipeline``, ``bundle``, ``canonical``, ``merkle``, ``reports``,
+The pure core (``core``, ``pipeline``, ``bundle``, ``canonical``, ``merkle``, ``readmodel``,
 ``memory``) imports no broker, framework, database or HTTP library; the runtimes
 (``fleetledger.processors.runtimes``) are the adapters.
 """
@@ -22,7 +22,7 @@ from fleetledger.processors.pipeline import (
     StateStore,
     StoredBundle,
 )
-from fleetledger.processors.reports import cost_report, intercepts_by_recency
+from fleetledger.processors.readmodel import OutputRecord, ReadModel, project
 
 __all__ = [
     "Bundle",
@@ -32,9 +32,11 @@ __all__ = [
     "EntryStore",
     "Intercept",
     "OutputReader",
+    "OutputRecord",
     "OutputSink",
     "Outputs",
     "Pipeline",
+    "ReadModel",
     "RunFold",
     "RunState",
     "RunTotals",
@@ -45,10 +47,9 @@ __all__ = [
     "assemble",
     "bundle_digest",
     "canonical_bytes",
-    "cost_report",
     "event_hash",
     "genesis",
-    "intercepts_by_recency",
     "link",
     "memory_pipeline",
+    "project",
 ]

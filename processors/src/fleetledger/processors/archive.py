@@ -10,6 +10,7 @@ an existing file with the same bytes is left alone; one with other bytes is refu
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fleetledger.kernel.errors import StoreError
+from fleetledger.kernel.errors import FleetLedgerError, StoreError
+from fleetledger.kernel.topics import MANIFEST_KIND
 from fleetledger.processors.evidence import evidence_files, file_stem, parse_json
 
 if TYPE_CHECKING:
@@ -98,4 +100,33 @@ class ArchiveSink:
         return written
 
 
-__all__ = ["ArchiveSink", "file_stem", "write_atomic", "write_evidence", "write_once"]
+def load_archived_bundle(manifest: bytes) -> bytes:
+    """The bundle bytes a manifest points at, checked against its size and sha256."""
+    try:
+        obj = parse_json(manifest, "bundle manifest")
+        path, size, sha = Path(obj["path"]), int(obj["size"]), str(obj["sha256"])
+    except (FleetLedgerError, KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"bundle manifest is malformed ({exc}); expected {MANIFEST_KIND}") from exc
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StoreError(
+            f"archived bundle {str(path)!r} cannot be read: {exc}; expected the archive "
+            "folder (FLEETLEDGER_ARCHIVE_DIR) of the worker to be mounted here"
+        ) from exc
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+        raise StoreError(
+            f"archived bundle {str(path)!r} has {len(data)} bytes with another sha256; "
+            f"expected {size} bytes with sha256 {sha}"
+        )
+    return data
+
+
+__all__ = [
+    "ArchiveSink",
+    "file_stem",
+    "load_archived_bundle",
+    "write_atomic",
+    "write_evidence",
+    "write_once",
+]

@@ -13,6 +13,11 @@ Secrets (``FLEETLEDGER_KAFKA_SASL_PASSWORD``, ``FLEETLEDGER_KAFKA_SSL_KEY_PASSWO
 from the environment or, as container platforms mount them, from a file named by the same
 variable with ``_FILE`` appended.  They are :class:`~pydantic.SecretStr`: masked whenever
 settings are printed, and never echoed in an error.
+
+The read model (what the read commands and the console query) lives in SQL, chosen by
+``FLEETLEDGER_READ_DB``: ``sqlite:///path.db`` or ``postgresql://user@host:port/db``.
+Unset, it is the embedded store's own file, or ``sqlite:///fleetledger-read.db`` in
+Kafka mode.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from fleetledger.kernel.errors import ConfigError
 from fleetledger.kernel.kafka import SaslMechanism, SecurityProtocol
 
 DEFAULT_BROKER = "sqlite:///fleetledger.db"
+#: The read model's default file in Kafka mode (the embedded store's file otherwise).
+DEFAULT_KAFKA_READ_DB = "sqlite:///fleetledger-read.db"
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,55 @@ def parse_broker_url(url: str) -> BrokerURL:
                 )
         return BrokerURL(kind="kafka", raw=url, bootstrap_servers=servers)
     raise ConfigError(f"broker URL {url!r} has scheme {scheme!r}; expected 'kafka' or 'sqlite'")
+
+
+@dataclass(frozen=True)
+class ReadDbURL:
+    """A parsed ``FLEETLEDGER_READ_DB`` value: which engine, and where."""
+
+    kind: Literal["sqlite", "postgresql"]
+    raw: str
+    #: the SQLAlchemy URL (driver named: ``postgresql+psycopg://...``)
+    sqlalchemy_url: str
+    path: Path | None = None
+
+    def __str__(self) -> str:
+        """The URL without a password, for messages."""
+        if self.kind == "sqlite":
+            return self.raw
+        parts = urlsplit(self.raw)
+        host = parts.hostname or ""
+        netloc = f"{parts.username + '@' if parts.username else ''}{host}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def parse_read_db_url(url: str) -> ReadDbURL:
+    """Parse a read-model URL; raise :class:`ConfigError` naming what is wrong."""
+    if "://" not in url:
+        raise ConfigError(
+            f"read model URL {url!r} has no scheme; expected sqlite:///path.db or "
+            "postgresql://user@host:port/db"
+        )
+    scheme, rest = url.split("://", 1)
+    scheme = scheme.lower()
+    if scheme == "sqlite":
+        if not rest.startswith("/") or rest == "/":
+            raise ConfigError(
+                f"read model URL {url!r} has no database path; expected sqlite:///path.db"
+            )
+        path = Path(rest[1:])
+        return ReadDbURL("sqlite", url, f"sqlite:///{path}", path)
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        if not urlsplit(f"x://{rest}").hostname and "host=" not in rest:
+            raise ConfigError(
+                f"read model URL {url!r} names no host; expected postgresql://user@host:port/db"
+            )
+        return ReadDbURL("postgresql", url, f"postgresql+psycopg://{rest}")
+    raise ConfigError(
+        f"read model URL {url!r} has scheme {scheme!r}; expected 'sqlite' or 'postgresql'"
+    )
 
 
 #: Settings whose value is a secret; each may also come from ``FLEETLEDGER_<NAME>_FILE``.
@@ -175,6 +231,23 @@ class Settings(BaseSettings):
     intervention_min_gates: int = Field(4, ge=1, description="gates before the rate rule applies")
     max_recoveries: int = Field(3, ge=0, description="retries/escalations above which to intercept")
     session_timeout_s: float = Field(30.0, gt=0, description="worker consumer session timeout")
+    read_db: str | None = Field(
+        None,
+        description="read model: sqlite:///path.db or postgresql://user@host:port/db "
+        "(unset: the embedded store's file; sqlite:///fleetledger-read.db with Kafka)",
+    )
+    projector_group_id: str = Field(
+        "fleetledger-projector", description="Kafka consumer group of `fleetledger projector`"
+    )
+    retention_days: int | None = Field(
+        None,
+        ge=1,
+        description="drop runs older than this from the read model once their bundle is in "
+        "the compliance archive (unset: keep every run)",
+    )
+    report_interval_s: float = Field(
+        10.0, gt=0, description="worker and projector: seconds between progress log lines"
+    )
     verbose: bool = Field(False, description="tracebacks and debug logs")
 
     @field_validator(
@@ -193,6 +266,8 @@ class Settings(BaseSettings):
         "kafka_sasl_password",
         "kafka_sasl_password_file",
         "kafka_sasl_oauth_token_provider",
+        "read_db",
+        "retention_days",
         mode="before",
     )
     @classmethod
@@ -224,6 +299,16 @@ class Settings(BaseSettings):
 
     def broker_url(self) -> BrokerURL:
         return parse_broker_url(self.broker)
+
+    def read_db_url(self) -> ReadDbURL:
+        """The read model's URL: ``read_db``, else the embedded store's file, else
+        :data:`DEFAULT_KAFKA_READ_DB` in Kafka mode."""
+        if self.read_db is not None:
+            return parse_read_db_url(self.read_db)
+        broker = self.broker_url()
+        if broker.kind == "sqlite":
+            return parse_read_db_url(broker.raw)
+        return parse_read_db_url(DEFAULT_KAFKA_READ_DB)
 
 
 def load_settings(**overrides: object) -> Settings:

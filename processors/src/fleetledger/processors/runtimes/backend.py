@@ -24,7 +24,8 @@ from fleetledger.processors.core import CoreConfig
 if TYPE_CHECKING:
     from fleetledger.processors.archive import ArchiveSink
     from fleetledger.processors.pipeline import OutputReader
-    from fleetledger.processors.runtimes.embedded import EmbeddedRuntime, ProcessStats
+    from fleetledger.processors.readstore import ReadStore
+    from fleetledger.processors.runtimes.embedded import EmbeddedRuntime, WorkerReport
     from fleetledger.producers.transports import Transport
 
 
@@ -57,6 +58,13 @@ class Backend(ABC):
     def reader(self) -> OutputReader:
         """The processors' outputs, read back."""
 
+    def read_model(self, *, create: bool = False) -> ReadStore:
+        """The read model (``FLEETLEDGER_READ_DB``): the reader port of the read commands
+        and the console.  ``create`` (writers only) creates or migrates it."""
+        from fleetledger.processors.readstore import open_read_model
+
+        return open_read_model(self.settings, create=create)
+
     @abstractmethod
     def run_worker(
         self,
@@ -64,10 +72,10 @@ class Backend(ABC):
         archive: ArchiveSink | None = None,
         once: bool = False,
         poll_s: float = 0.5,
-        report: Callable[[ProcessStats], None] | None = None,
+        report: Callable[[WorkerReport], None] | None = None,
     ) -> None:
         """Process the backend's events until stopped (SIGTERM/SIGINT), or until caught up
-        with ``once``; ``report`` is called with what each step processed."""
+        with ``once``; ``report`` is called every ``FLEETLEDGER_REPORT_INTERVAL_S``."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -94,12 +102,22 @@ class EmbeddedBackend(Backend):
             )
         return self.path
 
-    def runtime(self, archive: ArchiveSink | None = None) -> EmbeddedRuntime:
-        """The embedded runtime over this store (created when missing)."""
+    def _external_read_model(self) -> bool:
+        """Whether the read model is elsewhere than in the store's own file."""
+        url = self.settings.read_db_url()
+        return url.path is None or url.path.resolve() != self.path.resolve()
+
+    def runtime(
+        self, archive: ArchiveSink | None = None, read_model: ReadStore | None = None
+    ) -> EmbeddedRuntime:
+        """The embedded runtime over this store (created when missing), projecting into
+        ``read_model`` (default: the store's own file)."""
         from fleetledger.processors.runtimes.embedded import EmbeddedRuntime
         from fleetledger.schemas.codec import Codec
 
-        return EmbeddedRuntime(self.path, Codec(), core_config(self.settings), archive=archive)
+        return EmbeddedRuntime(
+            self.path, Codec(), core_config(self.settings), archive=archive, read_model=read_model
+        )
 
     def reader(self) -> OutputReader:
         from fleetledger.processors.runtimes.embedded import EmbeddedReader
@@ -112,10 +130,34 @@ class EmbeddedBackend(Backend):
         archive: ArchiveSink | None = None,
         once: bool = False,
         poll_s: float = 0.5,
-        report: Callable[[ProcessStats], None] | None = None,
+        report: Callable[[WorkerReport], None] | None = None,
     ) -> None:
-        with self.runtime(archive) as runtime:
-            runtime.run(once=once, poll_s=poll_s, report=report)
+        from datetime import UTC, datetime
+
+        from fleetledger.processors.readstore import apply_retention
+
+        external = self.read_model(create=True) if self._external_read_model() else None
+        try:
+            with self.runtime(archive, external) as runtime:
+                days = self.settings.retention_days
+                root = self.settings.compliance_archive or (archive.root if archive else None)
+
+                def housekeeping() -> None:
+                    """Hourly: retention (when configured), then fresh planner statistics."""
+                    if days is not None:
+                        apply_retention(runtime.read_model, root, days, datetime.now(UTC))
+                    runtime.read_model.optimize()
+
+                runtime.run(
+                    once=once,
+                    poll_s=poll_s,
+                    report=report,
+                    report_s=self.settings.report_interval_s,
+                    housekeeping=None if once else housekeeping,
+                )
+        finally:
+            if external is not None:
+                external.close()
 
 
 class KafkaBackend(Backend):
@@ -137,7 +179,7 @@ class KafkaBackend(Backend):
         archive: ArchiveSink | None = None,
         once: bool = False,
         poll_s: float = 0.5,
-        report: Callable[[ProcessStats], None] | None = None,
+        report: Callable[[WorkerReport], None] | None = None,
     ) -> None:
         if once:
             raise ConfigError(

@@ -1,14 +1,19 @@
 """The embedded runtime: the pure pipeline over the SQLite log, the default without a broker.
 
 Messages are read from ``event_log`` in offset order and processed in batches; each batch
-(run state, ledger entries, totals, intercepts, bundles, dead letters and the consumer
-offset) commits in one SQLite transaction, so a crash mid-batch neither loses nor
-duplicates anything: the batch is simply processed again.
+(run state, ledger entries, totals, intercepts, bundles, dead letters, the consumer
+offset, and the read model's rows with their tracking record) commits in one SQLite
+transaction, so a crash mid-batch neither loses nor duplicates anything: the batch is
+simply processed again.  With the read model in PostgreSQL (``read_model=``), its rows
+and tracking record commit in a PostgreSQL transaction just before the SQLite one; a
+crash in between replays the batch, whose rows the tracking record then skips.
 """
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +38,8 @@ from fleetledger.processors.pipeline import (
     StoredBundle,
     TotalsDoc,
 )
+from fleetledger.processors.readmodel import records_of
+from fleetledger.processors.readstore import ReadStore, tracked
 from fleetledger.schemas.codec import Codec
 
 LOG_TOPIC = "event_log"
@@ -129,6 +136,25 @@ class ProcessStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+@dataclass(frozen=True)
+class WorkerReport:
+    """What a worker did over one reporting interval, its lag, and its total since start."""
+
+    interval_s: float
+    window: ProcessStats
+    lag: int
+    total: ProcessStats
+
+    def line(self) -> str:
+        w, per_s = self.window, max(self.interval_s, 1e-9)
+        return (
+            f"worker: {w.messages:,} messages ({w.messages / per_s:,.0f}/s), "
+            f"{w.events:,} events ({w.events / per_s:,.0f}/s), lag {self.lag:,}, "
+            f"{w.intercepts:,} intercepts, {w.bundles:,} bundles, {w.deadletters:,} dead "
+            f"letters in {self.interval_s:.1f}s; {self.total.messages:,} messages since start"
+        )
+
+
 class EmbeddedRuntime:
     """Process the embedded log with the shared pipeline, batch by batch, transactionally."""
 
@@ -142,7 +168,10 @@ class EmbeddedRuntime:
         batch_size: int = 500,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         archive: ArchiveSink | None = None,
+        read_model: ReadStore | None = None,
     ) -> None:
+        """``read_model``: where the batches' rows are projected (default: this file, in
+        the batch transaction)."""
         self._conn = open_store(path)
         self._log = SqliteLog(self._conn)
         self._consumer = consumer
@@ -152,8 +181,20 @@ class EmbeddedRuntime:
         self._entries = _SqliteEntries(self._conn)
         self._pipeline = Pipeline(codec, config, self._states, self._entries)
         self._sink = EmbeddedSink(self._conn, archive)
+        self._own_read_model = read_model is None
+        try:
+            self._read_model = read_model or ReadStore.borrow(self._conn, f"sqlite:///{path}")
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @property
+    def read_model(self) -> ReadStore:
+        return self._read_model
 
     def close(self) -> None:
+        if self._own_read_model:
+            self._read_model.close()
         self._conn.close()
 
     def __enter__(self) -> EmbeddedRuntime:
@@ -188,7 +229,9 @@ class EmbeddedRuntime:
                 )
                 self._write(out, stats)
                 stats.messages += len(rows)
-                self._write(self._pipeline.tick(now), stats)
+                ticked = self._pipeline.tick(now)
+                self._write(ticked, stats)
+                self._project(rows[-1][0], (out, ticked))
                 self._states.flush()
                 # The sink wrote the ledger entries; the staged copies only served reads.
                 self._entries.staged.discard()
@@ -201,7 +244,9 @@ class EmbeddedRuntime:
             except BaseException:
                 self._states.staged.discard()
                 self._entries.staged.discard()
-                self._conn.execute("ROLLBACK")
+                # A signal may land after COMMIT returned: then there is nothing to undo.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise StoreError(f"embedded processing failed and was rolled back: {exc}") from exc
@@ -223,23 +268,93 @@ class EmbeddedRuntime:
         *,
         once: bool = False,
         poll_s: float = 0.5,
-        report: Callable[[ProcessStats], None] | None = None,
+        report: Callable[[WorkerReport], None] | None = None,
+        report_s: float = 10.0,
+        housekeeping: Callable[[], None] | None = None,
+        housekeeping_s: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> ProcessStats:
-        """Process the log as it grows: drain it, then poll every ``poll_s`` seconds.
+        """Process the log as it grows: batches as they arrive, a poll every ``poll_s``
+        seconds when idle.
 
-        With ``once``, drain and return.  ``report`` gets what each drain processed (only
-        drains that processed something).  Returns the sum when it returns.
+        ``report`` gets throughput, lag and intercepts every ``report_s`` seconds (and at
+        the end with ``once``); ``housekeeping`` (retention) runs every ``housekeeping_s``.
+        With ``once``, drain and return.  Returns the sum when it returns.
         """
         total = ProcessStats()
+        window = ProcessStats()
+        started = last_report = clock()
+        last_housekeeping = started - housekeeping_s
+        # SIGINT stops the loop between batches (a batch in flight commits first); a
+        # second SIGINT interrupts at once.  Then KeyboardInterrupt, as the CLI expects.
+        interrupted: list[int] = []
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+
+            def on_sigint(signum: int, _frame: Any) -> None:
+                interrupted.append(signum)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            return self._loop(
+                once, poll_s, report, report_s, housekeeping, housekeeping_s, clock, sleep,
+                total, window, started, last_report, last_housekeeping, interrupted,
+            )  # fmt: skip
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    def _loop(
+        self,
+        once: bool,
+        poll_s: float,
+        report: Callable[[WorkerReport], None] | None,
+        report_s: float,
+        housekeeping: Callable[[], None] | None,
+        housekeeping_s: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        total: ProcessStats,
+        window: ProcessStats,
+        started: float,
+        last_report: float,
+        last_housekeeping: float,
+        interrupted: list[int],
+    ) -> ProcessStats:
+
+        def emit(now: float) -> None:
+            nonlocal window, last_report
+            if report is not None:
+                report(WorkerReport(now - last_report, window, self.lag(), total))
+            window = ProcessStats()
+            last_report = now
+
         while True:
-            stats = self.process_available()
-            if stats.messages:
+            if interrupted:
+                raise KeyboardInterrupt
+            stats = self.process_batch()
+            if stats is not None:
                 total.add(stats)
-                if report is not None:
-                    report(stats)
-            if once:
+                window.add(stats)
+            now = clock()
+            if housekeeping is not None and now - last_housekeeping >= housekeeping_s:
+                housekeeping()
+                last_housekeeping = now
+            if stats is None and once:
+                emit(now)
                 return total
-            time.sleep(poll_s)
+            if now - last_report >= report_s:
+                emit(now)
+            if stats is None:
+                sleep(poll_s)
+
+    def _project(self, offset: int, outputs: tuple[Outputs, ...]) -> None:
+        """The batch's outputs into the read model, tracked at the batch's last offset."""
+        records = [r for out in outputs for r in records_of(out)]
+        if records:
+            self._read_model.apply(self._consumer, tracked(LOG_TOPIC, 0, offset, records))
 
     def _write(self, out: Outputs, stats: ProcessStats) -> None:
         self._sink.write(out)

@@ -45,8 +45,8 @@ from fleetledger.kernel.kafka import (
     kafka_connection,
     max_record_bytes,
 )
-from fleetledger.kernel.topics import ROLES, TOPIC_LAYOUT, TopicTemplate, topic_name
-from fleetledger.processors.archive import write_atomic
+from fleetledger.kernel.topics import MANIFEST_KIND, ROLES, TOPIC_LAYOUT, TopicTemplate, topic_name
+from fleetledger.processors.archive import load_archived_bundle, write_atomic
 from fleetledger.processors.evidence import file_stem
 from fleetledger.processors.pipeline import (
     DeadLetter,
@@ -69,9 +69,6 @@ HEADER_SOURCE_OFFSET = "fleetledger.source.offset"
 #: Header of a bundles-topic record: the bundle's ``integrity.digest`` (an archived
 #: bundle's manifest carries it too).
 HEADER_DIGEST = "fleetledger.digest"
-
-#: ``kind`` of the JSON manifest published on the bundles topic for an archived bundle.
-MANIFEST_KIND = "bundle-manifest"
 
 #: A bootstrap string (plaintext) or a connection (with its TLS and SASL settings).
 Target = str | KafkaConnection
@@ -564,28 +561,6 @@ async def read_compacted(
         else:
             latest[key] = rec.value
     return latest
-
-
-def load_archived_bundle(manifest: bytes) -> bytes:
-    """The bundle bytes a manifest points at, checked against its size and sha256."""
-    try:
-        obj = json.loads(manifest)
-        path, size, sha = Path(obj["path"]), int(obj["size"]), str(obj["sha256"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"bundle manifest is malformed ({exc}); expected {MANIFEST_KIND}") from exc
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise StoreError(
-            f"archived bundle {str(path)!r} cannot be read: {exc}; expected the archive "
-            "folder (FLEETLEDGER_ARCHIVE_DIR) of the worker to be mounted here"
-        ) from exc
-    if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
-        raise StoreError(
-            f"archived bundle {str(path)!r} has {len(data)} bytes with another sha256; "
-            f"expected {size} bytes with sha256 {sha}"
-        )
-    return data
 
 
 class KafkaOutputReader:
