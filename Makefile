@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 CODE   := schemas/src producers/src processors/src tests bench spec
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo console test test-fast lint clean bench
+.PHONY: help install demo console test test-fast lint clean bench bench-readmodel
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ lint: $(STAMP) ## ruff (lint + format), mypy --strict over every module, the lay
 
 bench: $(STAMP) ## throughput benchmark with same-run baselines (own broker; bench/results.md)
 	$(BIN)/python -m bench
+
+bench-readmodel: $(STAMP) ## run registry on 1,000,000 generated runs, SQLite and PostgreSQL (bench/readmodel-results.md)
+	$(BIN)/python -m bench.readmodel
 
 clean: ## remove the virtualenv, the embedded store and generated bundles
 	rm -rf $(VENV) fleetledger.db fleetledger.db-wal fleetledger.db-shm bundles archive

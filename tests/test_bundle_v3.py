@@ -78,6 +78,12 @@ async def test_v3_run_bundle_verify_and_blobs(
     blobs = tmp_path / "blobs"
     run_id = await record(url, blobs)
     assert main(["worker", "--once", "--broker", url]) == 0
+    capsys.readouterr()
+    assert main(["costs", "--json", "--broker", url]) == 0
+    lines = {m["name"]: m for m in json.loads(capsys.readouterr().out)["by_model"]}
+    # the unpriced call is counted, with its tokens, and adds no amount in any currency
+    assert lines["acme/house-llm-7b"]["calls"] == 1 and lines["acme/house-llm-7b"]["cost"] == {}
+    assert lines["acme/house-llm-7b"]["input_tokens"] == 500
     assert main(["export", run_id, "--out", "run.json", "--broker", url]) == 0
     bundle: dict[str, Any] = json.loads(Path("run.json").read_bytes())
 

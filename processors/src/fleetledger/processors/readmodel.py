@@ -439,6 +439,8 @@ def action_from_event(
     etype: str = event["type"]
     p: Mapping[str, Any] = event.get("payload", {})
     cost = p.get("cost") if etype == "model_io" else None
+    if cost is not None and cost.get("source") == "unpriced":
+        cost = None  # an unknown cost: no amount, no currency (totals count such calls apart)
     duration = p.get("duration_ms", p.get("wait_ms"))
     ts = parse_ts(event["ts"])
     assert ts is not None

@@ -11,7 +11,9 @@ crash in between replays the batch, whose rows the tracking record then skips.
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -287,6 +289,44 @@ class EmbeddedRuntime:
         window = ProcessStats()
         started = last_report = clock()
         last_housekeeping = started - housekeeping_s
+        # SIGINT stops the loop between batches (a batch in flight commits first); a
+        # second SIGINT interrupts at once.  Then KeyboardInterrupt, as the CLI expects.
+        interrupted: list[int] = []
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+
+            def on_sigint(signum: int, _frame: Any) -> None:
+                interrupted.append(signum)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            return self._loop(
+                once, poll_s, report, report_s, housekeeping, housekeeping_s, clock, sleep,
+                total, window, started, last_report, last_housekeeping, interrupted, should_stop,
+            )  # fmt: skip
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    def _loop(
+        self,
+        once: bool,
+        poll_s: float,
+        report: Callable[[WorkerReport], None] | None,
+        report_s: float,
+        housekeeping: Callable[[], None] | None,
+        housekeeping_s: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        total: ProcessStats,
+        window: ProcessStats,
+        started: float,
+        last_report: float,
+        last_housekeeping: float,
+        interrupted: list[int],
+        should_stop: Callable[[], bool] | None,
+    ) -> ProcessStats:
 
         def emit(now: float) -> None:
             nonlocal window, last_report
@@ -296,6 +336,8 @@ class EmbeddedRuntime:
             last_report = now
 
         while True:
+            if interrupted:
+                raise KeyboardInterrupt
             if should_stop is not None and should_stop():
                 emit(clock())
                 return total
