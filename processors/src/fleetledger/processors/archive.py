@@ -71,7 +71,10 @@ class ArchiveSink:
     def folder(self, bundle: dict[str, Any]) -> Path:
         run = bundle["run"]
         tenant = file_stem(str(run["tenant"]))
-        day = str(run["started_at"])[:10]  # YYYY-MM-DD of the run's start, UTC
+        # YYYY-MM-DD of the run's start (UTC); a run without run_started (no started_at)
+        # files under the day of its first event.
+        started = run.get("started_at") or bundle["events"][0]["event"]["ts"]
+        day = str(started)[:10]
         yyyy, mm, dd = day.split("-")
         return self.root / tenant / yyyy / mm / dd
 

@@ -120,12 +120,12 @@ def assemble(run_id: str, entries: Sequence[Entry], config: CoreConfig) -> dict[
             )
         prev = e.entry_hash
     first = entries[0].event
-    if first["type"] != "run_started":
-        raise ProcessorError(
-            f"run {run_id!r}: first event is {first['type']}; expected run_started"
-        )
+    # A run whose seq 0 is not run_started still gets a bundle: its workflow is null and
+    # its labels empty, and the fold raises the malformed_run intercept that says why
+    # (SPEC section 7).  Refusing to bundle it would leave the evidence of a finished run
+    # nowhere.
+    started: dict[str, Any] = first["payload"] if first["type"] == "run_started" else {}
     fold, intercepts = fold_events(run_id, (e.event for e in entries), config)
-    started = first["payload"]
     run: dict[str, Any] = {
         "run_id": run_id,
         "tenant": fold.tenant,
@@ -144,7 +144,7 @@ def assemble(run_id: str, entries: Sequence[Entry], config: CoreConfig) -> dict[
     bundle: dict[str, Any] = {
         "bundle_version": BUNDLE_VERSION,
         "run": {k: v for k, v in run.items() if v is not None},
-        "workflow": started["workflow"],
+        "workflow": started.get("workflow"),
         "chain": {
             "algorithm": DIGEST_ALGORITHM,
             "genesis": genesis(run_id).hex(),

@@ -530,6 +530,17 @@ class RunState:
         )
 
 
+#: In :meth:`RunState.to_bytes` (compact orjson, fixed member order) a run without an
+#: open sequence gap always contains these bytes; a runtime finds the runs whose stored
+#: state has an open gap by their absence, without parsing every state.
+CLOSED_GAP_MARK = b'"gap_since":null'
+
+
+def has_open_gap(raw: bytes) -> bool:
+    """Whether a stored run state (``RunState.to_bytes``) has an open sequence gap."""
+    return CLOSED_GAP_MARK not in raw
+
+
 @dataclass
 class ApplyResult:
     """What applying one delivered event produced."""

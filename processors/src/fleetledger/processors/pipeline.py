@@ -9,6 +9,7 @@ tables and the embedded runtime with SQLite, inside its transaction.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,9 +19,19 @@ import orjson
 
 from fleetledger.kernel.errors import FleetLedgerError, ProcessorError
 from fleetledger.processors.bundle import assemble
-from fleetledger.processors.canonical import event_hash
-from fleetledger.processors.core import CoreConfig, Entry, Intercept, RunState, apply, check_gap
+from fleetledger.processors.canonical import canonical_bytes, event_hash
+from fleetledger.processors.core import (
+    CoreConfig,
+    Entry,
+    EntryLookup,
+    Intercept,
+    RunState,
+    apply,
+    check_gap,
+)
 from fleetledger.schemas.codec import Codec
+
+log = logging.getLogger("fleetledger.pipeline")
 
 
 class StateStore(Protocol):
@@ -159,9 +170,13 @@ class Pipeline:
     ) -> Outputs:
         """Process messages in log order, persisting each touched run's state once.
 
-        A message that cannot be decoded, validated or hashed becomes a dead letter before
-        anything of it is applied, so a bad message never leaves a run half-updated and
-        never stops the messages after it.  Totals are emitted once per touched run.
+        Every message ends processed or dead-lettered, never as an exception: one that
+        cannot be decoded, validated or hashed becomes a dead letter before anything of it
+        is applied; one whose events fail later (folding, intercept rules, bundle
+        assembly: a defect or a store that disagrees with the run state) is rolled back
+        whole, dead-lettered with the reason, and its run gets a ``processing_error``
+        intercept.  So a bad message never leaves a run half-updated and never stops the
+        messages after it.  Totals are emitted once per touched run.
         """
         out = Outputs()
         states: dict[str, RunState] = {}
@@ -172,9 +187,43 @@ class Pipeline:
             except FleetLedgerError as exc:
                 out.deadletters.append(DeadLetter(value, position, str(exc)))
                 continue
-            self._apply_objs(objs, hashes, states, now, out)
+            try:
+                self._apply_objs(objs, hashes, states, now, out)
+            except Exception as exc:  # per-message isolation is the point
+                self._failed(objs, value, position, exc, out)
         self._persist(states, out)
         return out
+
+    def _failed(
+        self,
+        objs: list[dict[str, Any]],
+        value: bytes,
+        position: SourcePosition,
+        exc: Exception,
+        out: Outputs,
+    ) -> None:
+        """A decoded message whose processing failed: dead letter + intercept, go on."""
+        error = (
+            f"processing failed: {type(exc).__name__}: {exc}; expected every valid event "
+            "to be applied (nothing of this message was applied)"
+        )
+        log.error("%s:%d:%d: %s", position.topic, position.partition, position.offset, error)
+        out.deadletters.append(DeadLetter(value, position, error))
+        first = objs[0]
+        out.intercepts.append(
+            intercept_record(
+                Intercept(
+                    run_id=first["run_id"],
+                    kind="processing_error",
+                    severity="critical",
+                    seq=first["seq"],
+                    reason=error,
+                    ts=first["ts"],
+                    tenant=first.get("tenant", ""),
+                    agent_id=first.get("agent_id", ""),
+                )
+            )
+        )
 
     def _apply_all(self, objs: list[dict[str, Any]], now: datetime) -> Outputs:
         """Apply already-decoded event objects (tests and tools)."""
@@ -192,22 +241,43 @@ class Pipeline:
         now: datetime,
         out: Outputs,
     ) -> None:
-        out.events += len(objs)
+        """Apply one message's events all or nothing.
+
+        The events are applied to working copies of the run states, with new ledger
+        entries kept aside; only when every event (and any bundle) succeeded are the
+        copies, the entries and the outputs taken over.  On an exception nothing of the
+        message is left behind.
+        """
+        work: dict[str, RunState] = {}
+        new_entries: dict[tuple[str, int], tuple[Entry, bytes]] = {}
+        local = Outputs(events=len(objs))
+
+        def lookup(run_id: str, seq: int) -> Entry | None:
+            staged = new_entries.get((run_id, seq))
+            return staged[0] if staged is not None else self._lookup(run_id, seq)
+
         for obj, h in zip(objs, hashes, strict=True):
             run_id = obj["run_id"]
-            state = states.get(run_id)
+            state = work.get(run_id)
             if state is None:
-                state = states[run_id] = self._load(run_id)
-            result = apply(state, obj, self._lookup, self._config, now, h)
+                known = states.get(run_id)
+                state = work[run_id] = (
+                    self._load(run_id) if known is None else RunState.from_bytes(known.to_bytes())
+                )
+            result = apply(state, obj, lookup, self._config, now, h)
             if result.duplicate:
-                out.duplicates += 1
+                local.duplicates += 1
             for entry in result.entries:
                 raw = entry.to_bytes()
-                self._entries.put(entry.run_id, entry.seq, raw)
-                out.entries.append(Record(entry.key, raw))
-            out.intercepts += [intercept_record(i) for i in result.intercepts]
+                new_entries[(entry.run_id, entry.seq)] = (entry, raw)
+                local.entries.append(Record(entry.key, raw))
+            local.intercepts += [intercept_record(i) for i in result.intercepts]
             if result.materialize:
-                out.bundles.append(self._materialize(state, out))
+                local.bundles.append(self._materialize(state, local, lookup))
+        for (run_id, seq), (_entry, raw) in new_entries.items():
+            self._entries.put(run_id, seq, raw)
+        states.update(work)
+        out.extend(local)
 
     def _persist(self, states: dict[str, RunState], out: Outputs) -> None:
         for run_id, state in states.items():
@@ -218,11 +288,11 @@ class Pipeline:
             self._states.put(run_id, state.to_bytes())
             out.totals.append(totals_record(state))
 
-    def _materialize(self, state: RunState, out: Outputs) -> Record:
+    def _materialize(self, state: RunState, out: Outputs, lookup: EntryLookup) -> Record:
         assert state.terminal_seq is not None
         entries = []
         for seq in range(state.terminal_seq + 1):
-            entry = self._lookup(state.run_id, seq)
+            entry = lookup(state.run_id, seq)
             if entry is None:
                 raise ProcessorError(
                     f"run {state.run_id!r}: entry {seq} missing at materialization; "
@@ -233,14 +303,34 @@ class Pipeline:
         if self._seal_finished:
             state.seal([e.event_hash for e in entries])
             out.sealed.append((state.run_id, len(entries)))
-        return Record(state.run_id, dumps(bundle))
+        # The canonical bytes (RFC 8785) are what is published and stored: a bundle read
+        # off the bundles topic or the embedded store verifies as it is.
+        return Record(state.run_id, canonical_bytes(bundle))
+
+    def watch_gaps(self, run_ids: Iterable[str]) -> None:
+        """Runs whose stored state has an open gap (found by a runtime on start or after a
+        rebalance): :meth:`tick` checks them like runs seen with a gap since."""
+        self._gapped.update(run_ids)
+
+    @property
+    def gapped(self) -> frozenset[str]:
+        """Runs with an open sequence gap that :meth:`tick` watches."""
+        return frozenset(self._gapped)
 
     def tick(self, now: datetime) -> Outputs:
-        """Flag runs whose sequence gap has stayed open past the timeout."""
+        """Flag runs whose sequence gap has stayed open past the timeout.
+
+        A run whose state cannot be checked is logged and left out of this tick, so one
+        bad state never stops the checks of the others.
+        """
         out = Outputs()
         for run_id in sorted(self._gapped):
-            state = self._load(run_id)
-            intercept = check_gap(state, self._config, now)
+            try:
+                state = self._load(run_id)
+                intercept = check_gap(state, self._config, now)
+            except Exception as exc:  # one run never stops the others
+                log.error("gap check of run %r failed: %s: %s", run_id, type(exc).__name__, exc)
+                continue
             if intercept is not None:
                 self._states.put(run_id, state.to_bytes())
                 out.intercepts.append(intercept_record(intercept))

@@ -19,7 +19,7 @@ from typing import Any
 from fleetledger.kernel.errors import StoreError
 from fleetledger.kernel.sqlitelog import SqliteLog, connect
 from fleetledger.processors.archive import ArchiveSink
-from fleetledger.processors.core import CoreConfig
+from fleetledger.processors.core import CLOSED_GAP_MARK, CoreConfig
 from fleetledger.processors.pipeline import Outputs, Pipeline, SourcePosition
 from fleetledger.schemas.codec import Codec
 
@@ -129,6 +129,11 @@ class ProcessStats:
     deadletters: int = 0
 
 
+def _add(total: ProcessStats, stats: ProcessStats) -> None:
+    for name in vars(total):
+        setattr(total, name, getattr(total, name) + getattr(stats, name))
+
+
 class EmbeddedRuntime:
     """Process the embedded log with the shared pipeline, batch by batch, transactionally."""
 
@@ -152,6 +157,9 @@ class EmbeddedRuntime:
         self._states = _SqliteStates(self._conn)
         self._entries = _SqliteEntries(self._conn)
         self._pipeline = Pipeline(codec, config, self._states, self._entries)
+        # Open gaps are part of the stored run state: a restarted runtime finds them
+        # there and keeps timing them (the stale-gap check uses the stored gap start).
+        self._pipeline.watch_gaps(self.open_gap_runs())
 
     def close(self) -> None:
         self._conn.close()
@@ -167,6 +175,13 @@ class EmbeddedRuntime:
             'SELECT "offset" FROM consumer_offsets WHERE consumer = ?', (self._consumer,)
         ).fetchone()
         return 0 if row is None else int(row[0])
+
+    def open_gap_runs(self) -> list[str]:
+        """Runs whose stored state has an open sequence gap."""
+        rows = self._conn.execute(
+            "SELECT run_id FROM run_state WHERE instr(value, ?) = 0", (CLOSED_GAP_MARK,)
+        )
+        return [run_id for (run_id,) in rows]
 
     def lag(self) -> int:
         return self._log.end_offset() - self.committed_offset()
@@ -206,16 +221,37 @@ class EmbeddedRuntime:
             raise StoreError(f"embedded processing failed and was rolled back: {exc}") from exc
         return stats
 
+    def tick(self) -> ProcessStats:
+        """Stale-gap checks without new input (an idle log): one transaction when a run
+        has an open gap, nothing otherwise."""
+        stats = ProcessStats()
+        if not self._pipeline.gapped:
+            return stats
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._write(self._pipeline.tick(self._clock()), stats)
+                self._states.flush()
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._states.discard()
+                self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"embedded gap check failed and was rolled back: {exc}") from exc
+        return stats
+
     def process_available(
         self, progress: Callable[[ProcessStats], None] | None = None
     ) -> ProcessStats:
-        """Process until the log is drained; ``progress`` is called after every batch."""
+        """Process until the log is drained, then check open gaps once more (so a gap
+        times out even while nothing arrives); ``progress`` is called after every batch."""
         total = ProcessStats()
         while (stats := self.process_batch()) is not None:
-            for name in vars(total):
-                setattr(total, name, getattr(total, name) + getattr(stats, name))
+            _add(total, stats)
             if progress is not None:
                 progress(stats)
+        _add(total, self.tick())
         return total
 
     def _write(self, out: Outputs, stats: ProcessStats) -> None:

@@ -51,6 +51,13 @@ HEADER_SOURCE_OFFSET = "fleetledger.source.offset"
 
 #: ``kind`` of the JSON manifest published on the bundles topic for an archived bundle.
 MANIFEST_KIND = "bundle-manifest"
+#: ``kind`` of the manifest published instead of any other output record too large for a
+#: Kafka record (a ledger entry, totals, an intercept, a dead letter): SPEC section 9.3.
+OUTPUT_MANIFEST_KIND = "output-manifest"
+#: Longest ``fleetledger.error`` header of a dead letter (the text is cut there).
+MAX_ERROR_HEADER_BYTES = 4096
+#: Bytes counted per record on top of key, value and headers (batch and record framing).
+RECORD_FRAMING_BYTES = 512
 
 #: Headroom between the bundle size limit and the broker/producer message limits
 #: (record framing, key and headers).
@@ -297,6 +304,53 @@ def archive_bundle(archive_dir: Path, run_id: str, value: bytes) -> bytes:
     return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
 
 
+def _output_file_name(key: str) -> str:
+    stem = key.replace(":", ".")
+    if _SAFE_RUN_ID.fullmatch(stem) and ".." not in stem:
+        return f"{stem}.json"
+    return f"sha256-{hashlib.sha256(key.encode()).hexdigest()}.json"
+
+
+def archive_output(archive_dir: Path, role: str, key: str, value: bytes) -> bytes:
+    """Write an output record too large for Kafka to the archive; return its manifest.
+
+    The file is ``<archive_dir>/<role>/<key>.json`` (``:`` written as ``.``; unsafe keys
+    hashed), written atomically; the manifest is ``{"kind": "output-manifest", "role",
+    "key", "path", "size", "sha256"}``, plus, for a ledger entry, the chain members
+    (``run_id``, ``seq``, ``event_hash``, ``prev_hash``, ``entry_hash``) so that the chain
+    can be followed on the topic without opening the file.
+    """
+    path = (archive_dir / role / _output_file_name(key)).resolve()
+    try:
+        write_atomic(path, value)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot archive the {role} record {key!r} to {str(path)!r}: {exc}"
+        ) from exc
+    manifest: dict[str, Any] = {
+        "kind": OUTPUT_MANIFEST_KIND,
+        "role": role,
+        "key": key,
+        "path": str(path),
+        "size": len(value),
+        "sha256": hashlib.sha256(value).hexdigest(),
+    }
+    if role == "ledger":
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            entry = json.loads(value)
+            for name in ("run_id", "seq", "event_hash", "prev_hash", "entry_hash"):
+                manifest[name] = entry[name]
+    return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+
+
+def record_fits(
+    settings: Settings, key: bytes, value: bytes | None, headers_bytes: int = 0
+) -> bool:
+    """Whether a record of this key, value and header size can be published as it is."""
+    size = len(key) + (0 if value is None else len(value)) + headers_bytes + RECORD_FRAMING_BYTES
+    return size <= max_record_bytes(settings)
+
+
 def is_manifest(value: bytes) -> bool:
     """Whether a bundles-topic value is an archive manifest (not an inline bundle)."""
     if len(value) > 4096:
@@ -308,10 +362,29 @@ def is_manifest(value: bytes) -> bool:
     return isinstance(obj, dict) and obj.get("kind") == MANIFEST_KIND
 
 
+def is_output_manifest(value: bytes) -> bool:
+    """Whether an output value is an archive manifest of an oversized record (9.3)."""
+    if len(value) > 4096 or not value.startswith(b"{"):
+        return False
+    try:
+        obj = json.loads(value)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and obj.get("kind") == OUTPUT_MANIFEST_KIND
+
+
+def resolve_output(value: bytes) -> bytes:
+    """An output value as published, or the archived record its manifest points at."""
+    return load_archived_bundle(value) if is_output_manifest(value) else value
+
+
 def deadletter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
     p = dl.position
+    error = dl.error.encode("utf-8", "replace")
+    if len(error) > MAX_ERROR_HEADER_BYTES:
+        error = error[: MAX_ERROR_HEADER_BYTES - 3].decode("utf-8", "ignore").encode() + b"..."
     return [
-        (HEADER_ERROR, dl.error.encode("utf-8", "replace")),
+        (HEADER_ERROR, error),
         (HEADER_SOURCE_TOPIC, p.topic.encode()),
         (HEADER_SOURCE_PARTITION, str(p.partition).encode()),
         (HEADER_SOURCE_OFFSET, str(p.offset).encode()),
@@ -445,15 +518,21 @@ class KafkaSink:
 
         try:
             for r in outputs.entries:
-                await send(t.ledger.name, _run_of_entry(r.key), r.key, r.value)
+                value = await self._fit("ledger", r.key, r.value)
+                await send(t.ledger.name, _run_of_entry(r.key), r.key, value)
             for r in outputs.totals:
-                await send(t.totals.name, r.key, r.key, r.value)
+                await send(t.totals.name, r.key, r.key, await self._fit("totals", r.key, r.value))
             for r in outputs.intercepts:
-                await send(t.intercepts.name, _run_of_intercept(r.key), r.key, r.value)
+                value = await self._fit("intercepts", r.key, r.value)
+                await send(t.intercepts.name, _run_of_intercept(r.key), r.key, value)
             for r in outputs.bundles:
                 await send(t.bundles.name, r.key, r.key, await self._bundle_value(r))
             for d in outputs.deadletters:
-                await send(t.deadletter.name, None, d.key, d.value, deadletter_headers(d))
+                headers = deadletter_headers(d)
+                value = await self._fit(
+                    "deadletter", d.key, d.value, sum(len(k) + len(v) for k, v in headers)
+                )
+                await send(t.deadletter.name, None, d.key, value, headers)
             if futures:
                 await asyncio.gather(*futures)
         except KafkaError as exc:
@@ -461,6 +540,16 @@ class KafkaSink:
                 f"cannot publish outputs to Kafka at {self._bootstrap}: {exc}"
             ) from exc
         return len(futures)
+
+    async def _fit(self, role: str, key: str, value: bytes, headers_bytes: int = 0) -> bytes:
+        """The value to publish: itself when the record fits, else an archive manifest.
+
+        Sized from what the record holds (JSON escaping can make an output six times the
+        size of the input it came from), so no output is ever too large to publish.
+        """
+        if record_fits(self._settings, key.encode(), value, headers_bytes):
+            return value
+        return await asyncio.to_thread(archive_output, self._settings.archive_dir, role, key, value)
 
     async def _bundle_value(self, record: Record) -> bytes:
         if len(record.value) <= self._settings.max_message_bytes:
@@ -639,10 +728,12 @@ class KafkaOutputReader:
         return self._cache[role]
 
     def totals(self) -> list[dict[str, Any]]:
-        return [json.loads(v) for _, v in sorted(self._compacted("totals").items())]
+        return [json.loads(resolve_output(v)) for _, v in sorted(self._compacted("totals").items())]
 
     def intercepts(self) -> list[dict[str, Any]]:
-        return [json.loads(v) for _, v in sorted(self._compacted("intercepts").items())]
+        return [
+            json.loads(resolve_output(v)) for _, v in sorted(self._compacted("intercepts").items())
+        ]
 
     def bundle_bytes(self, run_id: str) -> bytes | None:
         value = self._compacted("bundles").get(run_id)
@@ -674,7 +765,7 @@ class KafkaOutputReader:
         ):
             if rec.key is not None and rec.value is not None and rec.key.startswith(prefix):
                 by_key[rec.key] = rec.value
-        return [json.loads(v) for _, v in sorted(by_key.items())]
+        return [json.loads(resolve_output(v)) for _, v in sorted(by_key.items())]
 
     def deadletters(self) -> list[KafkaRecord]:
         return read_all_sync(
@@ -705,6 +796,7 @@ __all__ = [
     "HEADER_SOURCE_PARTITION",
     "HEADER_SOURCE_TOPIC",
     "MANIFEST_KIND",
+    "OUTPUT_MANIFEST_KIND",
     "ROLES",
     "TOPIC_LAYOUT",
     "KafkaOutputReader",
@@ -714,9 +806,11 @@ __all__ = [
     "TopicSpec",
     "TopicTemplate",
     "archive_bundle",
+    "archive_output",
     "ensure_topics",
     "ensure_topics_sync",
     "is_manifest",
+    "is_output_manifest",
     "load_archived_bundle",
     "max_record_bytes",
     "partition_for",
@@ -724,6 +818,8 @@ __all__ = [
     "read_all_sync",
     "read_compacted",
     "read_compacted_sync",
+    "record_fits",
+    "resolve_output",
     "topic_name",
     "topic_specs",
     "worker_state_specs",
