@@ -195,17 +195,32 @@ class RunFold:
             if budget is not None:
                 self.budget = {"amount": budget["amount"], "currency": budget["currency"]}
                 self.currency = budget["currency"]
-        elif seq == 0:
-            found.append(
-                self._raise(
-                    obj,
-                    "malformed_run",
-                    "critical",
-                    f"first event is {etype}; expected run_started at seq 0",
+        else:
+            if seq == 0:
+                # Flagged, then folded like any event of its type: a run without
+                # run_started still counts its costs and still ends (SPEC section 6).
+                found.append(
+                    self._raise(
+                        obj,
+                        "malformed_run",
+                        "critical",
+                        f"first event is {etype}; expected run_started at seq 0",
+                    )
                 )
-            )
-            self.tenant, self.agent_id = obj["tenant"], obj["agent_id"]
-        elif etype == "model_io":
+                self.tenant, self.agent_id = obj["tenant"], obj["agent_id"]
+            found += self._fold_event(obj, etype, payload, step_id, config)
+        return found
+
+    def _fold_event(
+        self,
+        obj: dict[str, Any],
+        etype: str,
+        payload: dict[str, Any],
+        step_id: str | None,
+        config: CoreConfig,
+    ) -> list[Intercept]:
+        found: list[Intercept] = []
+        if etype == "model_io":
             found += self._fold_model_io(obj, payload, step_id, config)
         elif etype == "tool_call":
             self._outcome("tool_call", payload["outcome"])

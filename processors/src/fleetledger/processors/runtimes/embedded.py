@@ -312,6 +312,13 @@ class EmbeddedReader:
         for (value,) in self._conn.execute(sql, args):
             yield json.loads(value)
 
+    def committed_offset(self, consumer: str = "processor") -> int:
+        """The last log offset the runtime ``consumer`` has committed (0: none yet)."""
+        row = self._conn.execute(
+            'SELECT "offset" FROM consumer_offsets WHERE consumer = ?', (consumer,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
     def totals(self) -> list[dict[str, Any]]:
         return list(self._values("SELECT value FROM totals ORDER BY run_id"))
 
