@@ -187,6 +187,14 @@ class Pipeline:
             except FleetLedgerError as exc:
                 out.deadletters.append(DeadLetter(value, position, str(exc)))
                 continue
+            except Exception as exc:  # a decoder defect: still this message's problem only
+                error = f"cannot decode: {type(exc).__name__}: {exc}; expected a message"
+                out.deadletters.append(DeadLetter(value, position, error))
+                continue
+            if not objs:
+                error = "found an EventBatch with no events; expected at least one (SPEC 1.1)"
+                out.deadletters.append(DeadLetter(value, position, error))
+                continue
             try:
                 self._apply_objs(objs, hashes, states, now, out)
             except Exception as exc:  # per-message isolation is the point

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,6 +129,19 @@ class ProcessStats:
     deadletters: int = 0
 
 
+def _within(
+    rows: Sequence[tuple[int, str, bytes]], budget: int
+) -> Sequence[tuple[int, str, bytes]]:
+    """The first rows whose values fit ``budget`` bytes (at least one): a batch of huge
+    messages stays short, so a crash redoes little and commits come often."""
+    total = 0
+    for i, (_offset, _key, value) in enumerate(rows):
+        total += len(value)
+        if total > budget and i > 0:
+            return rows[:i]
+    return rows
+
+
 def _add(total: ProcessStats, stats: ProcessStats) -> None:
     for name in vars(total):
         setattr(total, name, getattr(total, name) + getattr(stats, name))
@@ -145,6 +158,7 @@ class EmbeddedRuntime:
         *,
         consumer: str = "processor",
         batch_size: int = 500,
+        batch_bytes: int = 4 * 1024 * 1024,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         archive: ArchiveSink | None = None,
     ) -> None:
@@ -153,6 +167,7 @@ class EmbeddedRuntime:
         self._log = SqliteLog(self._conn)
         self._consumer = consumer
         self._batch_size = batch_size
+        self._batch_bytes = batch_bytes
         self._clock = clock
         self._states = _SqliteStates(self._conn)
         self._entries = _SqliteEntries(self._conn)
@@ -193,7 +208,7 @@ class EmbeddedRuntime:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 after = self.committed_offset()
-                rows = self._log.read(after, self._batch_size)
+                rows = _within(self._log.read(after, self._batch_size), self._batch_bytes)
                 if not rows:
                     self._conn.execute("ROLLBACK")
                     return None

@@ -812,7 +812,11 @@ def build_app(
     async def process(stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX_MESSAGES, within=BATCH_WITHIN_S):
             await runtime.process_batch(
-                [(e.value, e.message.topic, e.message.partition, e.message.offset) for e in events]
+                [
+                    # a record without a value (null) is dead-lettered as empty bytes
+                    (e.value or b"", e.message.topic, e.message.partition, e.message.offset)
+                    for e in events
+                ]
             )
 
     # A failure that survived the publish retries stops the worker; the failed message's
