@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+CODE   := schemas/src producers/src processors/src tests bench
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-fast test-faults lint clean bench
@@ -34,8 +35,11 @@ test-faults: $(STAMP) ## the full fault-injection suite (kill loops, rebalances,
 		$(BIN)/python -m pytest -q -s -m faults $(PYTEST_ARGS)
 	@cat $(CURDIR)/faults-report.jsonl
 
-lint: $(STAMP) ## ruff
-	$(BIN)/ruff check schemas producers processors tests bench
+lint: $(STAMP) ## ruff (lint + format), mypy --strict over every module, the layer contracts
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/mypy $(CODE)
+	$(BIN)/lint-imports --no-logo
 
 bench: $(STAMP) ## throughput benchmark with same-run baselines (own broker; bench/results.md)
 	$(BIN)/python -m bench

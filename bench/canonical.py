@@ -24,7 +24,7 @@ from .common import Figure, Sizes
 
 async def _events(runs: int, seed: int) -> list[dict[str, Any]]:
     transport = MemoryTransport()
-    async with Recorder(transport) as rec:  # type: ignore[arg-type]
+    async with Recorder(transport) as rec:
         await simulate(rec, runs=runs, seed=seed)
     codec = Codec()
     return [e.to_json_obj() for _k, v in transport.messages for e in codec.decode(v)]

@@ -46,7 +46,7 @@ def _bundles(runs: int, seed: int) -> list[dict[str, Any]]:
         ((v, SourcePosition("bench", 0, i)) for i, (_k, v) in enumerate(messages)),
         datetime.now(UTC),
     )
-    return [orjson.loads(r.value) for r in out.bundles]
+    return [b.document for b in out.bundles]
 
 
 def _big_bundle(events: int) -> bytes:

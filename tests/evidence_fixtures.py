@@ -16,7 +16,7 @@ from fleetledger.producers.simulator import simulate
 
 async def _messages(runs: int, seed: int) -> list[tuple[str, bytes]]:
     transport = MemoryTransport()
-    async with Recorder(transport) as rec:  # type: ignore[arg-type]
+    async with Recorder(transport) as rec:
         await simulate(rec, runs=runs, seed=seed)
     return transport.messages
 
@@ -32,7 +32,7 @@ def _bundles(runs: int, seed: int) -> tuple[bytes, ...]:
     now = datetime(2027, 1, 1, tzinfo=UTC)
     out = []
     for i, (_key, value) in enumerate(simulated_messages(runs, seed)):
-        out += [r.value for r in pipe.handle(value, SourcePosition("events", 0, i), now).bundles]
+        out += [b.data for b in pipe.handle(value, SourcePosition("events", 0, i), now).bundles]
     return tuple(out)
 
 

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fleetledger.processors.evidence import verify_bundle_bytes
 from fleetledger.schemas import Codec, TraceEvent
@@ -252,7 +252,7 @@ def bad_inputs(tag: str) -> list[tuple[str, bytes]]:
 
     def payload(rec: dict[str, Any]) -> dict[str, Any]:
         p = rec["payload"]
-        return p[1] if isinstance(p, tuple) else p
+        return cast(dict[str, Any], p[1] if isinstance(p, tuple) else p)
 
     def negative_tokens(rec: dict[str, Any]) -> None:
         payload(rec)["gen_ai_usage_input_tokens"] = -5
@@ -298,8 +298,8 @@ class Outputs:
     """The product's outputs, normalized across runtimes."""
 
     ledger: dict[tuple[str, int], set[bytes]]  # every distinct entry value per (run, seq)
-    totals: dict[str, dict[str, Any]]
-    intercepts: dict[str, dict[str, Any]]
+    totals: Mapping[str, Mapping[str, Any]]
+    intercepts: Mapping[str, Mapping[str, Any]]
     bundles: dict[str, bytes]
     deadletters: dict[str, list[bytes]]  # by source position key: every value published
 
@@ -413,10 +413,10 @@ def check(
         if not found_values or set(found_values) != {value}:
             report.bad_not_deadlettered += 1
             p.append(f"bad input at {key}: dead letters {found_values!r:.80}")
-    for key, values in outputs.deadletters.items():
+    for key, dl_values in outputs.deadletters.items():
         if key not in expected_deadletters:
             report.valid_deadlettered += 1
-            kind = "a valid message" if set(values) & valid_values else "an unknown message"
+            kind = "a valid message" if set(dl_values) & valid_values else "an unknown message"
             p.append(f"dead letter at {key} of {kind}")
     return report
 
@@ -742,7 +742,7 @@ async def reset_group_offsets(bootstrap: str, group: str, topic: str, partitions
     from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
     from aiokafka.errors import KafkaError
 
-    class AsFaust(RoundRobinPartitionAssignor):  # the group's protocol is Faust's
+    class AsFaust(RoundRobinPartitionAssignor):  # type: ignore[misc]  # Faust's protocol name
         name = "faust"
 
     tps = {TopicPartition(topic, p) for p in range(partitions)}

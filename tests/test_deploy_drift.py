@@ -98,7 +98,7 @@ class Expected:
 
 def leader_topic(settings: Settings) -> tuple[str, int]:
     """Name and partitions of the leader topic Faust creates for the worker's group."""
-    topic = build_app(settings)._leader_assignor._leader_topic
+    topic = build_app(settings)._leader_assignor._leader_topic  # type: ignore[attr-defined]
     return topic.get_topic_name(), int(topic.partitions)
 
 
@@ -185,7 +185,8 @@ def worker_container(deployment: dict[str, Any]) -> dict[str, Any]:
     containers = deployment["spec"]["template"]["spec"]["containers"]
     workers = [c for c in containers if "worker" in (c.get("args") or c.get("command") or [])]
     assert len(workers) == 1, "the worker Deployment should run one `fleetledger worker`"
-    return workers[0]
+    worker: dict[str, Any] = workers[0]
+    return worker
 
 
 def deployment_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, str]:

@@ -123,14 +123,23 @@ def test_export_formats_and_worker_archive(
     before = {p: p.read_bytes() for p in archived}
     capsys.readouterr()
     assert main(["verify", *map(str, archived), "--key", "k.pub.pem"]) == 0
-    from fleetledger.processors.archive import ArchiveSink
+    from fleetledger.processors.archive import ArchiveSink, write_evidence
+    from fleetledger.processors.pipeline import Bundle
     from fleetledger.processors.runtimes.embedded import EmbeddedReader
     from fleetledger.processors.signing import load_private_key
 
-    sink = ArchiveSink(tmp_path / "arch", load_private_key(Path("k.pem").read_bytes(), "k"))
+    key = load_private_key(Path("k.pem").read_bytes(), "k")
+    sink = ArchiveSink(tmp_path / "arch", key)
+    again = tmp_path / "again"
     with EmbeddedReader(Path("w.db")) as reader:
-        for _run, value in reader.bundles():
-            assert sink.write(value) == []  # reprocessing: nothing rewritten
+        for stored in reader.bundles():
+            doc = json.loads(stored.data)
+            run = doc["run"]
+            bundle = Bundle(stored.run_id, run["tenant"], run["started_at"], stored.digest, doc)
+            assert sink.write(bundle) == []  # reprocessing: nothing rewritten
+            # the stored bytes give back exactly the archived files (signatures included)
+            for path in write_evidence(again, stored.data, key):
+                assert path.read_bytes() in before.values()
     assert {p: p.read_bytes() for p in archived} == before
 
 

@@ -93,8 +93,8 @@ def _embedded_outputs(db: Path) -> Outputs:
             ledger=ledger,
             totals={t["run_id"]: t for t in r.totals()},
             intercepts={i["intercept_id"]: i for i in r.intercepts()},
-            bundles=dict(r.bundles()),
-            deadletters={d["key"]: [d["value"]] for d in r.deadletters()},
+            bundles={b.run_id: b.data for b in r.bundles()},
+            deadletters={d.key: [d.value] for d in r.deadletters()},
         )
 
 

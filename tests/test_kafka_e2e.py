@@ -207,8 +207,9 @@ def check_chain(run_id: str, entries: dict[int, dict[str, Any]]) -> None:
 
 def bundle_of(value: bytes) -> dict[str, Any]:
     if kafka_io.is_manifest(value):
-        return json.loads(kafka_io.load_archived_bundle(value))
-    return json.loads(value)
+        value = kafka_io.load_archived_bundle(value)
+    bundle: dict[str, Any] = json.loads(value)
+    return bundle
 
 
 # --------------------------------------------------------------------------- scenario
@@ -415,22 +416,22 @@ class EmbeddedResult:
 
 def run_embedded(path: Path, events: list[KafkaRecord], settings: Settings) -> EmbeddedResult:
     """The same message bytes, in partition order, through the embedded runtime."""
-    from fleetledger.processors.core import CoreConfig
+    from fleetledger.processors.runtimes.backend import core_config
 
     log = SqliteLog.open(path)
     try:
         log.append([((r.key or b"").decode("utf-8", "replace"), r.value or b"") for r in events])
     finally:
         log.close()
-    config = CoreConfig.from_settings(settings)
+    config = core_config(settings)
     with EmbeddedRuntime(path, Codec(), config) as runtime:
         stats = runtime.process_available()
     with EmbeddedReader(path) as reader:
         return EmbeddedResult(
             deadletters=stats.deadletters,
-            digests=reader.digests(),
-            totals={t["run_id"]: t for t in reader.totals()},
-            bundles=dict(reader.bundles()),
+            digests={b.run_id: b.digest for b in reader.bundles()},
+            totals={t["run_id"]: dict(t) for t in reader.totals()},
+            bundles={b.run_id: b.data for b in reader.bundles()},
         )
 
 

@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 
+from fleetledger.kernel.errors import VerificationError
 from fleetledger.processors import merkle
 
 # The test tree of certificate-transparency (RFC 6962 reference code, merkle_test):
@@ -94,5 +95,5 @@ def test_every_leaf_of_every_size_proves_and_nothing_else_does(size: int) -> Non
 
 def test_index_outside_the_tree_is_refused() -> None:
     assert not merkle.verify_inclusion(3, 3, b"x" * 32, [], b"x" * 32)
-    with pytest.raises(merkle.VerificationError, match="leaf index 3"):
+    with pytest.raises(VerificationError, match="leaf index 3"):
         merkle.inclusion_path([b"x" * 32] * 3, 3)

@@ -84,10 +84,11 @@ def test_a_run_without_run_started_is_bundled_and_flagged(tmp_path: Path) -> Non
         stats = rt.process_available()
     assert (stats.messages, stats.events, stats.deadletters, stats.bundles) == (2, 6, 0, 2)
     with EmbeddedReader(db) as r:
-        raw = r.bundle_bytes("run-1")
+        stored = r.bundle("run-1")
         intercepts = {i["intercept_id"]: i for i in r.intercepts()}
         totals = {t["run_id"]: t for t in r.totals()}
-    assert raw is not None
+    assert stored is not None
+    raw = stored.data
     verified = verify_bundle_bytes(raw)  # canonical bytes, verifiable as stored
     assert verified.events == 1
     bundle = json.loads(raw)
@@ -98,7 +99,7 @@ def test_a_run_without_run_started_is_bundled_and_flagged(tmp_path: Path) -> Non
     assert totals["run-1"]["status"] == "completed" and totals["run-2"]["events"] == 5
 
 
-def test_a_bundle_without_run_started_is_archived_under_its_first_day(tmp_path: Path) -> None:
+def test_a_bundle_without_run_started_is_archived_undated(tmp_path: Path) -> None:
     from fleetledger.processors.archive import ArchiveSink
 
     db = tmp_path / "l.db"
@@ -107,7 +108,7 @@ def test_a_bundle_without_run_started_is_archived_under_its_first_day(tmp_path: 
     with EmbeddedRuntime(db, CODEC, CoreConfig(), clock=lambda: NOW, archive=sink) as rt:
         rt.process_available()
     files = sorted(p.relative_to(tmp_path / "archive") for p in sink.root.rglob("*.json"))
-    assert files == [Path("acme/2026/03/14/run-1.bundle.json")]
+    assert files == [Path("acme/undated/run-1.bundle.json")]
 
 
 # --------------------------------------------------------------------------- failures
@@ -116,16 +117,14 @@ def test_a_bundle_without_run_started_is_archived_under_its_first_day(tmp_path: 
 def test_a_failing_message_is_rolled_back_dead_lettered_and_flagged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fleetledger.processors import pipeline as pipeline_module
-
-    real = pipeline_module.assemble
+    from fleetledger.processors.bundle import assemble as real
 
     def assemble(run_id: str, entries: Any, config: CoreConfig) -> Any:
         if run_id == "run-bad":
             raise KeyError("workflow")
         return real(run_id, entries, config)
 
-    monkeypatch.setattr(pipeline_module, "assemble", assemble)
+    monkeypatch.setattr("fleetledger.processors.pipeline.assemble", assemble)
     bad = ev.simple_run("run-bad", n_calls=1)
     rows = [
         ("run-bad", encode(bad[:2])),
@@ -143,9 +142,9 @@ def test_a_failing_message_is_rolled_back_dead_lettered_and_flagged(
         intercepts = {i["intercept_id"]: i for i in r.intercepts()}
         ledger = r.ledger("run-bad")
         totals = {t["run_id"]: t for t in r.totals()}
-        digests = r.digests()
-    assert [(d["offset"], d["value"]) for d in dead] == [(2, rows[1][1])]
-    assert dead[0]["error"].startswith("processing failed: KeyError")
+        digests = {b.run_id: b.digest for b in r.bundles()}
+    assert [(d.position.offset, d.value) for d in dead] == [(2, rows[1][1])]
+    assert dead[0].error.startswith("processing failed: KeyError")
     flagged = intercepts["run-bad:processing_error:2"]
     assert flagged["severity"] == "critical" and "KeyError" in flagged["reason"]
     # nothing of the failed message was kept: the run stands at its first two events
@@ -214,7 +213,7 @@ def test_property_the_pipeline_never_raises_and_accounts_for_every_event(
             assert out.events == n
             processed += n
         for record in out.bundles:
-            verify_bundle_bytes(record.value)
+            verify_bundle_bytes(record.data)
     assert processed + deadlettered == sum(n for _r, _v, n in rows + rows[:2])
     pipeline.tick(NOW + timedelta(hours=1))
 
@@ -231,9 +230,9 @@ def test_property_the_embedded_runtime_never_raises_and_accounts_for_every_messa
         stats = rt.process_available()
         assert rt.committed_offset() == len(rows)
     with EmbeddedReader(db) as r:
-        dead = {d["offset"] for d in r.deadletters()}
-        for _run_id, raw in r.bundles():
-            verify_bundle_bytes(raw)
+        dead = {d.position.offset for d in r.deadletters()}
+        for stored in r.bundles():
+            verify_bundle_bytes(stored.data)
     assert stats.messages == len(rows)
     assert stats.events + sum(rows[o - 1][2] for o in dead) == sum(n for _r, _v, n in rows)
 
@@ -245,8 +244,8 @@ def test_bundles_are_stored_as_their_canonical_bytes(tmp_path: Path) -> None:
     pipeline = memory_pipeline()
     out = pipeline.handle(encode(ev.simple_run("run-1")), SourcePosition("e", 0, 0), NOW)
     [bundle] = out.bundles
-    assert bundle.value == rfc8785.dumps(json.loads(bundle.value))
-    verify_bundle_bytes(bundle.value)
+    assert bundle.data == rfc8785.dumps(json.loads(bundle.data))
+    verify_bundle_bytes(bundle.data)
 
 
 # --------------------------------------------------------------------------- gap timers

@@ -200,7 +200,7 @@ async def test_validation_error_does_not_consume_a_seq() -> None:
                 output_tokens=1,
                 duration_ms=1,
                 prompt_hash="sha256:00",
-                cost={"amount": 0.1, "currency": "USD", "source": "local"},  # type: ignore[arg-type]
+                cost={"amount": 0.1, "currency": "USD", "source": "local"},
             )
         with pytest.raises(RunStateError, match="not started"):
             await run.step_completed("plan")
@@ -328,7 +328,7 @@ async def test_step_context_manager_error_path_records_and_reraises() -> None:
     assert completed.type == EventType.STEP_COMPLETED
     assert completed.payload.outcome == StepOutcome.ERROR  # type: ignore[union-attr]
     assert completed.payload.error_type == "KeyError"  # type: ignore[union-attr]
-    assert "missing-doc" in completed.payload.error_message  # type: ignore[union-attr]
+    assert "missing-doc" in (completed.payload.error_message or "")  # type: ignore[union-attr]
 
 
 async def test_step_can_be_marked_blocked_or_replayed() -> None:

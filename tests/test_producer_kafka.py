@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -22,11 +23,13 @@ WORKFLOW = WorkflowSnapshot(
 )
 
 
-async def read_all(bootstrap: str, topic: str, partitions: int, expected: int) -> dict:
+async def read_all(
+    bootstrap: str, topic: str, partitions: int, expected: int
+) -> dict[int, list[Any]]:
     """Every record of ``topic`` per partition, oldest first, with a plain consumer."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
-    out: dict[int, list] = {p: [] for p in range(partitions)}
+    out: dict[int, list[Any]] = {p: [] for p in range(partitions)}
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)

@@ -285,7 +285,7 @@ def test_canonical_json_details() -> None:
 def test_decoded_amounts_keep_their_canonical_form(codec: Codec) -> None:
     ev = make_event(EventType.MODEL_IO)
     [decoded] = codec.decode(codec.encode_event(ev))
-    assert isinstance(decoded.payload, ModelIO)
+    assert isinstance(decoded.payload, ModelIO) and isinstance(ev.payload, ModelIO)
     assert str(decoded.payload.cost.amount) == str(ev.payload.cost.amount) == "0.049578"
     raw = codec.decode_records(codec.encode_event(ev))[0]
     assert raw["payload"]["cost"]["amount"] == Decimal("0.0495780000")
@@ -295,7 +295,8 @@ def test_decoded_amounts_keep_their_canonical_form(codec: Codec) -> None:
 
 
 def _load(version: int, name: str) -> dict[str, Any]:
-    return json.loads((AVRO_DIR / f"v{version}" / f"{name}.avsc").read_text())
+    schema: dict[str, Any] = json.loads((AVRO_DIR / f"v{version}" / f"{name}.avsc").read_text())
+    return schema
 
 
 def _named_records(schema: Any, out: dict[str, dict[str, Any]]) -> None:
@@ -770,6 +771,7 @@ def test_money_round_trip_keeps_text(codec: Codec, amount: Decimal) -> None:
     )
     ev = make_event(EventType.MODEL_IO, payload=payload)
     [decoded] = codec.decode(codec.encode_event(ev))
+    assert isinstance(decoded.payload, ModelIO) and isinstance(ev.payload, ModelIO)
     assert money_str(decoded.payload.cost.amount) == money_str(amount)
     assert decoded.payload.cost.amount.as_tuple() == ev.payload.cost.amount.as_tuple()
 
@@ -782,9 +784,9 @@ def test_money_str_rejects_non_decimals() -> None:
 
 def test_float_rejected_for_money() -> None:
     with pytest.raises(pydantic.ValidationError, match="float is not accepted"):
-        Money(amount=0.1, currency="USD")  # type: ignore[arg-type]
+        Money(amount=0.1, currency="USD")
     with pytest.raises(pydantic.ValidationError, match="float is not accepted"):
-        Cost(amount=1.0, currency="USD", source="local")  # type: ignore[arg-type]
+        Cost(amount=1.0, currency="USD", source="local")
     data = make_event(EventType.MODEL_IO).to_json_obj()
     data["payload"]["cost"]["amount"] = 0.049578
     with pytest.raises(EventValidationError) as info:

@@ -7,6 +7,7 @@ import statistics
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,11 +19,11 @@ from fleetledger.schemas import Codec, EventType, TraceEvent
 
 
 async def run_sim(
-    *, runs: int, seed: int, recorder_kwargs: dict | None = None, **kwargs: object
+    *, runs: int, seed: int, recorder_kwargs: dict[str, Any] | None = None, **kwargs: Any
 ) -> tuple[SimulationSummary, MemoryTransport]:
     transport = MemoryTransport()
     async with Recorder(transport, **(recorder_kwargs or {})) as rec:
-        summary = await simulate(rec, runs=runs, seed=seed, **kwargs)  # type: ignore[arg-type]
+        summary = await simulate(rec, runs=runs, seed=seed, **kwargs)
     return summary, transport
 
 

@@ -7,13 +7,12 @@ prints one line and exits non-zero; ``--verbose`` adds the traceback.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -21,35 +20,22 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fleetledger.kernel.config import Settings, load_settings
-from fleetledger.kernel.errors import ConfigError, FleetLedgerError, StoreError
+from fleetledger.cli.common import BrokerOpt, Ctx, backend_of, embedded_of, settings_of
+from fleetledger.cli.evidence import register as register_evidence
+from fleetledger.kernel.config import Settings
+from fleetledger.kernel.errors import FleetLedgerError, StoreError
+
+if TYPE_CHECKING:
+    from fleetledger.processors.pipeline import InterceptDoc, OutputReader, TotalsDoc
+    from fleetledger.processors.runtimes.backend import EmbeddedBackend
+    from fleetledger.processors.runtimes.embedded import ProcessStats
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="fleetledger: a hash-chained, append-only ledger of AI-agent runs.",
 )
-
-BrokerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--broker",
-        "-b",
-        help="kafka://host:port or sqlite:///path.db "
-        "[env FLEETLEDGER_BROKER; default sqlite:///fleetledger.db]",
-    ),
-]
-
-
-class Ctx:
-    """What the root callback parsed; passed to commands through click's context."""
-
-    def __init__(self, verbose: bool) -> None:
-        self.verbose = verbose
-        probe = Console()
-        # Piped output gets a wide, stable layout instead of rich's 80-column default.
-        self.console = probe if probe.is_terminal else Console(width=160)
-        self.err = Console(stderr=True)
+register_evidence(app)
 
 
 @app.callback()
@@ -58,28 +44,6 @@ def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show tracebacks")] = False,
 ) -> None:
     ctx.obj = Ctx(verbose)
-
-
-def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
-    return load_settings(verbose=ctx.obj.verbose or None, **overrides)
-
-
-def _embedded_path(settings: Settings, *, create: bool) -> Path:
-    url = settings.broker_url()
-    if url.kind != "sqlite" or url.path is None:
-        raise ConfigError(f"this command needs the embedded store; found broker {url.raw!r}")
-    if not create and not url.path.exists():
-        raise StoreError(
-            f"embedded store {str(url.path)!r} does not exist; run `fleetledger demo` or "
-            "`fleetledger simulate` first, or pass --broker"
-        )
-    return url.path
-
-
-def _core_config(settings: Settings) -> Any:
-    from fleetledger.processors.core import CoreConfig
-
-    return CoreConfig.from_settings(settings)
 
 
 def _progress(console: Console) -> Progress:
@@ -105,11 +69,8 @@ async def _simulate(settings: Settings, runs: int, seed: int, progress: Progress
     return summary
 
 
-def _process_embedded(settings: Settings, path: Path, progress: Progress | None) -> Any:
-    from fleetledger.processors.runtimes.embedded import EmbeddedRuntime
-    from fleetledger.schemas.codec import Codec
-
-    with EmbeddedRuntime(path, Codec(), _core_config(settings)) as runtime:
+def _process_embedded(store: EmbeddedBackend, progress: Progress | None) -> Any:
+    with store.runtime() as runtime:
         task = progress.add_task("process", total=runtime.lag()) if progress else None
 
         def advance(stats: Any) -> None:
@@ -132,24 +93,23 @@ def demo(
     sign: Annotated[Path | None, typer.Option("--sign", help="Ed25519 key: signed bundles")] = None,
 ) -> None:
     """Simulate a fleet into the embedded store, process it, and report."""
-    from fleetledger.cli.evidence import load_signing_key, write_evidence
-    from fleetledger.processors.runtimes.embedded import EmbeddedReader
+    from fleetledger.cli.evidence import load_signing_key
+    from fleetledger.processors.archive import write_evidence
 
     key = load_signing_key(sign) if sign is not None else None
-    settings = _settings(ctx, broker=broker)
-    path = _embedded_path(settings, create=True)
+    store = embedded_of(ctx, broker=broker)
     console: Console = ctx.obj.console
     started = time.perf_counter()
     with _progress(console) as progress:
-        summary = asyncio.run(_simulate(settings, runs, seed, progress))
-        stats = _process_embedded(settings, path, progress)
+        summary = asyncio.run(_simulate(store.settings, runs, seed, progress))
+        stats = _process_embedded(store, progress)
     out.mkdir(parents=True, exist_ok=True)
     wanted = set(summary.run_ids)
-    with EmbeddedReader(path) as reader:
+    with store.reader() as reader:
         written = 0
-        for run_id, value in reader.bundles():
-            if run_id in wanted:
-                write_evidence(out, json.loads(value), key)
+        for bundle in reader.bundles():
+            if bundle.run_id in wanted:
+                write_evidence(out, bundle.data, key)
                 written += 1
         totals = [t for t in reader.totals() if t["run_id"] in wanted]
         intercepts = [i for i in reader.intercepts() if i["run_id"] in wanted]
@@ -172,7 +132,7 @@ def simulate_cmd(
     seed: Annotated[int, typer.Option()] = 7,
 ) -> None:
     """Publish simulated fleet traffic to the broker (Kafka or the embedded log)."""
-    settings = _settings(ctx, broker=broker)
+    settings = settings_of(ctx, broker=broker)
     settings.broker_url()
     with _progress(ctx.obj.console) as progress:
         summary = asyncio.run(_simulate(settings, runs, seed, progress))
@@ -193,43 +153,24 @@ def worker(
     """Run the processors: the Faust worker on Kafka, or the embedded loop on SQLite."""
     from fleetledger.cli.evidence import archive_sink
 
-    settings = _settings(ctx, broker=broker)
+    found = backend_of(ctx, broker=broker)
+    settings = found.settings
     sink = archive_sink(archive or settings.compliance_archive, sign or settings.signing_key)
-    url = settings.broker_url()
-    if url.kind == "kafka":
-        from fleetledger.processors.runtimes.faust_app import run_worker
 
-        run_worker(settings, archive=sink)
+    def report(stats: ProcessStats) -> None:
+        ctx.obj.err.print(
+            f"processed {stats.messages} messages, {stats.events} events, "
+            f"{stats.bundles} bundles, {stats.deadletters} dead letters"
+        )
+
+    try:
+        found.run_worker(archive=sink, once=once, poll_s=poll, report=report)
+    except KeyboardInterrupt:
         return
-    path = _embedded_path(settings, create=True)
-    from fleetledger.processors.runtimes.embedded import EmbeddedRuntime
-    from fleetledger.schemas.codec import Codec
-
-    with EmbeddedRuntime(path, Codec(), _core_config(settings), archive=sink) as runtime:
-        try:
-            while True:
-                stats = runtime.process_available()
-                if stats.messages:
-                    ctx.obj.err.print(
-                        f"processed {stats.messages} messages, {stats.events} events, "
-                        f"{stats.bundles} bundles, {stats.deadletters} dead letters"
-                    )
-                if once:
-                    return
-                time.sleep(poll)
-        except KeyboardInterrupt:
-            return
 
 
-def _reader(settings: Settings) -> Any:
-    url = settings.broker_url()
-    if url.kind == "kafka":
-        from fleetledger.processors.runtimes.kafka_io import KafkaOutputReader
-
-        return KafkaOutputReader(settings)
-    from fleetledger.processors.runtimes.embedded import EmbeddedReader
-
-    return EmbeddedReader(_embedded_path(settings, create=False))
+def _reader(ctx: typer.Context, broker: str | None) -> OutputReader:
+    return backend_of(ctx, broker=broker).reader()
 
 
 @app.command()
@@ -239,22 +180,22 @@ def runs(
     limit: Annotated[int, typer.Option(help="most runs to list")] = 50,
 ) -> None:
     """List runs with status, duration, events and cost."""
-    with _reader(_settings(ctx, broker=broker)) as reader:
+    with _reader(ctx, broker) as reader:
         _print_runs(ctx.obj.console, reader.totals(), limit=limit)
 
 
 @app.command()
 def show(ctx: typer.Context, run_id: str, broker: BrokerOpt = None) -> None:
     """Print a run's bundle (or its running totals if it has not finished)."""
-    with _reader(_settings(ctx, broker=broker)) as reader:
-        raw = reader.bundle_bytes(run_id)
-        if raw is None:
+    with _reader(ctx, broker) as reader:
+        found = reader.bundle(run_id)
+        if found is None:
             totals = [t for t in reader.totals() if t["run_id"] == run_id]
             if not totals:
                 raise StoreError(f"no run {run_id!r} in {reader!r}; see `fleetledger runs`")
             ctx.obj.console.print_json(data=totals[0])
             return
-        ctx.obj.console.print_json(raw.decode())
+        ctx.obj.console.print_json(found.data.decode())
 
 
 @app.command()
@@ -264,7 +205,7 @@ def intercepts(
     limit: Annotated[int, typer.Option()] = 50,
 ) -> None:
     """Critical intercepts, newest first."""
-    with _reader(_settings(ctx, broker=broker)) as reader:
+    with _reader(ctx, broker) as reader:
         _print_intercepts(ctx.obj.console, reader.intercepts(), limit=limit)
 
 
@@ -277,7 +218,7 @@ def costs(
     """Exact cost totals by agent and by model."""
     from fleetledger.processors.reports import cost_report
 
-    with _reader(_settings(ctx, broker=broker)) as reader:
+    with _reader(ctx, broker) as reader:
         totals = reader.totals()
     if as_json:
         ctx.obj.console.print_json(data=cost_report(totals).to_json())
@@ -294,7 +235,7 @@ def _fmt_ms(ms: int | None) -> str:
     return f"{ms / 1000:.1f}s" if ms < 120_000 else f"{ms / 60_000:.1f}m"
 
 
-def _print_runs(console: Console, totals: list[dict[str, Any]], *, limit: int) -> None:
+def _print_runs(console: Console, totals: list[TotalsDoc], *, limit: int) -> None:
     table = Table(title=f"Runs ({len(totals)})", title_justify="left")
     for col in ("run", "agent", "status", "duration", "events", "cost", "cur"):
         table.add_column(
@@ -316,7 +257,7 @@ def _print_runs(console: Console, totals: list[dict[str, Any]], *, limit: int) -
     console.print(table)
 
 
-def _print_costs(console: Console, totals: list[dict[str, Any]]) -> None:
+def _print_costs(console: Console, totals: list[TotalsDoc]) -> None:
     from fleetledger.processors.reports import cost_report
 
     report = cost_report(totals).to_json()
@@ -340,7 +281,7 @@ def _print_costs(console: Console, totals: list[dict[str, Any]]) -> None:
     console.print("Total: " + ", ".join(f"{a} {c}" for c, a in report["total"].items()))
 
 
-def _print_intercepts(console: Console, items: list[dict[str, Any]], *, limit: int) -> None:
+def _print_intercepts(console: Console, items: list[InterceptDoc], *, limit: int) -> None:
     from fleetledger.processors.reports import intercepts_by_recency
 
     ordered = intercepts_by_recency(items)
@@ -356,11 +297,6 @@ def _print_intercepts(console: Console, items: list[dict[str, Any]], *, limit: i
     if len(ordered) > limit:
         table.caption = f"{len(ordered) - limit} more not shown"
     console.print(table)
-
-
-from fleetledger.cli.evidence import register as _register_evidence  # noqa: E402
-
-_register_evidence(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,15 +6,13 @@ and writes files and prints one line per verified path.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from fleetledger.cli.common import BrokerOpt, backend_of
 from fleetledger.kernel.errors import ConfigError, FleetLedgerError, StoreError, VerificationError
 
 
@@ -40,19 +38,6 @@ def load_trusted(keys: list[Path] | None, trust: Path | None) -> list[Any]:
     if trust is not None:
         found += load_public_keys(_read(trust, "trust file"), str(trust))
     return found
-
-
-def write_evidence(folder: Path, bundle: dict[str, Any], key: Any) -> list[Path]:
-    """``<run_id>.bundle.json`` (+ ``.dsse.json``, ``.intoto.json`` when signing), atomically."""
-    from fleetledger.processors.archive import write_atomic
-    from fleetledger.processors.evidence import evidence_files
-
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for name, data in evidence_files(bundle, key):
-        write_atomic(folder / name, data)
-        out.append(folder / name)
-    return out
 
 
 def archive_sink(folder: Path | None, sign: Path | None) -> Any:
@@ -126,80 +111,25 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="output file")],
         sign: Annotated[Path | None, typer.Option("--sign", help="Ed25519 private key PEM")] = None,
         fmt: Annotated[str, typer.Option("--format", help="json | jsonl | csv")] = "json",
-        broker: Annotated[str | None, typer.Option("--broker", "-b")] = None,
+        broker: BrokerOpt = None,
     ) -> None:
         """Export a run's bundle (json, signed with --sign) or its events (jsonl/csv)."""
-        from fleetledger.cli import commands as cli
         from fleetledger.processors.archive import write_atomic
-        from fleetledger.processors.canonical import canonical_bytes
-        from fleetledger.processors.signing import (
-            BUNDLE_PAYLOAD_TYPE,
-            envelope_bytes,
-            sign_envelope,
-        )
+        from fleetledger.processors.export import check_format, export_bundle
 
-        if fmt not in ("json", "jsonl", "csv"):
-            raise ConfigError(f"--format: found {fmt!r}, expected json, jsonl or csv")
-        if sign is not None and fmt != "json":
-            raise ConfigError(
-                f"--sign with --format {fmt}: expected --format json (the bundle "
-                "is what gets signed)"
-            )
+        check_format(fmt, signed=sign is not None)
         key = load_signing_key(sign) if sign is not None else None
-        with cli._reader(cli._settings(ctx, broker=broker)) as reader:
-            raw = reader.bundle_bytes(run_id)
-        if raw is None:
+        with backend_of(ctx, broker=broker).reader() as reader:
+            found = reader.bundle(run_id)
+        if found is None:
             raise StoreError(
                 f"found no bundle of run {run_id!r}; expected a finished run "
                 "(see `fleetledger runs`)"
             )
-        bundle = json.loads(raw)
-        if fmt == "json":
-            data = canonical_bytes(bundle)
-            if key is not None:
-                data = envelope_bytes(sign_envelope(data, BUNDLE_PAYLOAD_TYPE, key))
-        elif fmt == "jsonl":
-            data = b"".join(
-                canonical_bytes({"run_id": run_id, **e}) + b"\n" for e in bundle["events"]
-            )
-        else:
-            buf = io.StringIO()
-            w = csv.writer(buf, lineterminator="\n")
-            cols = [
-                "run_id",
-                "seq",
-                "type",
-                "ts",
-                "tenant",
-                "agent_id",
-                "step_id",
-                "event_id",
-                "event_hash",
-                "entry_hash",
-                "payload",
-            ]
-            w.writerow(cols)
-            for e in bundle["events"]:
-                ev = e["event"]
-                w.writerow(
-                    [
-                        run_id,
-                        e["seq"],
-                        ev["type"],
-                        ev["ts"],
-                        ev["tenant"],
-                        ev["agent_id"],
-                        ev.get("step_id", ""),
-                        ev["event_id"],
-                        e["event_hash"],
-                        e["entry_hash"],
-                        canonical_bytes(ev.get("payload", {})).decode(),
-                    ]
-                )
-            data = buf.getvalue().encode()
-        write_atomic(out, data)
+        exported = export_bundle(found.data, fmt, key)
+        write_atomic(out, exported.data)
         ctx.obj.console.print(
-            f"wrote {out} ({fmt}{', signed' if key else ''}, {len(bundle['events'])} events)"
+            f"wrote {out} ({fmt}{', signed' if exported.signed else ''}, {exported.events} events)"
         )
 
     @app.command("verify")
@@ -258,25 +188,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write one event with its Merkle inclusion proof (and the signed attestation)."""
         from fleetledger.processors.archive import write_atomic
-        from fleetledger.processors.canonical import canonical_bytes
+        from fleetledger.processors.evidence import attestation as attest
         from fleetledger.processors.evidence import file_stem, make_proof, parse_json
-        from fleetledger.processors.signing import (
-            INTOTO_PAYLOAD_TYPE,
-            envelope_bytes,
-            sign_envelope,
-            statement,
-        )
+        from fleetledger.processors.signing import envelope_bytes
 
         trusted = load_trusted(key, None)
         bundle, _facts = _load_bundle_any(bundle_path, trusted)
         stem = file_stem(bundle["run"]["run_id"])
         attestation = None
         if sign is not None:
-            data = canonical_bytes(bundle)
-            stmt = statement(f"{stem}.bundle.json", data, bundle)
-            attestation = sign_envelope(
-                canonical_bytes(stmt), INTOTO_PAYLOAD_TYPE, load_signing_key(sign)
-            )
+            attestation = attest(bundle, load_signing_key(sign))
         else:
             att = bundle_path.parent / f"{stem}.intoto.json"
             if att.is_file():

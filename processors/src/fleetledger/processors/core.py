@@ -17,16 +17,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from functools import cached_property
+from typing import Any, Literal, TypedDict
 
 import orjson
 
 from fleetledger.kernel.errors import ProcessorError
 from fleetledger.processors.canonical import event_hash, genesis, link
 from fleetledger.schemas import money_str
-
-if TYPE_CHECKING:
-    from fleetledger.kernel.config import Settings
 
 Severity = Literal["critical", "warning"]
 TERMINAL_TYPES = frozenset({"run_completed", "run_failed"})
@@ -41,17 +39,6 @@ class CoreConfig:
     intervention_min_gates: int = 4
     max_recoveries: int = 3
     gap_timeout_s: float = 30.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> CoreConfig:
-        """The rules configured by ``FLEETLEDGER_*`` settings."""
-        return cls(
-            budget_ratio=settings.budget_warn_ratio,
-            intervention_rate=settings.intervention_rate,
-            intervention_min_gates=settings.intervention_min_gates,
-            max_recoveries=settings.max_recoveries,
-            gap_timeout_s=settings.gap_timeout_s,
-        )
 
     def rules_json(self) -> dict[str, Any]:
         """The event-derived rules, as they appear in a bundle (timing settings excluded)."""
@@ -91,6 +78,11 @@ class Intercept:
 
     def to_json(self) -> dict[str, Any]:
         return {"intercept_id": self.key, **asdict(self)}
+
+    @cached_property
+    def data(self) -> bytes:
+        """The published JSON value (compact UTF-8)."""
+        return orjson.dumps(self.to_json())
 
 
 # --------------------------------------------------------------------------- fold
@@ -387,7 +379,7 @@ class RunFold:
         end = datetime.fromisoformat(self.ended_at)
         return (end - start) // timedelta(milliseconds=1)
 
-    def totals_json(self) -> dict[str, Any]:
+    def totals_json(self) -> TotalsJson:
         """The totals as JSON (money as decimal strings), the same in outputs and bundles."""
         return {
             "currency": self.currency,
@@ -420,6 +412,23 @@ class RunFold:
         d["by_model"] = {k: _dec_money(v) for k, v in d["by_model"].items()}
         d["by_step"] = {k: _dec_money(v) for k, v in d["by_step"].items()}
         return cls(**d)
+
+
+class TotalsJson(TypedDict):
+    """The members of :meth:`RunFold.totals_json` (SPEC.md, "Totals")."""
+
+    currency: str | None
+    cost: str
+    unbilled: dict[str, str]
+    events: int
+    counts: dict[str, int]
+    outcomes: dict[str, int]
+    tokens: dict[str, int]
+    durations_ms: dict[str, int]
+    gates: dict[str, int]
+    recoveries: dict[str, int]
+    by_model: dict[str, dict[str, Any]]
+    by_step: dict[str, dict[str, Any]]
 
 
 def _money_fields(d: dict[str, Any]) -> dict[str, Any]:
@@ -473,8 +482,13 @@ class Entry:
             "event": self.event,
         }
 
-    def to_bytes(self) -> bytes:
+    @cached_property
+    def data(self) -> bytes:
+        """The stored and published JSON value (compact UTF-8), serialized once."""
         return orjson.dumps(self.to_json())
+
+    def to_bytes(self) -> bytes:
+        return self.data
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Entry:

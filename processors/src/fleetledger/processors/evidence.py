@@ -89,21 +89,31 @@ class Verified:
 
 
 def evidence_files(
-    bundle: dict[str, Any], key: Ed25519PrivateKey | None
+    bundle: dict[str, Any], key: Ed25519PrivateKey | None, data: bytes | None = None
 ) -> list[tuple[str, bytes]]:
     """The files of one run: ``<stem>.bundle.json`` (canonical bytes) and, with a key,
     ``<stem>.dsse.json`` (the signed bundle) and ``<stem>.intoto.json`` (a signed in-toto
-    Statement about the bundle file).  Deterministic: Ed25519 signatures are."""
+    Statement about the bundle file).  Deterministic: Ed25519 signatures are.  ``data``:
+    the bundle's canonical bytes when the caller has them already."""
     stem = file_stem(bundle["run"]["run_id"])
-    data = canonical_bytes(bundle)
+    if data is None:
+        data = canonical_bytes(bundle)
     files = [(f"{stem}.bundle.json", data)]
     if key is not None:
         env = sign_envelope(data, BUNDLE_PAYLOAD_TYPE, key)
         files.append((f"{stem}.dsse.json", envelope_bytes(env)))
-        stmt = statement(f"{stem}.bundle.json", data, bundle)
-        att = sign_envelope(canonical_bytes(stmt), INTOTO_PAYLOAD_TYPE, key)
-        files.append((f"{stem}.intoto.json", envelope_bytes(att)))
+        files.append((f"{stem}.intoto.json", envelope_bytes(attestation(bundle, key, data))))
     return files
+
+
+def attestation(
+    bundle: dict[str, Any], key: Ed25519PrivateKey, data: bytes | None = None
+) -> dict[str, Any]:
+    """The signed in-toto Statement (a DSSE envelope) about ``<stem>.bundle.json``."""
+    if data is None:
+        data = canonical_bytes(bundle)
+    stmt = statement(f"{file_stem(bundle['run']['run_id'])}.bundle.json", data, bundle)
+    return sign_envelope(canonical_bytes(stmt), INTOTO_PAYLOAD_TYPE, key)
 
 
 def make_proof(
@@ -335,8 +345,8 @@ def verify_bundle(bundle: Any, *, parsed: bool = False) -> Verified:
             )
 
     # merkle
-    want = merkle_member(hashes)
-    diff = _first_difference(bundle["merkle"], want, "merkle")
+    merkle = merkle_member(hashes)
+    diff = _first_difference(bundle["merkle"], merkle, "merkle")
     if diff:
         raise VerificationError(
             "merkle", f"found {_short(diff[1])}, expected {_short(diff[2])}", where=diff[0]
@@ -385,7 +395,7 @@ def verify_bundle(bundle: Any, *, parsed: bool = False) -> Verified:
                 f"found {_short(diff[1])}, expected {_short(diff[2])} (re-folded from the events)",
                 where=diff[0],
             )
-    return Verified("bundle", run_id, digest, len(events), want["root"])
+    return Verified("bundle", run_id, digest, len(events), merkle["root"])
 
 
 def verify_bundle_bytes(data: bytes, what: str = "bundle") -> Verified:

@@ -1,19 +1,24 @@
-"""The pipeline both runtimes drive: bytes in, outputs out, state behind two small ports.
+"""The pipeline both runtimes drive: bytes in, typed outputs out, state behind ports.
 
-``Pipeline.handle`` takes one log message (its original bytes and source position),
-decodes it, applies every event through the core, materializes bundles of finished runs
-and returns the outputs to publish.  It holds no I/O: run state and ledger entries are
-behind the ``StateStore`` and ``EntryStore`` ports, which the Faust runtime backs with
-tables and the embedded runtime with SQLite, inside its transaction.
+``Pipeline.handle_many`` takes log messages (their original bytes and source positions),
+decodes them, applies every event through the core, materializes bundles of finished runs
+and returns typed :class:`Outputs`: ledger entries, run totals, intercepts, bundles (with
+run id, tenant and digest) and dead letters.  It holds no I/O: on the input side run state
+and ledger entries are behind the ``StateStore`` and ``EntryStore`` ports (Faust tables or
+SQLite); on the output side the runtimes hand ``Outputs`` to an ``OutputSink`` (SQLite
+tables inside the batch transaction, or Kafka topics), and read them back through an
+``OutputReader``.  Adapters serialize what the core built; none of them parses a key or a
+bundle to recover what the core already knew.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from functools import cached_property
+from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
 import orjson
 
@@ -26,6 +31,7 @@ from fleetledger.processors.core import (
     EntryLookup,
     Intercept,
     RunState,
+    TotalsJson,
     apply,
     check_gap,
 )
@@ -50,17 +56,47 @@ class EntryStore(Protocol):
     def put(self, run_id: str, seq: int, value: bytes) -> None: ...
 
 
+K = TypeVar("K", bound=Hashable)
+
+
+class Staged(Generic[K]):
+    """Writes held back until a runtime makes them durable; reads see them first.
+
+    Both runtimes back their state ports with one: the embedded runtime flushes it into
+    the batch's SQLite transaction, the Faust runtime into its tables and changelogs once
+    the outputs it covers are published (a crash in between reprocesses the input instead
+    of skipping it as a duplicate).
+    """
+
+    def __init__(self, read: Callable[[K], bytes | None]) -> None:
+        self._read = read
+        self._writes: dict[K, bytes] = {}
+
+    def get(self, key: K) -> bytes | None:
+        staged = self._writes.get(key)
+        return staged if staged is not None else self._read(key)
+
+    def put(self, key: K, value: bytes) -> None:
+        self._writes[key] = value
+
+    def __iter__(self) -> Iterator[K]:
+        """The keys written since the last :meth:`take` or :meth:`discard`."""
+        return iter(list(self._writes))
+
+    def take(self) -> dict[K, bytes]:
+        """The staged writes (now no longer staged)."""
+        writes, self._writes = self._writes, {}
+        return writes
+
+    def discard(self) -> None:
+        self._writes.clear()
+
+
 @dataclass(frozen=True)
 class SourcePosition:
     topic: str
     partition: int
     offset: int
-
-
-@dataclass(frozen=True)
-class Record:
-    key: str
-    value: bytes
 
 
 @dataclass(frozen=True)
@@ -77,12 +113,79 @@ class DeadLetter:
         return f"{p.topic}:{p.partition}:{p.offset}"
 
 
+class TotalsDoc(TotalsJson):
+    """The totals of one run as published (SPEC.md, "Totals"); money as decimal strings."""
+
+    run_id: str
+    tenant: str
+    agent_id: str
+    status: str
+    through_seq: int
+    started_at: str | None
+    ended_at: str | None
+    duration_ms: int | None
+    budget: dict[str, str] | None
+
+
+class InterceptDoc(TypedDict):
+    """An intercept as published (SPEC.md, "Intercepts")."""
+
+    intercept_id: str
+    run_id: str
+    kind: str
+    severity: str
+    seq: int
+    reason: str
+    ts: str
+    tenant: str
+    agent_id: str
+
+
+class EntryDoc(TypedDict):
+    """A chained ledger entry as published (SPEC.md, "Ledger entries")."""
+
+    run_id: str
+    seq: int
+    event_hash: str
+    prev_hash: str
+    entry_hash: str
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunTotals:
+    """The latest totals of one run: an idempotent upsert keyed by run id."""
+
+    run_id: str
+    doc: TotalsDoc
+
+    @cached_property
+    def data(self) -> bytes:
+        return dumps(self.doc)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A materialized run bundle: its canonical RFC 8785 bytes and what adapters key it by."""
+
+    run_id: str
+    tenant: str
+    started_at: str | None
+    digest: str
+    document: dict[str, Any]
+
+    @cached_property
+    def data(self) -> bytes:
+        """The canonical bytes: what is stored, published, archived and verified."""
+        return canonical_bytes(self.document)
+
+
 @dataclass
 class Outputs:
-    entries: list[Record] = field(default_factory=list)
-    totals: list[Record] = field(default_factory=list)
-    intercepts: list[Record] = field(default_factory=list)
-    bundles: list[Record] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
+    totals: list[RunTotals] = field(default_factory=list)
+    intercepts: list[Intercept] = field(default_factory=list)
+    bundles: list[Bundle] = field(default_factory=list)
     deadletters: list[DeadLetter] = field(default_factory=list)
     #: (run_id, entries) of runs sealed in this call: once the state that seals them is
     #: durable, a runtime may drop their entries 0..entries-1 from its entry store.
@@ -106,9 +209,46 @@ def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)
 
 
-def totals_record(state: RunState) -> Record:
+class OutputSink(Protocol):
+    """Where a runtime puts a batch's outputs (idempotent upserts keyed by run and seq)."""
+
+    def write(self, outputs: Outputs) -> None: ...
+
+
+@dataclass(frozen=True)
+class StoredBundle:
+    """A bundle as an output store holds it: its run, digest and canonical bytes."""
+
+    run_id: str
+    digest: str
+    data: bytes
+
+
+class OutputReader(Protocol):
+    """The outputs of a backend, read back (the embedded store or the Kafka topics)."""
+
+    def totals(self) -> list[TotalsDoc]: ...
+
+    def intercepts(self) -> list[InterceptDoc]: ...
+
+    def bundle(self, run_id: str) -> StoredBundle | None: ...
+
+    def bundles(self) -> Iterator[StoredBundle]: ...
+
+    def ledger(self, run_id: str) -> list[EntryDoc]: ...
+
+    def deadletters(self) -> list[DeadLetter]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> OutputReader: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def run_totals(state: RunState) -> RunTotals:
     fold = state.fold
-    value = {
+    value: TotalsDoc = {
         "run_id": state.run_id,
         "tenant": fold.tenant,
         "agent_id": fold.agent_id,
@@ -120,11 +260,7 @@ def totals_record(state: RunState) -> Record:
         "budget": fold.budget,
         **fold.totals_json(),
     }
-    return Record(state.run_id, dumps(value))
-
-
-def intercept_record(i: Intercept) -> Record:
-    return Record(i.key, dumps(i.to_json()))
+    return RunTotals(state.run_id, value)
 
 
 class Pipeline:
@@ -219,17 +355,15 @@ class Pipeline:
         out.deadletters.append(DeadLetter(value, position, error))
         first = objs[0]
         out.intercepts.append(
-            intercept_record(
-                Intercept(
-                    run_id=first["run_id"],
-                    kind="processing_error",
-                    severity="critical",
-                    seq=first["seq"],
-                    reason=error,
-                    ts=first["ts"],
-                    tenant=first.get("tenant", ""),
-                    agent_id=first.get("agent_id", ""),
-                )
+            Intercept(
+                run_id=first["run_id"],
+                kind="processing_error",
+                severity="critical",
+                seq=first["seq"],
+                reason=error,
+                ts=first["ts"],
+                tenant=first.get("tenant", ""),
+                agent_id=first.get("agent_id", ""),
             )
         )
 
@@ -257,12 +391,12 @@ class Pipeline:
         message is left behind.
         """
         work: dict[str, RunState] = {}
-        new_entries: dict[tuple[str, int], tuple[Entry, bytes]] = {}
+        new_entries: dict[tuple[str, int], Entry] = {}
         local = Outputs(events=len(objs))
 
         def lookup(run_id: str, seq: int) -> Entry | None:
             staged = new_entries.get((run_id, seq))
-            return staged[0] if staged is not None else self._lookup(run_id, seq)
+            return staged if staged is not None else self._lookup(run_id, seq)
 
         for obj, h in zip(objs, hashes, strict=True):
             run_id = obj["run_id"]
@@ -276,14 +410,13 @@ class Pipeline:
             if result.duplicate:
                 local.duplicates += 1
             for entry in result.entries:
-                raw = entry.to_bytes()
-                new_entries[(entry.run_id, entry.seq)] = (entry, raw)
-                local.entries.append(Record(entry.key, raw))
-            local.intercepts += [intercept_record(i) for i in result.intercepts]
+                new_entries[(entry.run_id, entry.seq)] = entry
+                local.entries.append(entry)
+            local.intercepts += result.intercepts
             if result.materialize:
                 local.bundles.append(self._materialize(state, local, lookup))
-        for (run_id, seq), (_entry, raw) in new_entries.items():
-            self._entries.put(run_id, seq, raw)
+        for (run_id, seq), entry in new_entries.items():
+            self._entries.put(run_id, seq, entry.data)
         states.update(work)
         out.extend(local)
 
@@ -294,9 +427,9 @@ class Pipeline:
             else:
                 self._gapped.discard(run_id)
             self._states.put(run_id, state.to_bytes())
-            out.totals.append(totals_record(state))
+            out.totals.append(run_totals(state))
 
-    def _materialize(self, state: RunState, out: Outputs, lookup: EntryLookup) -> Record:
+    def _materialize(self, state: RunState, out: Outputs, lookup: EntryLookup) -> Bundle:
         assert state.terminal_seq is not None
         entries = []
         for seq in range(state.terminal_seq + 1):
@@ -311,9 +444,14 @@ class Pipeline:
         if self._seal_finished:
             state.seal([e.event_hash for e in entries])
             out.sealed.append((state.run_id, len(entries)))
-        # The canonical bytes (RFC 8785) are what is published and stored: a bundle read
-        # off the bundles topic or the embedded store verifies as it is.
-        return Record(state.run_id, canonical_bytes(bundle))
+        run = bundle["run"]
+        return Bundle(
+            run_id=state.run_id,
+            tenant=run["tenant"],
+            started_at=run.get("started_at"),
+            digest=bundle["integrity"]["digest"],
+            document=bundle,
+        )
 
     def watch_gaps(self, run_ids: Iterable[str]) -> None:
         """Runs whose stored state has an open gap (found by a runtime on start or after a
@@ -341,7 +479,7 @@ class Pipeline:
                 continue
             if intercept is not None:
                 self._states.put(run_id, state.to_bytes())
-                out.intercepts.append(intercept_record(intercept))
+                out.intercepts.append(intercept)
             if not state.pending:
                 self._gapped.discard(run_id)
         return out

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from fleetledger.processors.pipeline import InterceptDoc, TotalsDoc
 from fleetledger.schemas import money_str
 
 
@@ -51,7 +52,7 @@ class CostReport:
         }
 
 
-def cost_report(totals: Iterable[dict[str, Any]]) -> CostReport:
+def cost_report(totals: Iterable[TotalsDoc]) -> CostReport:
     """Sum per-run totals by agent and by model (in each run's currency)."""
     report = CostReport()
     for t in totals:
@@ -73,6 +74,6 @@ def cost_report(totals: Iterable[dict[str, Any]]) -> CostReport:
     return report
 
 
-def intercepts_by_recency(intercepts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def intercepts_by_recency(intercepts: Iterable[InterceptDoc]) -> list[InterceptDoc]:
     """Newest first (event time, then run and seq for a stable order)."""
     return sorted(intercepts, key=lambda i: (i["ts"], i["run_id"], i["seq"]), reverse=True)

@@ -35,7 +35,7 @@ from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from fleetledger.kernel.errors import ConfigError
 from fleetledger.producers.pricing import ModelPrice, PriceTable, load_price_table
@@ -65,8 +65,17 @@ __all__ = ["SHAPES", "SIM_EPOCH", "SimulationSummary", "VirtualClock", "simulate
 #: Where virtual time starts unless told otherwise.
 SIM_EPOCH = datetime(2026, 11, 1, tzinfo=UTC)
 
+
+class Shape(TypedDict):
+    """The traffic-shape keywords of :func:`simulate`."""
+
+    scale: float
+    pace: float
+    arrival_s: float
+
+
 #: Presets for ``simulate(recorder, runs=..., seed=..., **SHAPES[name])``.
-SHAPES: dict[str, dict[str, float]] = {
+SHAPES: dict[str, Shape] = {
     "default": {"scale": 1.0, "pace": 1.0, "arrival_s": 20.0},
     # few runs, each doing a lot of work close together (hundreds of events per run)
     "few_busy": {"scale": 25.0, "pace": 0.05, "arrival_s": 1.0},

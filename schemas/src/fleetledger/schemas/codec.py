@@ -73,6 +73,10 @@ def _envelope_fields(kind: Kind, raw: dict[str, Any]) -> frozenset[str]:
     return frozenset(f["name"] for f in record["fields"])
 
 
+#: What the decoders accept: any bytes-like buffer of a whole message.
+Bytes = bytes | bytearray | memoryview
+
+
 class Codec:
     """Encoder/decoder of TraceEvent and EventBatch messages.
 
@@ -149,7 +153,7 @@ class Codec:
                 f"found schema version {version!r} for {kind}, expected one of {self.versions}"
             ) from None
 
-    def writer_of(self, data: bytes) -> WriterSchema:
+    def writer_of(self, data: Bytes) -> WriterSchema:
         """Check the single-object header of `data` and return its writer schema."""
         return self._header(data)
 
@@ -208,7 +212,7 @@ class Codec:
 
     # ------------------------------------------------------------------ decoding
 
-    def decode(self, data: bytes, *, reader_version: int | None = None) -> list[TraceEvent]:
+    def decode(self, data: Bytes, *, reader_version: int | None = None) -> list[TraceEvent]:
         """Events of a single-object TraceEvent or EventBatch message, validated."""
         entry, raw = self._read(data, reader_version)
         if entry.kind == "event":
@@ -226,7 +230,7 @@ class Codec:
         return out
 
     def decode_records(
-        self, data: bytes, *, reader_version: int | None = None
+        self, data: Bytes, *, reader_version: int | None = None
     ) -> list[dict[str, Any]]:
         """Event records (fastavro dicts, payload a plain dict) without model validation."""
         entry, raw = self._read(data, reader_version)
@@ -237,7 +241,7 @@ class Codec:
         return events
 
     def decode_objs(
-        self, data: bytes, *, reader_version: int | None = None
+        self, data: Bytes, *, reader_version: int | None = None
     ) -> list[dict[str, Any]]:
         """Canonical JSON objects of a message's events, validated exactly like :meth:`decode`.
 
@@ -285,7 +289,7 @@ class Codec:
             )
         return entry
 
-    def _read(self, data: bytes, reader_version: int | None) -> tuple[WriterSchema, Any]:
+    def _read(self, data: Bytes, reader_version: int | None) -> tuple[WriterSchema, Any]:
         entry = self._header(data)
         reader = self.schema(entry.kind, reader_version)
         buf = BytesIO(data)

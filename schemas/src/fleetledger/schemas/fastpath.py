@@ -46,7 +46,8 @@ def _reject(*_: Any) -> Any:
 def _scalar(base: Any, meta: list[Any]) -> Conv:
     """Check-and-convert for one scalar annotation with its constraint metadata."""
     plain: Callable[[Any], Any] | None = None
-    ge = le = None
+    ge: int | None = None
+    le: int | None = None
     min_length = 0
     flat: list[Any] = []
     for m in meta:  # Field(...) inside Annotated carries its constraints as metadata
@@ -55,9 +56,9 @@ def _scalar(base: Any, meta: list[Any]) -> Conv:
         if isinstance(m, PlainValidator):
             plain = m.func  # type: ignore[assignment]
         elif isinstance(m, Ge):
-            ge = m.ge
+            ge = int(m.ge)  # type: ignore[call-overload]
         elif isinstance(m, Le):
-            le = m.le
+            le = int(m.le)  # type: ignore[call-overload]
         elif isinstance(m, StringConstraints) and m.min_length:
             min_length = m.min_length
     if plain is not None:
@@ -274,6 +275,6 @@ def record_to_json_obj(rec: Mapping[str, Any]) -> dict[str, Any]:
     if chosen is None or payload is None:
         raise Rejected
     envelope = {k: v for k, v in rec.items() if k != "payload"}
-    obj = _ENVELOPE(envelope)
+    obj: dict[str, Any] = _ENVELOPE(envelope)
     obj["payload"] = chosen[0](payload)
     return obj

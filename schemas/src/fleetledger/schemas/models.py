@@ -77,6 +77,7 @@ __all__ = [
     "WorkflowStep",
     "money_str",
     "ts_str",
+    "validation_error",
 ]
 
 AVRO_NAMESPACE = "fleetledger"
@@ -569,11 +570,18 @@ def _expected(err: Mapping[str, Any]) -> str:
     return msg[:1].lower() + msg[1:]
 
 
-def _wrap(
-    exc: ValidationError, what: str, prefix: tuple[int | str, ...] = ()
+def validation_error(
+    exc: ValidationError,
+    what: str,
+    prefix: tuple[int | str, ...] = (),
+    *,
+    limit: int | None = None,
 ) -> EventValidationError:
+    """A pydantic failure as one :class:`EventValidationError`: ``<field>: found <value>,
+    expected <what the contract wants>`` per error (the first ``limit`` of them)."""
     parts = []
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for err in errors if limit is None else errors[:limit]:
         loc = prefix + tuple(err["loc"])
         ctx = err.get("ctx") or {}
         if not err["loc"] and "field" in ctx:  # model-level check about one field
@@ -585,7 +593,8 @@ def _wrap(
         else:
             found = _fmt_value(err["input"])
         parts.append(f"{_fmt_loc(loc) or '<root>'}: found {found}, expected {_expected(err)}")
-    return EventValidationError(f"invalid {what}: " + "; ".join(parts))
+    more = f" (+{len(errors) - limit} more)" if limit is not None and len(errors) > limit else ""
+    return EventValidationError(f"invalid {what}: " + "; ".join(parts) + more)
 
 
 # ------------------------------------------------------------------------ envelope
@@ -682,12 +691,12 @@ def _parse_event(data: Any, prefix: tuple[int | str, ...]) -> TraceEvent:
             try:
                 payload = payload_cls.model_validate(payload)
             except ValidationError as exc:
-                raise _wrap(exc, "TraceEvent", (*prefix, "payload")) from exc
+                raise validation_error(exc, "TraceEvent", (*prefix, "payload")) from exc
             data = {**data, "payload": payload}
     try:
         return TraceEvent.model_validate(data)
     except ValidationError as exc:
-        raise _wrap(exc, "TraceEvent", prefix) from exc
+        raise validation_error(exc, "TraceEvent", prefix) from exc
 
 
 # ------------------------------------------------------------- fast dict builders

@@ -8,19 +8,31 @@ duplicates anything: the batch is simply processed again.
 
 from __future__ import annotations
 
-import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from fleetledger.kernel.errors import StoreError
 from fleetledger.kernel.sqlitelog import SqliteLog, connect
 from fleetledger.processors.archive import ArchiveSink
 from fleetledger.processors.core import CLOSED_GAP_MARK, CoreConfig
-from fleetledger.processors.pipeline import Outputs, Pipeline, SourcePosition
+from fleetledger.processors.pipeline import (
+    DeadLetter,
+    EntryDoc,
+    InterceptDoc,
+    Outputs,
+    Pipeline,
+    SourcePosition,
+    Staged,
+    StoredBundle,
+    TotalsDoc,
+)
 from fleetledger.schemas.codec import Codec
 
 LOG_TOPIC = "event_log"
@@ -55,68 +67,52 @@ def open_store(path: Path, *, create: bool = True) -> sqlite3.Connection:
     return conn
 
 
-class _SqliteTable:
-    """A port over one SQLite table whose writes are staged and flushed once per batch.
+class _SqliteStates:
+    """``StateStore`` over the ``run_state`` table; writes flushed once per batch."""
 
-    Reads see staged writes; ``flush`` writes them with one ``executemany`` inside the
-    batch's transaction (so they commit, or roll back, with the consumer offset).
-    """
-
-    def __init__(self, conn: sqlite3.Connection, select: str, upsert: str) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self._select = select
-        self._upsert = upsert
-        self._staged: dict[tuple[Any, ...], bytes] = {}
+        self.staged: Staged[str] = Staged(self._read)
 
-    def _get(self, key: tuple[Any, ...]) -> bytes | None:
-        staged = self._staged.get(key)
-        if staged is not None:
-            return staged
-        row = self._conn.execute(self._select, key).fetchone()
+    def _read(self, run_id: str) -> bytes | None:
+        row = self._conn.execute(
+            "SELECT value FROM run_state WHERE run_id = ?", (run_id,)
+        ).fetchone()
         return None if row is None else bytes(row[0])
 
-    def _put(self, key: tuple[Any, ...], value: bytes) -> None:
-        self._staged[key] = value
-
-    def flush(self) -> None:
-        if self._staged:
-            self._conn.executemany(self._upsert, [(*k, v) for k, v in self._staged.items()])
-            self._staged.clear()
-
-    def discard(self) -> None:
-        self._staged.clear()
-
-
-class _SqliteStates(_SqliteTable):
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        super().__init__(
-            conn,
-            "SELECT value FROM run_state WHERE run_id = ?",
-            "INSERT INTO run_state(run_id, value) VALUES (?, ?) "
-            "ON CONFLICT(run_id) DO UPDATE SET value = excluded.value",
-        )
-
     def get(self, run_id: str) -> bytes | None:
-        return self._get((run_id,))
+        return self.staged.get(run_id)
 
     def put(self, run_id: str, value: bytes) -> None:
-        self._put((run_id,), value)
+        self.staged.put(run_id, value)
 
-
-class _SqliteEntries(_SqliteTable):
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        super().__init__(
-            conn,
-            "SELECT value FROM ledger WHERE run_id = ? AND seq = ?",
-            "INSERT INTO ledger(run_id, seq, value) VALUES (?, ?, ?) "
-            "ON CONFLICT(run_id, seq) DO UPDATE SET value = excluded.value",
+    def flush(self) -> None:
+        """Write the staged states inside the batch's transaction."""
+        self._conn.executemany(
+            "INSERT INTO run_state(run_id, value) VALUES (?, ?) "
+            "ON CONFLICT(run_id) DO UPDATE SET value = excluded.value",
+            self.staged.take().items(),
         )
 
+
+class _SqliteEntries:
+    """``EntryStore`` over the ``ledger`` table (which :class:`EmbeddedSink` writes)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.staged: Staged[tuple[str, int]] = Staged(self._read)
+
+    def _read(self, key: tuple[str, int]) -> bytes | None:
+        row = self._conn.execute(
+            "SELECT value FROM ledger WHERE run_id = ? AND seq = ?", key
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
     def get(self, run_id: str, seq: int) -> bytes | None:
-        return self._get((run_id, seq))
+        return self.staged.get((run_id, seq))
 
     def put(self, run_id: str, seq: int, value: bytes) -> None:
-        self._put((run_id, seq), value)
+        self.staged.put((run_id, seq), value)
 
 
 @dataclass
@@ -127,6 +123,10 @@ class ProcessStats:
     bundles: int = 0
     intercepts: int = 0
     deadletters: int = 0
+
+    def add(self, other: ProcessStats) -> None:
+        for name in vars(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 def _within(
@@ -140,11 +140,6 @@ def _within(
         if total > budget and i > 0:
             return rows[:i]
     return rows
-
-
-def _add(total: ProcessStats, stats: ProcessStats) -> None:
-    for name in vars(total):
-        setattr(total, name, getattr(total, name) + getattr(stats, name))
 
 
 class EmbeddedRuntime:
@@ -162,7 +157,6 @@ class EmbeddedRuntime:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         archive: ArchiveSink | None = None,
     ) -> None:
-        self._archive = archive
         self._conn = open_store(path)
         self._log = SqliteLog(self._conn)
         self._consumer = consumer
@@ -172,6 +166,7 @@ class EmbeddedRuntime:
         self._states = _SqliteStates(self._conn)
         self._entries = _SqliteEntries(self._conn)
         self._pipeline = Pipeline(codec, config, self._states, self._entries)
+        self._sink = EmbeddedSink(self._conn, archive)
         # Open gaps are part of the stored run state: a restarted runtime finds them
         # there and keeps timing them (the stale-gap check uses the stored gap start).
         self._pipeline.watch_gaps(self.open_gap_runs())
@@ -220,7 +215,8 @@ class EmbeddedRuntime:
                 stats.messages += len(rows)
                 self._write(self._pipeline.tick(now), stats)
                 self._states.flush()
-                self._entries.flush()
+                # The sink wrote the ledger entries; the staged copies only served reads.
+                self._entries.staged.discard()
                 self._conn.execute(
                     'INSERT INTO consumer_offsets(consumer, "offset") VALUES (?, ?) '
                     'ON CONFLICT(consumer) DO UPDATE SET "offset" = excluded."offset"',
@@ -228,8 +224,8 @@ class EmbeddedRuntime:
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._states.discard()
-                self._entries.discard()
+                self._states.staged.discard()
+                self._entries.staged.discard()
                 self._conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
@@ -249,7 +245,7 @@ class EmbeddedRuntime:
                 self._states.flush()
                 self._conn.execute("COMMIT")
             except BaseException:
-                self._states.discard()
+                self._states.staged.discard()
                 self._conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
@@ -263,44 +259,37 @@ class EmbeddedRuntime:
         times out even while nothing arrives); ``progress`` is called after every batch."""
         total = ProcessStats()
         while (stats := self.process_batch()) is not None:
-            _add(total, stats)
+            total.add(stats)
             if progress is not None:
                 progress(stats)
-        _add(total, self.tick())
+        total.add(self.tick())
         return total
 
+    def run(
+        self,
+        *,
+        once: bool = False,
+        poll_s: float = 0.5,
+        report: Callable[[ProcessStats], None] | None = None,
+    ) -> ProcessStats:
+        """Process the log as it grows: drain it, then poll every ``poll_s`` seconds.
+
+        With ``once``, drain and return.  ``report`` gets what each drain processed (only
+        drains that processed something).  Returns the sum when it returns.
+        """
+        total = ProcessStats()
+        while True:
+            stats = self.process_available()
+            if stats.messages:
+                total.add(stats)
+                if report is not None:
+                    report(stats)
+            if once:
+                return total
+            time.sleep(poll_s)
+
     def _write(self, out: Outputs, stats: ProcessStats) -> None:
-        # Ledger entries are already in the ledger table: the pipeline's entry store.
-        c = self._conn
-        c.executemany(
-            "INSERT INTO totals(run_id, value) VALUES (?, ?) "
-            "ON CONFLICT(run_id) DO UPDATE SET value = excluded.value",
-            [(r.key, r.value) for r in out.totals],
-        )
-        c.executemany(
-            "INSERT INTO intercepts(key, run_id, value) VALUES (?, ?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [(r.key, r.key.rsplit(":", 2)[0], r.value) for r in out.intercepts],
-        )
-        for r in out.bundles:
-            if self._archive is not None:
-                # before the commit: a crash re-archives the same bytes (write-once, idempotent)
-                self._archive.write(r.value)
-            digest = json.loads(r.value)["integrity"]["digest"]
-            c.execute(
-                "INSERT INTO bundles(run_id, digest, value) VALUES (?, ?, ?) "
-                "ON CONFLICT(run_id) DO UPDATE SET "
-                "digest = excluded.digest, value = excluded.value",
-                (r.key, digest, r.value),
-            )
-        c.executemany(
-            'INSERT INTO deadletter(key, topic, partition, "offset", error, value) '
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
-            [
-                (d.key, d.position.topic, d.position.partition, d.position.offset, d.error, d.value)
-                for d in out.deadletters
-            ],
-        )
+        self._sink.write(out)
         stats.events += out.events
         stats.duplicates += out.duplicates
         stats.bundles += len(out.bundles)
@@ -308,10 +297,59 @@ class EmbeddedRuntime:
         stats.deadletters += len(out.deadletters)
 
 
+class EmbeddedSink:
+    """``OutputSink`` over the embedded store's output tables, inside the caller's transaction.
+
+    The ledger table is also the pipeline's entry store (read through it).  Bundles are
+    archived (write-once, idempotent) before the transaction commits, so a crash
+    re-archives the same bytes.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, archive: ArchiveSink | None = None) -> None:
+        self._conn = conn
+        self._archive = archive
+
+    def write(self, outputs: Outputs) -> None:
+        c = self._conn
+        c.executemany(
+            "INSERT INTO ledger(run_id, seq, value) VALUES (?, ?, ?) "
+            "ON CONFLICT(run_id, seq) DO UPDATE SET value = excluded.value",
+            [(e.run_id, e.seq, e.data) for e in outputs.entries],
+        )
+        c.executemany(
+            "INSERT INTO totals(run_id, value) VALUES (?, ?) "
+            "ON CONFLICT(run_id) DO UPDATE SET value = excluded.value",
+            [(t.run_id, t.data) for t in outputs.totals],
+        )
+        c.executemany(
+            "INSERT INTO intercepts(key, run_id, value) VALUES (?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(i.key, i.run_id, i.data) for i in outputs.intercepts],
+        )
+        for b in outputs.bundles:
+            if self._archive is not None:
+                self._archive.write(b)
+        c.executemany(
+            "INSERT INTO bundles(run_id, digest, value) VALUES (?, ?, ?) "
+            "ON CONFLICT(run_id) DO UPDATE SET "
+            "digest = excluded.digest, value = excluded.value",
+            [(b.run_id, b.digest, b.data) for b in outputs.bundles],
+        )
+        c.executemany(
+            'INSERT INTO deadletter(key, topic, partition, "offset", error, value) '
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+            [
+                (d.key, d.position.topic, d.position.partition, d.position.offset, d.error, d.value)
+                for d in outputs.deadletters
+            ],
+        )
+
+
 class EmbeddedReader:
     """Read the embedded store's outputs (for the CLI and tests)."""
 
     def __init__(self, path: Path) -> None:
+        self._path = path
         self._conn = open_store(path, create=False)
 
     def close(self) -> None:
@@ -323,9 +361,9 @@ class EmbeddedReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _values(self, sql: str, *args: Any) -> Iterator[dict[str, Any]]:
+    def _values(self, sql: str, *args: Any) -> Iterator[Any]:
         for (value,) in self._conn.execute(sql, args):
-            yield json.loads(value)
+            yield orjson.loads(value)
 
     def committed_offset(self, consumer: str = "processor") -> int:
         """The last log offset the runtime ``consumer`` has committed (0: none yet)."""
@@ -334,33 +372,32 @@ class EmbeddedReader:
         ).fetchone()
         return 0 if row is None else int(row[0])
 
-    def totals(self) -> list[dict[str, Any]]:
+    def totals(self) -> list[TotalsDoc]:
         return list(self._values("SELECT value FROM totals ORDER BY run_id"))
 
-    def intercepts(self) -> list[dict[str, Any]]:
+    def intercepts(self) -> list[InterceptDoc]:
         return list(self._values("SELECT value FROM intercepts ORDER BY key"))
 
-    def bundle_bytes(self, run_id: str) -> bytes | None:
-        row = self._conn.execute("SELECT value FROM bundles WHERE run_id = ?", (run_id,)).fetchone()
-        return None if row is None else bytes(row[0])
+    def bundle(self, run_id: str) -> StoredBundle | None:
+        row = self._conn.execute(
+            "SELECT digest, value FROM bundles WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return None if row is None else StoredBundle(run_id, row[0], bytes(row[1]))
 
-    def bundles(self) -> Iterator[tuple[str, bytes]]:
-        for run_id, value in self._conn.execute(
-            "SELECT run_id, value FROM bundles ORDER BY run_id"
+    def bundles(self) -> Iterator[StoredBundle]:
+        for run_id, digest, value in self._conn.execute(
+            "SELECT run_id, digest, value FROM bundles ORDER BY run_id"
         ):
-            yield run_id, bytes(value)
+            yield StoredBundle(run_id, digest, bytes(value))
 
-    def digests(self) -> dict[str, str]:
-        return dict(self._conn.execute("SELECT run_id, digest FROM bundles ORDER BY run_id"))
-
-    def ledger(self, run_id: str) -> list[dict[str, Any]]:
+    def ledger(self, run_id: str) -> list[EntryDoc]:
         return list(self._values("SELECT value FROM ledger WHERE run_id = ? ORDER BY seq", run_id))
 
-    def deadletters(self) -> list[dict[str, Any]]:
+    def deadletters(self) -> list[DeadLetter]:
         rows = self._conn.execute(
-            'SELECT key, topic, partition, "offset", error, value FROM deadletter ORDER BY key'
+            'SELECT topic, partition, "offset", error, value FROM deadletter ORDER BY key'
         )
-        return [
-            {"key": k, "topic": t, "partition": p, "offset": o, "error": e, "value": bytes(v)}
-            for k, t, p, o, e, v in rows
-        ]
+        return [DeadLetter(bytes(v), SourcePosition(t, p, o), e) for t, p, o, e, v in rows]
+
+    def __repr__(self) -> str:
+        return f"the embedded store {str(self._path)!r}"

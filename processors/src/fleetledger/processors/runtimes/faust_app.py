@@ -19,25 +19,24 @@ before every commit), so a crash at any point makes a message be processed again
 pipeline's state (dedupe by run and sequence) plus keyed, idempotent outputs make that
 harmless.  No Kafka transactions and no idempotent producer are required.
 
-``run_worker(settings)`` runs it until SIGTERM/SIGINT.  For tests and operators without
-the CLI: ``python -m fleetledger.processors.runtimes.faust_app --broker kafka://host:9092``.
+``run_worker(settings)`` runs it until SIGTERM/SIGINT; ``fleetledger worker`` is its
+command line.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import hashlib
 import json
 import logging
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
 
 import faust
 from aiokafka import AIOKafkaConsumer
@@ -47,8 +46,11 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 from mode import CrashingSupervisor
 
-from fleetledger.kernel.config import Settings, load_settings
-from fleetledger.kernel.errors import ConfigError, FleetLedgerError, ProcessorError, StoreError
+from fleetledger.kernel.config import Settings
+from fleetledger.kernel.errors import ConfigError, ProcessorError, StoreError
+from fleetledger.processors.core import entry_key, has_open_gap
+from fleetledger.processors.pipeline import K, Staged
+from fleetledger.processors.runtimes.faust_private import commit_offsets, table_store
 from fleetledger.processors.runtimes.kafka_io import (
     KafkaSink,
     TopicSet,
@@ -87,12 +89,12 @@ AGENT_NAME = "fleetledger.process"
 
 def default_pipeline_factory(settings: Settings) -> PipelineFactory:
     """Build pipelines with the current codec and the intercept rules of ``settings``."""
-    from fleetledger.processors.core import CoreConfig
     from fleetledger.processors.pipeline import Pipeline
+    from fleetledger.processors.runtimes.backend import core_config
     from fleetledger.schemas.codec import Codec
 
     codec = Codec()
-    config = CoreConfig.from_settings(settings)
+    config = core_config(settings)
 
     def factory(states: StateStore, entries: EntryStore) -> Pipeline:
         # The entries table lives in memory: seal finished runs so their entries can go.
@@ -104,15 +106,7 @@ def default_pipeline_factory(settings: Settings) -> PipelineFactory:
 # --------------------------------------------------------------------------- state ports
 
 
-def _state_key(run_id: str) -> bytes:
-    return run_id.encode()
-
-
-def _entry_key(run_id: str, seq: int) -> bytes:
-    return f"{run_id}:{seq:012d}".encode()
-
-
-#: A table value of this prefix stands for a value stored in chunks (see _StagedTable).
+#: A table value of this prefix stands for a value stored in chunks (see _TableStore).
 CHUNKED_PREFIX = b"\x00fleetledger-chunked:"
 #: Chunk keys are the value's key + this + the chunk index.
 CHUNK_KEY_MARK = b"\x00chunk:"
@@ -127,58 +121,83 @@ def is_chunk_key(key: bytes) -> bool:
     return CHUNK_KEY_MARK in key
 
 
-class _StagedTable:
-    """Reads through staged writes to a Faust table; writes are staged until :meth:`flush`.
-
-    Staging keeps a message's new state out of the table (and its changelog) until the
-    message's outputs are published: a crash in between then reprocesses the message
-    instead of skipping it as a duplicate.
+class _TableStore(Generic[K]):
+    """A pipeline port over a Faust table: reads through staged writes, which reach the
+    table and its changelog only in :meth:`flush`, after the outputs they cover are
+    published (a crash in between then reprocesses the input instead of skipping it).
 
     A value larger than ``chunk_bytes`` (a ledger entry of a huge event, a run state
-    holding many events behind a gap) is stored as chunks under their own keys, followed
-    by a small pointer under the value's key naming their count, size and sha256: every
-    changelog record then fits a Kafka record, and a reader of the table (recovery
-    included, which sees the chunks before their pointer) gets the whole value back.
+    holding many events behind a gap) is stored as chunks under keys of their own,
+    followed by a small pointer under the value's key naming their count, size and
+    sha256: every changelog record then fits a Kafka record, and a reader of the table
+    (recovery included, which sees the chunks before their pointer) gets the whole value.
     """
 
-    def __init__(self, table: Any, chunk_bytes: int) -> None:
+    def __init__(
+        self,
+        table: Any,
+        encode: Callable[[K], bytes],
+        run_of: Callable[[K], str],
+        chunk_bytes: int,
+    ) -> None:
         self._table = table
+        self._encode = encode
+        self._run_of = run_of
         self._chunk_bytes = chunk_bytes
-        self._staged: dict[bytes, tuple[str, bytes]] = {}
+        self.staged: Staged[K] = Staged(self._read)
 
-    def get(self, key: bytes) -> bytes | None:
-        staged = self._staged.get(key)
-        if staged is not None:
-            return staged[1]
-        value = self._table.data.get(key)
+    def _read(self, key: K) -> bytes | None:
+        return self._read_raw(self._encode(key))
+
+    def _read_raw(self, raw: bytes) -> bytes | None:
+        value = table_store(self._table).get(raw)
         if value is None:
             return None
         value = bytes(value)
-        return self._join(key, value) if value.startswith(CHUNKED_PREFIX) else value
+        return self._join(raw, value) if value.startswith(CHUNKED_PREFIX) else value
 
-    def _join(self, key: bytes, pointer: bytes) -> bytes:
+    def _join(self, raw: bytes, pointer: bytes) -> bytes:
+        store = table_store(self._table)
         meta = json.loads(pointer[len(CHUNKED_PREFIX) :])
-        parts = [self._table.data.get(_chunk_key(key, i)) for i in range(meta["chunks"])]
+        parts = [store.get(_chunk_key(raw, i)) for i in range(int(meta["chunks"]))]
         value = b"".join(bytes(p) for p in parts if p is not None)
         if len(value) != meta["size"] or hashlib.sha256(value).hexdigest() != meta["sha256"]:
             raise StoreError(
-                f"table value {key!r}: found {sum(p is not None for p in parts)} of "
+                f"table value {raw!r}: found {sum(p is not None for p in parts)} of "
                 f"{meta['chunks']} chunks ({len(value)} bytes), expected {meta['size']} "
                 "bytes with the sha256 of its pointer"
             )
         return value
 
-    def _chunks_of(self, key: bytes) -> int:
-        value = self._table.data.get(key)
+    def _chunks_of(self, raw: bytes) -> int:
+        value = table_store(self._table).get(raw)
         if value is None or not bytes(value).startswith(CHUNKED_PREFIX):
             return 0
         return int(json.loads(bytes(value)[len(CHUNKED_PREFIX) :])["chunks"])
 
-    def put(self, key: bytes, run_id: str, value: bytes) -> None:
-        self._staged[key] = (run_id, value)
+    def _records(self, raw: bytes, value: bytes) -> list[tuple[bytes, bytes | None]]:
+        """The changelog records that store ``value`` under ``raw``, chunked if large,
+        with tombstones for chunks of a larger previous value."""
+        before = self._chunks_of(raw)
+        records: list[tuple[bytes, bytes | None]] = []
+        if len(value) > self._chunk_bytes:
+            size = self._chunk_bytes
+            chunks = [value[i : i + size] for i in range(0, len(value), size)]
+            records += [(_chunk_key(raw, i), c) for i, c in enumerate(chunks)]
+            meta = {
+                "chunks": len(chunks),
+                "size": len(value),
+                "sha256": hashlib.sha256(value).hexdigest(),
+            }
+            records.append((raw, CHUNKED_PREFIX + json.dumps(meta).encode()))
+        else:
+            records.append((raw, value))
+        after = len(records) - 1
+        records += [(_chunk_key(raw, i), None) for i in range(after, before)]
+        return records
 
     def staged_runs(self) -> set[str]:
-        return {run_id for run_id, _ in self._staged.values()}
+        return {self._run_of(k) for k in self.staged}
 
     async def flush(
         self, partition_of: Callable[[str], int], sink: KafkaSink
@@ -189,93 +208,77 @@ class _StagedTable:
         record, resolved when the broker acknowledged it) rather than Faust's one-by-one
         producer buffer; recovery reads them like any changelog record.
         """
-        staged, self._staged = self._staged, {}
         topic = self._table.changelog_topic.get_topic_name()
+        store = table_store(self._table)
         sent: list[asyncio.Future[Any]] = []
-        data = self._table.data
-        for key, (run_id, value) in staged.items():
-            partition = partition_of(run_id)
-            before = self._chunks_of(key)
-            records: list[tuple[bytes, bytes | None]] = []
-            if len(value) > self._chunk_bytes:
-                size = self._chunk_bytes
-                chunks = [value[i : i + size] for i in range(0, len(value), size)]
-                records += [(_chunk_key(key, i), c) for i, c in enumerate(chunks)]
-                meta = {
-                    "chunks": len(chunks),
-                    "size": len(value),
-                    "sha256": hashlib.sha256(value).hexdigest(),
-                }
-                records.append((key, CHUNKED_PREFIX + json.dumps(meta).encode()))
-                after = len(chunks)
-            else:
-                records.append((key, value))
-                after = 0
-            records += [(_chunk_key(key, i), None) for i in range(after, before)]
-            for k, v in records:
+        for key, value in self.staged.take().items():
+            raw = self._encode(key)
+            partition = partition_of(self._run_of(key))
+            for k, v in self._records(raw, value):
                 if v is None:
-                    data.pop(k, None)
+                    store.pop(k, None)
                 else:
-                    data[k] = v
+                    store[k] = v
                 sent.append(await sink.send_raw(topic, partition, k, v))
         return sent
 
-    def discard(self) -> None:
-        self._staged.clear()
-
-    async def drop(self, keys: Sequence[bytes], partition: int, sink: KafkaSink) -> None:
+    async def drop(self, keys: Sequence[K], partition: int, sink: KafkaSink) -> None:
         """Remove keys (and their chunks) from the table and tombstone them in its changelog."""
         topic = self._table.changelog_topic.get_topic_name()
+        store = table_store(self._table)
         for key in keys:
-            for k in [*(_chunk_key(key, i) for i in range(self._chunks_of(key))), key]:
-                self._table.data.pop(k, None)
+            raw = self._encode(key)
+            for k in [*(_chunk_key(raw, i) for i in range(self._chunks_of(raw))), raw]:
+                store.pop(k, None)
                 await sink.send_raw(topic, partition, k, None)
 
     def open_gap_runs(self, partitions: set[int], partition_of: Callable[[str], int]) -> set[str]:
-        """Runs of ``partitions`` whose state in the table has an open sequence gap."""
-        from fleetledger.processors.core import has_open_gap
-
+        """Runs of ``partitions`` whose stored state has an open sequence gap."""
         found: set[str] = set()
-        for key, value in list(self._table.data.items()):
-            if is_chunk_key(key) or not has_open_gap(bytes(value)):
+        for raw, value in list(table_store(self._table).items()):
+            if is_chunk_key(raw) or not has_open_gap(bytes(value)):
                 continue  # a chunk pointer lacks the mark too: resolved below
-            run_id = key.decode("utf-8", "replace")
+            run_id = raw.decode("utf-8", "replace")
             if partition_of(run_id) not in partitions:
                 continue
             try:
-                raw = self.get(key)
+                full = self._read_raw(raw)
             except StoreError as exc:  # a broken value: its run's next message reports it
                 log.error("cannot read the state of run %r: %s", run_id, exc)
                 continue
-            if raw is not None and has_open_gap(raw):
+            if full is not None and has_open_gap(full):
                 found.add(run_id)
         return found
 
 
-class TableStateStore:
-    """``StateStore`` port over the run-state table."""
+class TableStateStore(_TableStore[str]):
+    """``StateStore`` port over the run-state table (keyed by the run id's UTF-8 bytes)."""
 
     def __init__(self, table: Any, chunk_bytes: int) -> None:
-        self.staged = _StagedTable(table, chunk_bytes)
+        super().__init__(table, str.encode, str, chunk_bytes)
 
     def get(self, run_id: str) -> bytes | None:
-        return self.staged.get(_state_key(run_id))
+        return self.staged.get(run_id)
 
     def put(self, run_id: str, value: bytes) -> None:
-        self.staged.put(_state_key(run_id), run_id, value)
+        self.staged.put(run_id, value)
 
 
-class TableEntryStore:
-    """``EntryStore`` port over the ledger-entry table."""
+def _entry_table_key(key: tuple[str, int]) -> bytes:
+    return entry_key(*key).encode()
+
+
+class TableEntryStore(_TableStore[tuple[str, int]]):
+    """``EntryStore`` port over the ledger-entry table (keyed like the ledger topic)."""
 
     def __init__(self, table: Any, chunk_bytes: int) -> None:
-        self.staged = _StagedTable(table, chunk_bytes)
+        super().__init__(table, _entry_table_key, itemgetter(0), chunk_bytes)
 
     def get(self, run_id: str, seq: int) -> bytes | None:
-        return self.staged.get(_entry_key(run_id, seq))
+        return self.staged.get((run_id, seq))
 
     def put(self, run_id: str, seq: int, value: bytes) -> None:
-        self.staged.put(_entry_key(run_id, seq), run_id, value)
+        self.staged.put((run_id, seq), value)
 
 
 # --------------------------------------------------------------------------- runtime
@@ -343,9 +346,7 @@ class FaustRuntime:
         the next tick finds their runs with open gaps even if no message arrives."""
         events = self.topics.events.name
         self._recovered = {
-            tp.partition
-            for tp in self.app.assignor.assigned_actives()  # type: ignore[attr-defined]
-            if tp.topic == events
+            tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == events
         }
 
     def _maybe_reset(self) -> None:
@@ -436,7 +437,7 @@ class FaustRuntime:
         if partition in self._prepared:
             return
         await self._complete_recovery(partition)
-        gaps = self.states.staged.open_gap_runs({partition}, self._partition)
+        gaps = self.states.open_gap_runs({partition}, self._partition)
         if gaps:
             log.info("partition %d: %d runs with an open sequence gap", partition, len(gaps))
             self.pipeline.watch_gaps(gaps)
@@ -475,9 +476,9 @@ class FaustRuntime:
                 batch = await reader.getmany(atp, timeout_ms=500)
                 for m in batch.get(atp, []):
                     if m.value is None:
-                        table.data.pop(m.key, None)
+                        table_store(table).pop(m.key, None)
                     else:
-                        table.data[m.key] = m.value
+                        table_store(table)[m.key] = m.value
                     applied += 1
             if applied > 1:
                 log.info(
@@ -530,7 +531,7 @@ class FaustRuntime:
             # own producer first); partitions no longer assigned are left out.
             if self._sink_started:
                 await self.sink.flush()
-            await self.app.consumer._commit_offsets(pending)  # type: ignore[attr-defined]
+            await commit_offsets(self.app, pending)
             self._committed.update(pending)
 
     # ------------------------------------------------------------------ processing
@@ -559,7 +560,7 @@ class FaustRuntime:
 
     def _remember(self, partition: int) -> None:
         """Runs staged for the first time live in ``partition`` (their events' partition)."""
-        for store in (self.states.staged, self.entries.staged):
+        for store in (self.states, self.entries):
             for run_id in store.staged_runs():
                 self._partition_of_run.setdefault(run_id, partition)
 
@@ -661,24 +662,24 @@ class FaustRuntime:
             await self._ensure_sink()
             if self.archive is not None and outputs.bundles:
                 await asyncio.to_thread(self._archive_all, outputs)
-            entries_sent = await self.entries.staged.flush(self._partition, self.sink)
+            entries_sent = await self.entries.flush(self._partition, self.sink)
             await self._publish(outputs)
             if entries_sent:
                 await asyncio.gather(*entries_sent)
         except BaseException:
             self._abandon()
             raise
-        states_sent = await self.states.staged.flush(self._partition, self.sink)
+        states_sent = await self.states.flush(self._partition, self.sink)
         if outputs.sealed:
             await asyncio.gather(*states_sent)
             for run_id, count in outputs.sealed:
-                keys = [_entry_key(run_id, seq) for seq in range(count)]
-                await self.entries.staged.drop(keys, self._partition(run_id), self.sink)
+                keys = [(run_id, seq) for seq in range(count)]
+                await self.entries.drop(keys, self._partition(run_id), self.sink)
 
     def _archive_all(self, outputs: Outputs) -> None:
         assert self.archive is not None
-        for record in outputs.bundles:
-            self.archive.write(record.value)
+        for bundle in outputs.bundles:
+            self.archive.write(bundle)
 
     async def tick(self) -> None:
         """Stale-gap checks: publish their intercepts, then persist the state they changed."""
@@ -942,31 +943,3 @@ def run_worker(
                     ) from reason
     finally:
         shutil.rmtree(datadir, ignore_errors=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m fleetledger.processors.runtimes.faust_app",
-        description="Run the fleetledger Kafka worker.",
-    )
-    parser.add_argument("--broker", help="kafka://host:port (default: FLEETLEDGER_BROKER)")
-    parser.add_argument("--topic-prefix", help="topic prefix (FLEETLEDGER_TOPIC_PREFIX)")
-    parser.add_argument("--group-id", help="consumer group (FLEETLEDGER_GROUP_ID)")
-    parser.add_argument("--partitions", type=int, help="partitions (FLEETLEDGER_PARTITIONS)")
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(
-            broker=args.broker,
-            topic_prefix=args.topic_prefix,
-            group_id=args.group_id,
-            partitions=args.partitions,
-        )
-        run_worker(settings)
-    except FleetLedgerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,13 +22,13 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
@@ -38,9 +38,18 @@ from fleetledger.kernel.config import Settings
 from fleetledger.kernel.errors import StoreError
 from fleetledger.kernel.topics import ROLES, TOPIC_LAYOUT, TopicTemplate, topic_name
 from fleetledger.processors.archive import write_atomic
+from fleetledger.processors.evidence import file_stem
+from fleetledger.processors.pipeline import (
+    DeadLetter,
+    EntryDoc,
+    InterceptDoc,
+    SourcePosition,
+    StoredBundle,
+    TotalsDoc,
+)
 
 if TYPE_CHECKING:
-    from fleetledger.processors.pipeline import DeadLetter, Outputs, Record
+    from fleetledger.processors.pipeline import Bundle, Outputs
 
 
 #: Header names of a dead letter (values are UTF-8 text).
@@ -48,6 +57,9 @@ HEADER_ERROR = "fleetledger.error"
 HEADER_SOURCE_TOPIC = "fleetledger.source.topic"
 HEADER_SOURCE_PARTITION = "fleetledger.source.partition"
 HEADER_SOURCE_OFFSET = "fleetledger.source.offset"
+#: Header of a bundles-topic record: the bundle's ``integrity.digest`` (an archived
+#: bundle's manifest carries it too).
+HEADER_DIGEST = "fleetledger.digest"
 
 #: ``kind`` of the JSON manifest published on the bundles topic for an archived bundle.
 MANIFEST_KIND = "bundle-manifest"
@@ -264,63 +276,53 @@ def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
 # --------------------------------------------------------------------------- sink
 
 
-_SAFE_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def archive_file_name(run_id: str) -> str:
-    """``<run_id>.bundle.json``; run ids that are not safe file names are hashed."""
-    if _SAFE_RUN_ID.fullmatch(run_id):
-        return f"{run_id}.bundle.json"
-    return f"sha256-{hashlib.sha256(run_id.encode()).hexdigest()}.bundle.json"
-
-
-def archive_bundle(archive_dir: Path, run_id: str, value: bytes) -> bytes:
+def archive_bundle(archive_dir: Path, bundle: Bundle) -> bytes:
     """Write an oversized bundle to the archive; return the manifest JSON to publish.
 
     The manifest is ``{"kind": "bundle-manifest", "run_id", "digest", "path", "size",
     "sha256"}``: ``digest`` is the bundle's own ``integrity.digest``; ``sha256`` is over
     the archived file's bytes; ``path`` is absolute.
     """
-    path = (archive_dir / archive_file_name(run_id)).resolve()
+    value = bundle.data
+    path = (archive_dir / f"{file_stem(bundle.run_id)}.bundle.json").resolve()
     try:
         write_atomic(path, value)
     except OSError as exc:
         raise StoreError(
-            f"cannot archive bundle of run {run_id!r} to {str(path)!r}: {exc}"
+            f"cannot archive bundle of run {bundle.run_id!r} to {str(path)!r}: {exc}"
         ) from exc
-    file_sha = hashlib.sha256(value).hexdigest()
-    try:
-        digest = json.loads(value)["integrity"]["digest"]
-    except (ValueError, KeyError, TypeError):
-        digest = file_sha
     manifest = {
         "kind": MANIFEST_KIND,
-        "run_id": run_id,
-        "digest": digest,
+        "run_id": bundle.run_id,
+        "digest": bundle.digest,
         "path": str(path),
         "size": len(value),
-        "sha256": file_sha,
+        "sha256": hashlib.sha256(value).hexdigest(),
     }
     return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
 
 
-def _output_file_name(key: str) -> str:
-    stem = key.replace(":", ".")
-    if _SAFE_RUN_ID.fullmatch(stem) and ".." not in stem:
-        return f"{stem}.json"
-    return f"sha256-{hashlib.sha256(key.encode()).hexdigest()}.json"
+def is_manifest(value: bytes) -> bool:
+    """Whether a bundles-topic value is an archive manifest (not an inline bundle)."""
+    if len(value) > 4096:
+        return False
+    try:
+        obj = json.loads(value)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and obj.get("kind") == MANIFEST_KIND
 
 
 def archive_output(archive_dir: Path, role: str, key: str, value: bytes) -> bytes:
     """Write an output record too large for Kafka to the archive; return its manifest.
 
-    The file is ``<archive_dir>/<role>/<key>.json`` (``:`` written as ``.``; unsafe keys
-    hashed), written atomically; the manifest is ``{"kind": "output-manifest", "role",
-    "key", "path", "size", "sha256"}``, plus, for a ledger entry, the chain members
-    (``run_id``, ``seq``, ``event_hash``, ``prev_hash``, ``entry_hash``) so that the chain
-    can be followed on the topic without opening the file.
+    The file is ``<archive_dir>/<role>/<key>.json`` (``:`` written as ``.``; keys that
+    are not safe file names hashed), written atomically; the manifest is ``{"kind":
+    "output-manifest", "role", "key", "path", "size", "sha256"}``, plus, for a ledger
+    entry, its chain members (``run_id``, ``seq``, ``event_hash``, ``prev_hash``,
+    ``entry_hash``), so the chain can be followed on the topic without opening the file.
     """
-    path = (archive_dir / role / _output_file_name(key)).resolve()
+    path = (archive_dir / role / f"{file_stem(key.replace(':', '.'))}.json").resolve()
     try:
         write_atomic(path, value)
     except OSError as exc:
@@ -351,17 +353,6 @@ def record_fits(
     return size <= max_record_bytes(settings)
 
 
-def is_manifest(value: bytes) -> bool:
-    """Whether a bundles-topic value is an archive manifest (not an inline bundle)."""
-    if len(value) > 4096:
-        return False
-    try:
-        obj = json.loads(value)
-    except ValueError:
-        return False
-    return isinstance(obj, dict) and obj.get("kind") == MANIFEST_KIND
-
-
 def is_output_manifest(value: bytes) -> bool:
     """Whether an output value is an archive manifest of an oversized record (9.3)."""
     if len(value) > 4096 or not value.startswith(b"{"):
@@ -389,14 +380,6 @@ def deadletter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
         (HEADER_SOURCE_PARTITION, str(p.partition).encode()),
         (HEADER_SOURCE_OFFSET, str(p.offset).encode()),
     ]
-
-
-def _run_of_entry(key: str) -> str:
-    return key.rsplit(":", 1)[0]
-
-
-def _run_of_intercept(key: str) -> str:
-    return key.rsplit(":", 2)[0]
 
 
 def producer_options(settings: Settings) -> dict[str, Any]:
@@ -517,21 +500,21 @@ class KafkaSink:
             futures.append(fut)
 
         try:
-            for r in outputs.entries:
-                value = await self._fit("ledger", r.key, r.value)
-                await send(t.ledger.name, _run_of_entry(r.key), r.key, value)
+            for e in outputs.entries:
+                await send(t.ledger.name, e.run_id, e.key, await self._fit("ledger", e.key, e.data))
             for r in outputs.totals:
-                await send(t.totals.name, r.key, r.key, await self._fit("totals", r.key, r.value))
-            for r in outputs.intercepts:
-                value = await self._fit("intercepts", r.key, r.value)
-                await send(t.intercepts.name, _run_of_intercept(r.key), r.key, value)
-            for r in outputs.bundles:
-                await send(t.bundles.name, r.key, r.key, await self._bundle_value(r))
+                value = await self._fit("totals", r.run_id, r.data)
+                await send(t.totals.name, r.run_id, r.run_id, value)
+            for i in outputs.intercepts:
+                value = await self._fit("intercepts", i.key, i.data)
+                await send(t.intercepts.name, i.run_id, i.key, value)
+            for b in outputs.bundles:
+                headers = [(HEADER_DIGEST, b.digest.encode())]
+                await send(t.bundles.name, b.run_id, b.run_id, await self._bundle_value(b), headers)
             for d in outputs.deadletters:
                 headers = deadletter_headers(d)
-                value = await self._fit(
-                    "deadletter", d.key, d.value, sum(len(k) + len(v) for k, v in headers)
-                )
+                size = sum(len(k) + len(v) for k, v in headers)
+                value = await self._fit("deadletter", d.key, d.value, size)
                 await send(t.deadletter.name, None, d.key, value, headers)
             if futures:
                 await asyncio.gather(*futures)
@@ -551,12 +534,10 @@ class KafkaSink:
             return value
         return await asyncio.to_thread(archive_output, self._settings.archive_dir, role, key, value)
 
-    async def _bundle_value(self, record: Record) -> bytes:
-        if len(record.value) <= self._settings.max_message_bytes:
-            return record.value
-        return await asyncio.to_thread(
-            archive_bundle, self._settings.archive_dir, record.key, record.value
-        )
+    async def _bundle_value(self, bundle: Bundle) -> bytes:
+        if len(bundle.data) <= self._settings.max_message_bytes:
+            return bundle.data
+        return await asyncio.to_thread(archive_bundle, self._settings.archive_dir, bundle)
 
 
 # --------------------------------------------------------------------------- readers
@@ -696,7 +677,7 @@ def load_archived_bundle(manifest: bytes) -> bytes:
 
 
 class KafkaOutputReader:
-    """The worker's outputs on Kafka, read for the CLI (same methods as the embedded reader).
+    """``OutputReader`` over the worker's output topics (the same port as the embedded store).
 
     Each topic is read once per reader, from the beginning to its end (bounded in time).
     """
@@ -705,7 +686,7 @@ class KafkaOutputReader:
         self._bootstrap = settings.broker_url().bootstrap
         self._topics = topic_specs(settings)
         self._timeout_s = timeout_s
-        self._cache: dict[str, dict[str, bytes]] = {}
+        self._cache: dict[str, dict[bytes, KafkaRecord]] = {}
 
     def __repr__(self) -> str:
         return f"Kafka at {self._bootstrap} (topics {self._topics.events.name[:-7]}.*)"
@@ -719,58 +700,86 @@ class KafkaOutputReader:
     def close(self) -> None:
         self._cache.clear()
 
-    def _compacted(self, role: str) -> dict[str, bytes]:
+    def _records(self, role: str) -> list[KafkaRecord]:
+        name = self._topics.by_role(role).name
+        return read_all_sync(self._bootstrap, name, timeout_s=self._timeout_s)
+
+    def _latest(self, role: str) -> dict[bytes, KafkaRecord]:
+        """The latest record per key of a compacted topic (tombstones delete)."""
         if role not in self._cache:
-            name = self._topics.by_role(role).name
-            self._cache[role] = read_compacted_sync(
-                self._bootstrap, name, timeout_s=self._timeout_s
-            )
+            latest: dict[bytes, KafkaRecord] = {}
+            for rec in self._records(role):
+                if rec.key is None:
+                    continue
+                if rec.value is None:
+                    latest.pop(rec.key, None)
+                else:
+                    latest[rec.key] = rec
+            self._cache[role] = latest
         return self._cache[role]
 
-    def totals(self) -> list[dict[str, Any]]:
-        return [json.loads(resolve_output(v)) for _, v in sorted(self._compacted("totals").items())]
-
-    def intercepts(self) -> list[dict[str, Any]]:
+    def _docs(self, role: str) -> list[Any]:
         return [
-            json.loads(resolve_output(v)) for _, v in sorted(self._compacted("intercepts").items())
+            orjson.loads(resolve_output(r.value or b""))
+            for _, r in sorted(self._latest(role).items())
         ]
 
-    def bundle_bytes(self, run_id: str) -> bytes | None:
-        value = self._compacted("bundles").get(run_id)
-        if value is None:
-            return None
-        return load_archived_bundle(value) if is_manifest(value) else value
+    def totals(self) -> list[TotalsDoc]:
+        return self._docs("totals")
 
-    def bundles(self) -> Iterator[tuple[str, bytes]]:
-        for run_id in sorted(self._compacted("bundles")):
-            value = self.bundle_bytes(run_id)
-            if value is not None:
-                yield run_id, value
+    def intercepts(self) -> list[InterceptDoc]:
+        return self._docs("intercepts")
 
-    def digests(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for run_id, value in sorted(self._compacted("bundles").items()):
-            obj = json.loads(value)
-            out[run_id] = (
-                obj["digest"] if obj.get("kind") == MANIFEST_KIND else obj["integrity"]["digest"]
+    def _stored(self, run_id: str, rec: KafkaRecord) -> StoredBundle:
+        value = rec.value or b""
+        data = load_archived_bundle(value) if is_manifest(value) else value
+        digest = rec.header(HEADER_DIGEST)
+        if digest is None:
+            raise StoreError(
+                f"bundle record of run {run_id!r} at {rec.topic}:{rec.partition}:{rec.offset} "
+                f"has no {HEADER_DIGEST} header; expected one on every bundle the worker publishes"
             )
-        return out
+        return StoredBundle(run_id, digest.decode(), data)
 
-    def ledger(self, run_id: str) -> list[dict[str, Any]]:
+    def bundle(self, run_id: str) -> StoredBundle | None:
+        rec = self._latest("bundles").get(run_id.encode())
+        return None if rec is None else self._stored(run_id, rec)
+
+    def bundles(self) -> Iterator[StoredBundle]:
+        for key, rec in sorted(self._latest("bundles").items()):
+            yield self._stored(key.decode(), rec)
+
+    def ledger(self, run_id: str) -> list[EntryDoc]:
         """A run's ledger entries in seq order (last write per key wins)."""
         prefix = f"{run_id}:".encode()
         by_key: dict[bytes, bytes] = {}
-        for rec in read_all_sync(
-            self._bootstrap, self._topics.ledger.name, timeout_s=self._timeout_s
-        ):
+        for rec in self._records("ledger"):
             if rec.key is not None and rec.value is not None and rec.key.startswith(prefix):
                 by_key[rec.key] = rec.value
-        return [json.loads(resolve_output(v)) for _, v in sorted(by_key.items())]
+        return [orjson.loads(resolve_output(v)) for _, v in sorted(by_key.items())]
 
-    def deadletters(self) -> list[KafkaRecord]:
-        return read_all_sync(
-            self._bootstrap, self._topics.deadletter.name, timeout_s=self._timeout_s
-        )
+    def deadletters(self) -> list[DeadLetter]:
+        return [deadletter_of(rec) for rec in self._records("deadletter")]
+
+
+def deadletter_of(rec: KafkaRecord) -> DeadLetter:
+    """A dead letter read back from its topic (its provenance is in its headers)."""
+
+    def text(name: str) -> str:
+        value = rec.header(name)
+        if value is None:
+            raise StoreError(
+                f"dead letter at {rec.topic}:{rec.partition}:{rec.offset} has no {name} "
+                "header; expected the headers the worker writes"
+            )
+        return value.decode("utf-8", "replace")
+
+    position = SourcePosition(
+        text(HEADER_SOURCE_TOPIC),
+        int(text(HEADER_SOURCE_PARTITION)),
+        int(text(HEADER_SOURCE_OFFSET)),
+    )
+    return DeadLetter(resolve_output(rec.value or b""), position, text(HEADER_ERROR))
 
 
 def read_all_sync(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[KafkaRecord]:
@@ -791,6 +800,7 @@ def ensure_topics_sync(
 
 
 __all__ = [
+    "HEADER_DIGEST",
     "HEADER_ERROR",
     "HEADER_SOURCE_OFFSET",
     "HEADER_SOURCE_PARTITION",
