@@ -434,6 +434,7 @@ class Workers:
         self.logs = logs
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.kills = 0
+        self.last_kill = 0.0  # time.monotonic() of the last SIGKILL
         self.restarts = 0
         self.unplanned: list[str] = []
         self._n = 0
@@ -447,13 +448,21 @@ class Workers:
         )
         log.close()
         self.procs[slot] = proc
+        self.note(f"started worker {slot}")
         return slot
+
+    def note(self, what: str) -> None:
+        """A line in the test's timeline (``timeline.log`` beside the worker logs)."""
+        with (self.logs / "timeline.log").open("a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} {what}\n")
 
     def kill(self, slot: int) -> None:
         proc = self.procs.pop(slot)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             self.kills += 1
+            self.last_kill = time.monotonic()
+            self.note(f"killed worker {slot}")
         else:
             self._unplanned(slot, proc)
         proc.wait(10)
@@ -771,3 +780,17 @@ async def reset_group_offsets(bootstrap: str, group: str, topic: str, partitions
             await asyncio.sleep(1)
         finally:
             await consumer.stop()
+
+
+async def group_members(bootstrap: str, group: str) -> tuple[str, int]:
+    """(state, member count) of a consumer group, as the broker describes it."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_consumer_groups([group])
+        [(_error, _group, state, _ptype, _protocol, members)] = response.groups
+        return str(state), len(members)
+    finally:
+        await admin.close()

@@ -43,6 +43,7 @@ from .faultkit import (
     build_traffic,
     check,
     fleetledger_cli,
+    group_members,
     kafka_outputs,
     reset_group_offsets,
     values_of,
@@ -52,7 +53,12 @@ from .faultkit import (
 
 pytestmark = pytest.mark.faults
 
-MAX_STALL_S = 10.0
+#: The longest a partition may go without progress.  The full run (`make test-faults`)
+#: holds the workers to 10 s.  The short run inside `make test` shares a 2-core machine
+#: with the rest of the suite, where a worker takes several times longer to boot and to
+#: rejoin its group; it allows 20 s, still far below what a stuck partition shows (the
+#: wait for progress times out at 120 s).
+MAX_STALL_S = 10.0 if FULL else 20.0
 
 
 def _traffic(seed: int, runs: int, tag: str) -> Traffic:
@@ -144,13 +150,22 @@ def test_faults_embedded_kill_loop_replay_and_bad_input(tmp_path: Path) -> None:
         committed, end = _embedded_progress(db)[0]
         return committed == end
 
-    with workers, StallMonitor(lambda: _embedded_progress(db)) as monitor:
+    monitor = StallMonitor(lambda: _embedded_progress(db))
+    with workers, monitor:
         workers.start()
-        print(f"\nstart {time.strftime('%H:%M:%S')}")
         feeder = threading.Thread(target=publisher)
         feeder.start()
         for _ in range(kills):
-            time.sleep(rng.uniform(0.5, 2.5))  # a worker takes about 1 s to start
+            # at a random moment of a worker's work: after it processed something
+            # (killing workers faster than they start would measure nothing but that)
+            before = _embedded_progress(db)[0][0]
+            wait_until(
+                "the worker to make progress",
+                lambda before=before: caught_up() or _embedded_progress(db)[0][0] > before,  # type: ignore[misc]
+                60,
+                workers.reap,
+            )
+            time.sleep(rng.uniform(0.05, 1.5))
             workers.reap()
             workers.kill_random(rng)
             workers.start()
@@ -158,7 +173,6 @@ def test_faults_embedded_kill_loop_replay_and_bad_input(tmp_path: Path) -> None:
         assert not failures, failures
         wait_until("the worker to catch up", caught_up, 120, workers.reap)
         first = _embedded_outputs(db)
-        print(f"caught up {time.strftime('%H:%M:%S')}")
 
         # replay from offset 0: every message again, against the state it built
         monitor.pause()  # a planned stop: the stall clock starts afresh
@@ -172,7 +186,6 @@ def test_faults_embedded_kill_loop_replay_and_bad_input(tmp_path: Path) -> None:
         workers.start()
         wait_until("the replay to finish", caught_up, 120, workers.reap)
         replayed = _embedded_outputs(db)
-        print(f"replayed {time.strftime('%H:%M:%S')}")
 
         # the same bytes produced twice
         publish(rows)
@@ -246,11 +259,21 @@ async def test_faults_kafka_kill_loop_rebalances_replay_and_bad_input(
                 i += n
                 await asyncio.sleep(rng.uniform(0, pause_s))
 
+        async def settled(members: int) -> bool:
+            # a killed member stays in the group until its session times out
+            if time.monotonic() - workers.last_kill < settings.session_timeout_s + 1:
+                return False
+            state, found = await group_members(kafka_bootstrap, settings.group_id)
+            return state == "Stable" and found == members
+
+        async def joined(members: int) -> bool:
+            return (await group_members(kafka_bootstrap, settings.group_id))[1] >= members
+
         async def started() -> bool:
             committed = await offsets.fetch()
             return all(committed.get(p, 0) > 0 for p in range(partitions))
 
-        monitor = StallMonitor(lambda: offsets.sample(pub.ends), every_s=0.5)
+        monitor = StallMonitor(lambda: offsets.sample(pub.ends), every_s=0.25)
         with workers:
             workers.start()
             workers.start()
@@ -260,13 +283,27 @@ async def test_faults_kafka_kill_loop_rebalances_replay_and_bad_input(
             monitor.__enter__()
             feeder = asyncio.create_task(feed(20, 0.3))
             for k in range(kills):
-                await asyncio.sleep(rng.uniform(3, 7))
+                # at a random moment of the workers' work: once every live worker is a
+                # member of the settled group and has processed something (killing
+                # workers while they boot would measure only how long Python takes to
+                # import them on a busy machine)
+                await _until(
+                    "the group to settle", lambda: settled(len(workers.procs)), 180, workers
+                )
+                before = sum((await offsets.fetch()).values())
+
+                async def progressed(before: int = before) -> bool:
+                    return await caught_up() or sum((await offsets.fetch()).values()) > before
+
+                await _until("the workers to make progress", progressed, 120, workers)
+                await asyncio.sleep(rng.uniform(0.5, 4))
                 workers.reap()
                 if k % 2:
                     # a kill while the group rebalances: a third member joins, and one of
-                    # the members is killed before (or while) the group settles
+                    # the members is killed while the group settles
                     slot = workers.start()
-                    await asyncio.sleep(rng.uniform(0.5, 3))
+                    await _until("the third member to join", lambda: joined(3), 180, workers)
+                    await asyncio.sleep(rng.uniform(0, 2))
                     workers.kill_random(rng)
                     if len(workers.procs) > 2 and slot in workers.procs:
                         workers.kill(slot)

@@ -348,6 +348,7 @@ class FaustRuntime:
         self._recovered = {
             tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == events
         }
+        log.info("tables recovered; partitions %s assigned here", sorted(self._recovered))
 
     def _maybe_reset(self) -> None:
         if self._reset:
