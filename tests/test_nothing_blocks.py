@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 import rfc8785
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fleetledger.kernel.sqlitelog import SqliteLog
@@ -195,8 +195,12 @@ def _encoded(messages: list[list[TraceEvent]]) -> list[tuple[str, bytes, int]]:
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
 
+SEQ0_COMPLETED = [[TraceEvent.model_validate(ev.completed("run-1", 0))]]
+
+
 @PROPS
 @given(messages=fleets(), seal=st.booleans())
+@example(messages=SEQ0_COMPLETED, seal=True)  # SPEC 1.1's vector at seq 0, as in the issue
 def test_property_the_pipeline_never_raises_and_accounts_for_every_event(
     messages: list[list[TraceEvent]], seal: bool
 ) -> None:
@@ -220,6 +224,7 @@ def test_property_the_pipeline_never_raises_and_accounts_for_every_event(
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(messages=fleets())
+@example(messages=SEQ0_COMPLETED)
 def test_property_the_embedded_runtime_never_raises_and_accounts_for_every_message(
     tmp_path_factory: pytest.TempPathFactory, messages: list[list[TraceEvent]]
 ) -> None:
