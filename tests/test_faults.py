@@ -232,7 +232,7 @@ async def test_faults_kafka_kill_loop_rebalances_replay_and_bad_input(
         group_id=f"{topic_prefix}-workers",
         partitions=partitions,
         enable_idempotence=False,
-        session_timeout_s=4,
+        session_timeout_s=3,
         archive_dir=tmp_path / "archive",
         linger_ms=0,
         gap_timeout_s=3600,
