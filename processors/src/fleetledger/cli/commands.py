@@ -7,6 +7,7 @@ prints one line and exits non-zero; ``--verbose`` adds the traceback.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 import time
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -38,12 +40,77 @@ app = typer.Typer(
 register_evidence(app)
 
 
+_KAFKA = "Kafka connection (every command; FLEETLEDGER_KAFKA_* variables)"
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show tracebacks")] = False,
+    kafka_security_protocol: Annotated[
+        str | None,
+        typer.Option(help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL", rich_help_panel=_KAFKA),
+    ] = None,
+    kafka_ssl_cafile: Annotated[
+        Path | None,
+        typer.Option(help="PEM bundle of the CAs that signed the brokers'", rich_help_panel=_KAFKA),
+    ] = None,
+    kafka_ssl_certfile: Annotated[
+        Path | None, typer.Option(help="client certificate (PEM)", rich_help_panel=_KAFKA)
+    ] = None,
+    kafka_ssl_keyfile: Annotated[
+        Path | None, typer.Option(help="client certificate's key (PEM)", rich_help_panel=_KAFKA)
+    ] = None,
+    kafka_ssl_key_password_file: Annotated[
+        Path | None,
+        typer.Option(help="file holding the client key's password", rich_help_panel=_KAFKA),
+    ] = None,
+    kafka_ssl_check_hostname: Annotated[
+        bool | None,
+        typer.Option(
+            "--kafka-ssl-check-hostname/--no-kafka-ssl-check-hostname",
+            help="check the broker certificate's host name [default: check]",
+            rich_help_panel=_KAFKA,
+        ),
+    ] = None,
+    kafka_sasl_mechanism: Annotated[
+        str | None,
+        typer.Option(
+            help="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER", rich_help_panel=_KAFKA
+        ),
+    ] = None,
+    kafka_sasl_username: Annotated[
+        str | None, typer.Option(help="SASL user", rich_help_panel=_KAFKA)
+    ] = None,
+    kafka_sasl_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="file holding the SASL password (no flag takes the password itself)",
+            rich_help_panel=_KAFKA,
+        ),
+    ] = None,
+    kafka_sasl_oauth_token_provider: Annotated[
+        str | None,
+        typer.Option(
+            help="OAUTHBEARER token provider, package.module:factory", rich_help_panel=_KAFKA
+        ),
+    ] = None,
 ) -> None:
-    ctx.obj = Ctx(verbose)
+    ctx.obj = Ctx(
+        verbose,
+        {
+            "kafka_security_protocol": kafka_security_protocol,
+            "kafka_ssl_cafile": kafka_ssl_cafile,
+            "kafka_ssl_certfile": kafka_ssl_certfile,
+            "kafka_ssl_keyfile": kafka_ssl_keyfile,
+            "kafka_ssl_key_password_file": kafka_ssl_key_password_file,
+            "kafka_ssl_check_hostname": kafka_ssl_check_hostname,
+            "kafka_sasl_mechanism": kafka_sasl_mechanism,
+            "kafka_sasl_username": kafka_sasl_username,
+            "kafka_sasl_password_file": kafka_sasl_password_file,
+            "kafka_sasl_oauth_token_provider": kafka_sasl_oauth_token_provider,
+        },
+    )
 
 
 def _progress(console: Console) -> Progress:
@@ -171,6 +238,27 @@ def worker(
 
 def _reader(ctx: typer.Context, broker: str | None) -> OutputReader:
     return backend_of(ctx, broker=broker).reader()
+
+
+@app.command("config")
+def config_cmd(
+    ctx: typer.Context,
+    broker: BrokerOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Print the settings in effect (flags, FLEETLEDGER_* variables, defaults); secrets masked."""
+    settings = settings_of(ctx, broker=broker)
+    values = settings.model_dump(mode="json")  # a SecretStr dumps as '**********'
+    if as_json:
+        print(json.dumps({f"FLEETLEDGER_{k.upper()}": v for k, v in values.items()}, indent=2))
+        return
+    table = Table(box=None, show_header=True, header_style="bold")
+    table.add_column("setting")
+    table.add_column("value", overflow="fold")
+    for name, value in values.items():
+        shown = "" if value is None else str(value).lower() if isinstance(value, bool) else value
+        table.add_row(f"FLEETLEDGER_{name.upper()}", escape(str(shown)))
+    ctx.obj.console.print(table)
 
 
 @app.command()

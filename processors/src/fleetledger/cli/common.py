@@ -27,8 +27,10 @@ BrokerOpt = Annotated[
 class Ctx:
     """What the root callback parsed; passed to commands through click's context."""
 
-    def __init__(self, verbose: bool) -> None:
+    def __init__(self, verbose: bool, kafka: dict[str, Any] | None = None) -> None:
         self.verbose = verbose
+        #: Kafka connection flags (the FLEETLEDGER_KAFKA_* settings), for every command.
+        self.kafka = {k: v for k, v in (kafka or {}).items() if v is not None}
         probe = Console()
         # Piped output gets a wide, stable layout instead of rich's 80-column default.
         self.console = probe if probe.is_terminal else Console(width=160)
@@ -36,7 +38,7 @@ class Ctx:
 
 
 def settings_of(ctx: typer.Context, **overrides: Any) -> Settings:
-    return load_settings(verbose=ctx.obj.verbose or None, **overrides)
+    return load_settings(verbose=ctx.obj.verbose or None, **ctx.obj.kafka, **overrides)
 
 
 def backend_of(ctx: typer.Context, **overrides: Any) -> Backend:

@@ -1,4 +1,5 @@
-"""The kernel every layer stands on: errors, settings, the topic layout and the SQLite log.
+"""The kernel every layer stands on: errors, settings, Kafka client options, the topic layout
+and the SQLite log.
 
 No import of any other fleetledger package.
 """
@@ -24,6 +25,7 @@ from fleetledger.kernel.errors import (
     UnknownFingerprintError,
     VerificationError,
 )
+from fleetledger.kernel.kafka import KafkaConnection, kafka_connection
 from fleetledger.kernel.topics import ROLES, TOPIC_LAYOUT, TopicTemplate, topic_name
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "DeliveryError",
     "EventValidationError",
     "FleetLedgerError",
+    "KafkaConnection",
     "ProcessorError",
     "ProducerError",
     "RunStateError",
@@ -45,6 +48,7 @@ __all__ = [
     "TopicTemplate",
     "UnknownFingerprintError",
     "VerificationError",
+    "kafka_connection",
     "load_settings",
     "parse_broker_url",
     "topic_name",

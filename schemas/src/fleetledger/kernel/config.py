@@ -5,7 +5,14 @@ needs it.  The broker is chosen by one URL-style setting:
 
 * ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` - the embedded store
   (the default, ``sqlite:///fleetledger.db``);
-* ``kafka://host:port[,host:port...]`` - a Kafka cluster.
+* ``kafka://host:port[,host:port...]`` - a Kafka cluster.  How to connect to it (TLS,
+  SASL) is said by the ``FLEETLEDGER_KAFKA_*`` settings; :mod:`fleetledger.kernel.kafka`
+  turns them into the options of every Kafka client.
+
+Secrets (``FLEETLEDGER_KAFKA_SASL_PASSWORD``, ``FLEETLEDGER_KAFKA_SSL_KEY_PASSWORD``) come
+from the environment or, as container platforms mount them, from a file named by the same
+variable with ``_FILE`` appended.  They are :class:`~pydantic.SecretStr`: masked whenever
+settings are printed, and never echoed in an error.
 """
 
 from __future__ import annotations
@@ -13,13 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fleetledger.kernel.errors import ConfigError
+from fleetledger.kernel.kafka import SaslMechanism, SecurityProtocol
 
 DEFAULT_BROKER = "sqlite:///fleetledger.db"
 
@@ -68,10 +76,31 @@ def parse_broker_url(url: str) -> BrokerURL:
     raise ConfigError(f"broker URL {url!r} has scheme {scheme!r}; expected 'kafka' or 'sqlite'")
 
 
+#: Settings whose value is a secret; each may also come from ``FLEETLEDGER_<NAME>_FILE``.
+SECRET_FIELDS = ("kafka_ssl_key_password", "kafka_sasl_password")
+
+
+def read_secret_file(path: Path, field: str) -> str:
+    """The secret in ``path``: its text without one trailing newline; never empty."""
+    where = f"FLEETLEDGER_{field.upper()}={str(path)!r}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"{where}: cannot read it ({reason}); expected a readable file") from None
+    if text.endswith("\n"):
+        text = text[:-2] if text.endswith("\r\n") else text[:-1]
+    if not text:
+        raise ConfigError(f"{where}: the file is empty; expected the secret in it")
+    return text
+
+
 class Settings(BaseSettings):
     """Every ``FLEETLEDGER_*`` setting, with its default.  Documented in the README."""
 
-    model_config = SettingsConfigDict(env_prefix="FLEETLEDGER_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="FLEETLEDGER_", frozen=True, extra="ignore", hide_input_in_errors=True
+    )
 
     broker: str = Field(DEFAULT_BROKER, description="kafka://host:port or sqlite:///path.db")
     topic_prefix: str = Field("fleetledger", description="prefix of every Kafka topic")
@@ -83,6 +112,36 @@ class Settings(BaseSettings):
     )
     max_message_bytes: int = Field(
         900_000, ge=10_000, description="larger bundles go to the archive with a manifest"
+    )
+    kafka_security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (every Kafka client)"
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="PEM bundle of the CAs that signed the brokers' certificates"
+    )
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate (PEM), mTLS")
+    kafka_ssl_keyfile: Path | None = Field(None, description="client certificate's key (PEM)")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="password of an encrypted client key (secret)"
+    )
+    kafka_ssl_key_password_file: Path | None = Field(
+        None, description="file holding FLEETLEDGER_KAFKA_SSL_KEY_PASSWORD"
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="check that the broker's certificate names the host connected to"
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        None, description="SASL mechanism (with SASL_SSL or SASL_PLAINTEXT)"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user (PLAIN, SCRAM)")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (PLAIN, SCRAM; secret)"
+    )
+    kafka_sasl_password_file: Path | None = Field(
+        None, description="file holding FLEETLEDGER_KAFKA_SASL_PASSWORD"
+    )
+    kafka_sasl_oauth_token_provider: str | None = Field(
+        None, description="OAUTHBEARER: package.module:factory returning a token provider"
     )
     archive_dir: Path = Field(Path("archive"), description="folder for oversized bundles")
     compliance_archive: Path | None = Field(
@@ -105,10 +164,42 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(30.0, gt=0, description="worker consumer session timeout")
     verbose: bool = Field(False, description="tracebacks and debug logs")
 
-    @field_validator("compliance_archive", "signing_key", mode="before")
+    @field_validator(
+        "compliance_archive",
+        "signing_key",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "kafka_ssl_key_password",
+        "kafka_ssl_key_password_file",
+        "kafka_sasl_mechanism",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_sasl_password_file",
+        "kafka_sasl_oauth_token_provider",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         return None if v == "" else v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """``X_FILE`` names a file holding secret ``X`` (one trailing newline dropped)."""
+        if not isinstance(data, dict):
+            return data
+        for name in SECRET_FIELDS:
+            path = data.get(f"{name}_file")
+            if path in (None, ""):
+                continue
+            if data.get(name) not in (None, ""):
+                raise ConfigError(
+                    f"FLEETLEDGER_{name.upper()} and FLEETLEDGER_{name.upper()}_FILE are both "
+                    "set; expected one of them"
+                )
+            data = {**data, name: read_secret_file(Path(str(path)), f"{name}_file")}
+        return data
 
     def broker_url(self) -> BrokerURL:
         return parse_broker_url(self.broker)
@@ -122,6 +213,8 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(
-            f"setting FLEETLEDGER_{field.upper()}={err.get('input')!r}: {err['msg']}"
-        ) from exc
+        shown = "<secret>" if field in SECRET_FIELDS else repr(err.get("input"))
+        if not field:
+            raise ConfigError(f"settings: {err['msg']}") from None
+        # ``from None``: the validation error would repeat every input, secrets included.
+        raise ConfigError(f"setting FLEETLEDGER_{field.upper()}={shown}: {err['msg']}") from None

@@ -12,6 +12,15 @@ class FleetLedgerError(Exception):
     """Root of every error fleetledger raises on purpose."""
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` of a third-party error on one line, without repeating the type."""
+    name = type(exc).__name__
+    text = " ".join(str(exc).split())
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
 class ConfigError(FleetLedgerError):
     """A setting, URL or path is malformed or points at nothing usable."""
 

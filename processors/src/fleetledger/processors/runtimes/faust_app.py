@@ -46,8 +46,10 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 from mode import CrashingSupervisor
 
+from fleetledger.kernel import kafka
 from fleetledger.kernel.config import Settings
 from fleetledger.kernel.errors import ConfigError, ProcessorError, StoreError
+from fleetledger.kernel.kafka import KafkaConnection, kafka_connection
 from fleetledger.processors.core import entry_key, has_open_gap
 from fleetledger.processors.pipeline import K, Staged
 from fleetledger.processors.runtimes.faust_private import commit_offsets, table_store
@@ -55,7 +57,6 @@ from fleetledger.processors.runtimes.kafka_io import (
     KafkaSink,
     TopicSet,
     ensure_topics,
-    max_record_bytes,
     partition_for,
     topic_specs,
     worker_state_specs,
@@ -306,12 +307,14 @@ class FaustRuntime:
         entry_table: Any,
         pipeline_factory: PipelineFactory,
         archive: ArchiveSink | None = None,
+        connection: KafkaConnection | None = None,
     ) -> None:
         self.archive = archive
         self.app = app
         self.settings = settings
         self.topics = topics
-        self.sink = KafkaSink(settings, topics=topics)
+        self.connection = connection or kafka_connection(settings)
+        self.sink = KafkaSink(settings, topics=topics, bootstrap=self.connection)
         self._factory = pipeline_factory
         self._state_table = state_table
         self._entry_table = entry_table
@@ -397,20 +400,18 @@ class FaustRuntime:
     async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         """Admin client (committed offsets) and a group-less consumer (gap reads)."""
         if self._admin is None or self._reader is None:
-            bootstrap = self.settings.broker_url().bootstrap
+            conn = self.connection
             admin = AIOKafkaAdminClient(
-                bootstrap_servers=bootstrap,
                 request_timeout_ms=int(CONNECT_TIMEOUT_S * 1000),
-                client_id="fleetledger-worker-offsets",
+                **conn.client_options("fleetledger-worker-offsets"),
             )
             reader = AIOKafkaConsumer(
-                bootstrap_servers=bootstrap,
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 fetch_max_wait_ms=50,
                 request_timeout_ms=int(CONNECT_TIMEOUT_S * 1000),
-                client_id="fleetledger-worker-gaps",
+                **conn.client_options("fleetledger-worker-gaps"),
             )
             await admin.start()
             await reader.start()
@@ -696,17 +697,43 @@ class FaustRuntime:
             await self._persist(outputs)
 
 
-def _ensure_kafka(settings: Settings) -> str:
+def _ensure_kafka(settings: Settings) -> KafkaConnection:
     url = settings.broker_url()
     if url.kind != "kafka":
         raise ConfigError(f"the Faust worker needs a kafka:// broker; found {url.raw!r}")
-    return url.bootstrap
+    return kafka_connection(settings)
 
 
-def _faust_options(settings: Settings, bootstrap: str, datadir: Path | None) -> dict[str, Any]:
+def faust_credentials(conn: KafkaConnection) -> Any:
+    """Faust's broker credentials for ``conn`` (None for plaintext).
+
+    Faust turns them back into the same aiokafka options every other client of the worker
+    gets (``conn.security_options()``), for its consumer, producer and topic creation.
+    """
+    from faust.auth import OAuthCredentials, SASLCredentials, SSLCredentials
+
+    if conn.sasl:
+        if conn.sasl_mechanism == "OAUTHBEARER":
+            return OAuthCredentials(oauth_cb=conn.token_provider, ssl_context=conn.ssl_context)
+        password = conn.sasl_password
+        return SASLCredentials(
+            username=conn.sasl_username,
+            password=None if password is None else password.get_secret_value(),
+            ssl_context=conn.ssl_context,
+            mechanism=conn.sasl_mechanism,
+        )
+    if conn.tls:
+        return SSLCredentials(conn.ssl_context)
+    return None
+
+
+def _faust_options(
+    settings: Settings, conn: KafkaConnection, datadir: Path | None
+) -> dict[str, Any]:
     session = float(settings.session_timeout_s)
     options: dict[str, Any] = {
-        "broker": f"kafka://{bootstrap}",
+        "broker": f"kafka://{conn.bootstrap}",
+        "broker_credentials": faust_credentials(conn),
         "store": "memory://",
         "autodiscover": False,
         "processing_guarantee": "at_least_once",
@@ -717,10 +744,8 @@ def _faust_options(settings: Settings, bootstrap: str, datadir: Path | None) -> 
         "broker_commit_interval": 1.0,
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
-        "producer_compression_type": None
-        if settings.compression == "none"
-        else settings.compression,
-        "producer_max_request_size": max_record_bytes(settings),
+        "producer_compression_type": kafka.compression_type(settings.compression),
+        "producer_max_request_size": kafka.max_record_bytes(settings),
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
         "key_serializer": "raw",
@@ -751,17 +776,20 @@ def build_app(
     pipeline_factory: PipelineFactory | None = None,
     datadir: Path | None = None,
     archive: ArchiveSink | None = None,
+    connection: KafkaConnection | None = None,
 ) -> faust.App:
     """A new Faust app for ``settings`` (a ``kafka://`` broker); see the module docstring.
 
     The app id (and consumer group) is ``settings.group_id``.  The runtime object shared by
-    the agent and the timer is available as ``app.fleetledger_runtime``.
+    the agent and the timer is available as ``app.fleetledger_runtime``.  Every client of
+    the app (Faust's, the sink's, the offset and gap readers') connects with ``connection``
+    (by default the one ``settings`` describe).
     """
-    bootstrap = _ensure_kafka(settings)
+    conn = connection or _ensure_kafka(settings)
     factory = pipeline_factory or default_pipeline_factory(settings)
     topics = topic_specs(settings)
     state_spec, entries_spec = worker_state_specs(settings)
-    app = faust.App(settings.group_id, **_faust_options(settings, bootstrap, datadir))
+    app = faust.App(settings.group_id, **_faust_options(settings, conn, datadir))
 
     events = app.topic(
         topics.events.name,
@@ -803,7 +831,9 @@ def build_app(
 
     state_table = table("runstate", state_spec)
     entry_table = table("entries", entries_spec)
-    runtime = FaustRuntime(app, settings, topics, state_table, entry_table, factory, archive)
+    runtime = FaustRuntime(
+        app, settings, topics, state_table, entry_table, factory, archive, connection=conn
+    )
     app.fleetledger_runtime = runtime  # type: ignore[attr-defined]
 
     async def recovered() -> None:
@@ -911,7 +941,7 @@ def run_worker(
     that does not answer within ``connect_timeout_s`` raises :class:`StoreError`.
     A crash of the processing loop raises :class:`ProcessorError`.
     """
-    bootstrap = _ensure_kafka(settings)
+    conn = _ensure_kafka(settings)
     level = logging.DEBUG if settings.verbose else logging.WARNING
     if not logging.getLogger().handlers:
         logging.basicConfig(format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
@@ -921,11 +951,13 @@ def run_worker(
         with _new_loop() as loop:
             specs = (*topic_specs(settings).all(), *worker_state_specs(settings))
             with _quiet("aiokafka", enabled=not settings.verbose):
-                loop.run_until_complete(
-                    ensure_topics(bootstrap, specs, timeout_s=connect_timeout_s)
-                )
+                loop.run_until_complete(ensure_topics(conn, specs, timeout_s=connect_timeout_s))
             app = build_app(
-                settings, pipeline_factory=pipeline_factory, datadir=datadir, archive=archive
+                settings,
+                pipeline_factory=pipeline_factory,
+                datadir=datadir,
+                archive=archive,
+                connection=conn,
             )
             worker = _Worker(app, level=level, loop=loop, quiet=True)
             log.info(

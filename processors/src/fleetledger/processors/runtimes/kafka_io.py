@@ -31,11 +31,20 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
+from fleetledger.kernel import kafka
 from fleetledger.kernel.config import Settings
 from fleetledger.kernel.errors import StoreError
+from fleetledger.kernel.kafka import (
+    MESSAGE_OVERHEAD_BYTES,
+    KafkaConnection,
+    as_connection,
+    kafka_connection,
+    max_record_bytes,
+)
 from fleetledger.kernel.topics import ROLES, TOPIC_LAYOUT, TopicTemplate, topic_name
 from fleetledger.processors.archive import write_atomic
 from fleetledger.processors.evidence import file_stem
@@ -71,9 +80,8 @@ MAX_ERROR_HEADER_BYTES = 4096
 #: Bytes counted per record on top of key, value and headers (batch and record framing).
 RECORD_FRAMING_BYTES = 512
 
-#: Headroom between the bundle size limit and the broker/producer message limits
-#: (record framing, key and headers).
-MESSAGE_OVERHEAD_BYTES = 64 * 1024
+#: A bootstrap string (plaintext) or a connection (with its TLS and SASL settings).
+Target = str | KafkaConnection
 
 
 @dataclass(frozen=True)
@@ -119,16 +127,6 @@ class TopicSet:
             raise StoreError(f"found topic role {role!r}, expected one of {', '.join(ROLES)}")
         spec: TopicSpec = getattr(self, role)
         return spec
-
-
-def max_record_bytes(settings: Settings) -> int:
-    """Largest record the worker publishes (bundles above ``max_message_bytes`` are archived).
-
-    At least the largest events message the SDK may send (its request size) plus header
-    room, so that any input message fits the dead-letter topic unchanged.
-    """
-    largest_input = max(settings.max_message_bytes + 100_000, 1_048_576)
-    return largest_input + MESSAGE_OVERHEAD_BYTES
 
 
 def topic_specs(settings: Settings) -> TopicSet:
@@ -181,27 +179,27 @@ def partition_for(run_id: str, partitions: int) -> int:
     return (int(murmur2(run_id.encode())) & 0x7FFFFFFF) % partitions
 
 
-def _admin(bootstrap: str, timeout_s: float) -> AIOKafkaAdminClient:
+def _admin(conn: KafkaConnection, timeout_s: float) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        request_timeout_ms=int(timeout_s * 1000),
-        client_id="fleetledger-admin",
+        request_timeout_ms=int(timeout_s * 1000), **conn.client_options("fleetledger-admin")
     )
 
 
-def _unreachable(bootstrap: str, timeout_s: float, exc: BaseException | None) -> StoreError:
-    if exc is None or isinstance(exc, TimeoutError) or not str(exc):
-        found = f"no answer within {timeout_s:g}s"
-    else:
-        found = str(exc)
-    return StoreError(
-        f"cannot reach Kafka at {bootstrap}: {found}; "
-        "expected a running broker (check --broker / FLEETLEDGER_BROKER)"
-    )
+async def cannot_connect(
+    conn: KafkaConnection, timeout_s: float, exc: BaseException | None
+) -> StoreError:
+    """One line saying why no connection to ``conn`` could be made (``exc`` None: timeout)."""
+    probe = None if exc is None else create_conn
+    return StoreError(await kafka.connect_failure(conn, exc, probe, timeout_s=min(timeout_s, 10)))
+
+
+#: What a client's start raises when it cannot connect (an SASL exchange the broker ends
+#: with an error may surface from the client as KeyError or ValueError).
+_CONNECT_ERRORS = (KafkaError, OSError, KeyError, ValueError)
 
 
 async def ensure_topics(
-    bootstrap: str, specs: Iterable[TopicSpec], *, timeout_s: float = 30.0
+    bootstrap: Target, specs: Iterable[TopicSpec], *, timeout_s: float = 30.0
 ) -> dict[str, str]:
     """Create every missing topic with its partitions and configs.
 
@@ -209,23 +207,24 @@ async def ensure_topics(
     count raises :class:`StoreError` (co-partitioning of state would break).  The whole
     call is bounded by ``timeout_s``; an unreachable broker raises :class:`StoreError`.
     """
+    conn = as_connection(bootstrap)
     wanted = list(specs)
     try:
-        return await asyncio.wait_for(_ensure_topics(bootstrap, wanted, timeout_s), timeout_s)
+        return await asyncio.wait_for(_ensure_topics(conn, wanted, timeout_s), timeout_s)
     except TimeoutError as exc:
-        raise _unreachable(bootstrap, timeout_s, None) from exc
+        raise await cannot_connect(conn, timeout_s, None) from exc
 
 
 async def _ensure_topics(
-    bootstrap: str, wanted: list[TopicSpec], timeout_s: float
+    conn: KafkaConnection, wanted: list[TopicSpec], timeout_s: float
 ) -> dict[str, str]:
-    admin = _admin(bootstrap, timeout_s)
+    admin = _admin(conn, timeout_s)
     try:
         await admin.start()
-    except KafkaError as exc:
+    except _CONNECT_ERRORS as exc:
         with contextlib.suppress(Exception):
             await admin.close()
-        raise _unreachable(bootstrap, timeout_s, exc) from exc
+        raise await cannot_connect(conn, timeout_s, exc) from exc
     result: dict[str, str] = {}
     try:
         # Listing all topics never auto-creates one (a metadata request naming a topic
@@ -257,7 +256,7 @@ async def _ensure_topics(
                         f"{spec.partitions} (FLEETLEDGER_PARTITIONS)"
                     )
     except KafkaError as exc:
-        raise StoreError(f"cannot create topics on Kafka at {bootstrap}: {exc}") from exc
+        raise StoreError(f"cannot create topics on Kafka at {conn.bootstrap}: {exc}") from exc
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
@@ -382,18 +381,6 @@ def deadletter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
     ]
 
 
-def producer_options(settings: Settings) -> dict[str, Any]:
-    """aiokafka producer options for the sink (and anything else publishing outputs)."""
-    return {
-        "acks": "all",
-        "enable_idempotence": settings.enable_idempotence,
-        "compression_type": None if settings.compression == "none" else settings.compression,
-        "max_request_size": max_record_bytes(settings),
-        "linger_ms": 0,
-        "client_id": f"fleetledger-{settings.group_id}",
-    }
-
-
 class KafkaSink:
     """Publishes ``Outputs`` and waits until the broker acknowledged every record.
 
@@ -405,11 +392,14 @@ class KafkaSink:
         self,
         settings: Settings,
         *,
-        bootstrap: str | None = None,
+        bootstrap: Target | None = None,
         topics: TopicSet | None = None,
     ) -> None:
         self._settings = settings
-        self._bootstrap = bootstrap or settings.broker_url().bootstrap
+        self._connection = (
+            kafka_connection(settings) if bootstrap is None else as_connection(bootstrap)
+        )
+        self._bootstrap = self._connection.bootstrap
         self._topics = topics or topic_specs(settings)
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, int] = {}
@@ -420,9 +410,9 @@ class KafkaSink:
 
     async def start(self, *, timeout_s: float = 30.0) -> None:
         producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap,
             request_timeout_ms=int(timeout_s * 1000),
-            **producer_options(self._settings),
+            **self._connection.client_options(f"fleetledger-{self._settings.group_id}"),
+            **kafka.output_producer_options(self._settings),
         )
         try:
             await asyncio.wait_for(producer.start(), timeout_s)
@@ -431,10 +421,12 @@ class KafkaSink:
                     continue
                 parts = await asyncio.wait_for(producer.partitions_for(spec.name), timeout_s)
                 self._partitions[spec.name] = len(parts)
-        except (KafkaError, TimeoutError) as exc:
+        except (*_CONNECT_ERRORS, TimeoutError) as exc:
             with contextlib.suppress(Exception):
                 await producer.stop()
-            raise _unreachable(self._bootstrap, timeout_s, exc) from exc
+            raise await cannot_connect(
+                self._connection, timeout_s, None if isinstance(exc, TimeoutError) else exc
+            ) from exc
         self._producer = producer
 
     async def stop(self) -> None:
@@ -560,36 +552,37 @@ class KafkaRecord:
         return None
 
 
-async def read_all(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[KafkaRecord]:
+async def read_all(bootstrap: Target, topic: str, *, timeout_s: float = 30.0) -> list[KafkaRecord]:
     """Every record of ``topic``, at least up to the end offsets seen at the start of the call.
 
     Ordered by partition, then offset.  Raises :class:`StoreError` when the broker is
     unreachable, the topic does not exist, or the read does not finish within ``timeout_s``.
     """
+    conn = as_connection(bootstrap)
     try:
-        return await asyncio.wait_for(_read_all(bootstrap, topic, timeout_s), timeout_s)
+        return await asyncio.wait_for(_read_all(conn, topic, timeout_s), timeout_s)
     except TimeoutError as exc:
         raise StoreError(
-            f"reading topic {topic!r} from Kafka at {bootstrap} did not finish within "
+            f"reading topic {topic!r} from Kafka at {conn.bootstrap} did not finish within "
             f"{timeout_s:g}s; expected the broker to serve it"
         ) from exc
 
 
-async def _read_all(bootstrap: str, topic: str, timeout_s: float) -> list[KafkaRecord]:
+async def _read_all(conn: KafkaConnection, topic: str, timeout_s: float) -> list[KafkaRecord]:
+    bootstrap = conn.bootstrap
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         request_timeout_ms=int(timeout_s * 1000),
-        client_id="fleetledger-reader",
+        **conn.client_options("fleetledger-reader"),
     )
     try:
         await consumer.start()
-    except KafkaError as exc:
+    except _CONNECT_ERRORS as exc:
         with contextlib.suppress(Exception):
             await consumer.stop()
-        raise _unreachable(bootstrap, timeout_s, exc) from exc
+        raise await cannot_connect(conn, timeout_s, exc) from exc
     out: list[KafkaRecord] = []
     try:
         if topic not in await consumer.topics():
@@ -635,7 +628,7 @@ async def _read_all(bootstrap: str, topic: str, timeout_s: float) -> list[KafkaR
 
 
 async def read_compacted(
-    bootstrap: str, topic: str, *, timeout_s: float = 30.0
+    bootstrap: Target, topic: str, *, timeout_s: float = 30.0
 ) -> dict[str, bytes]:
     """The latest value per key of a compacted topic (``{key: value}``; tombstones delete).
 
@@ -683,13 +676,15 @@ class KafkaOutputReader:
     """
 
     def __init__(self, settings: Settings, *, timeout_s: float = 30.0) -> None:
-        self._bootstrap = settings.broker_url().bootstrap
+        self._connection = kafka_connection(settings)
+        self._bootstrap = self._connection.bootstrap
         self._topics = topic_specs(settings)
         self._timeout_s = timeout_s
         self._cache: dict[str, dict[bytes, KafkaRecord]] = {}
 
     def __repr__(self) -> str:
-        return f"Kafka at {self._bootstrap} (topics {self._topics.events.name[:-7]}.*)"
+        where = self._connection.describe()
+        return f"Kafka at {where} (topics {self._topics.events.name[:-7]}.*)"
 
     def __enter__(self) -> KafkaOutputReader:
         return self
@@ -702,7 +697,7 @@ class KafkaOutputReader:
 
     def _records(self, role: str) -> list[KafkaRecord]:
         name = self._topics.by_role(role).name
-        return read_all_sync(self._bootstrap, name, timeout_s=self._timeout_s)
+        return read_all_sync(self._connection, name, timeout_s=self._timeout_s)
 
     def _latest(self, role: str) -> dict[bytes, KafkaRecord]:
         """The latest record per key of a compacted topic (tombstones delete)."""
@@ -782,18 +777,20 @@ def deadletter_of(rec: KafkaRecord) -> DeadLetter:
     return DeadLetter(resolve_output(rec.value or b""), position, text(HEADER_ERROR))
 
 
-def read_all_sync(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[KafkaRecord]:
+def read_all_sync(bootstrap: Target, topic: str, *, timeout_s: float = 30.0) -> list[KafkaRecord]:
     """:func:`read_all` for synchronous callers (the CLI)."""
     return asyncio.run(read_all(bootstrap, topic, timeout_s=timeout_s))
 
 
-def read_compacted_sync(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> dict[str, bytes]:
+def read_compacted_sync(
+    bootstrap: Target, topic: str, *, timeout_s: float = 30.0
+) -> dict[str, bytes]:
     """:func:`read_compacted` for synchronous callers (the CLI)."""
     return asyncio.run(read_compacted(bootstrap, topic, timeout_s=timeout_s))
 
 
 def ensure_topics_sync(
-    bootstrap: str, specs: Iterable[TopicSpec], *, timeout_s: float = 30.0
+    bootstrap: Target, specs: Iterable[TopicSpec], *, timeout_s: float = 30.0
 ) -> dict[str, str]:
     """:func:`ensure_topics` for synchronous callers (the CLI)."""
     return asyncio.run(ensure_topics(bootstrap, specs, timeout_s=timeout_s))
@@ -806,6 +803,7 @@ __all__ = [
     "HEADER_SOURCE_PARTITION",
     "HEADER_SOURCE_TOPIC",
     "MANIFEST_KIND",
+    "MESSAGE_OVERHEAD_BYTES",
     "OUTPUT_MANIFEST_KIND",
     "ROLES",
     "TOPIC_LAYOUT",
