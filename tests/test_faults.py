@@ -326,7 +326,9 @@ async def test_faults_kafka_kill_loop_rebalances_replay_and_bad_input(
             workers.start()
             await _until("the workers to restart", started, 120, workers)
             monitor.resume()
-            await asyncio.sleep(rng.uniform(4, 8))
+            # a kill in the middle of the replay, at a random moment of settled work
+            await _until("the group to settle", lambda: settled(2), 180, workers)
+            await asyncio.sleep(rng.uniform(0.5, 3))
             workers.kill_random(rng)
             workers.start()
             await _until("the replay to finish", caught_up, 180, workers)
