@@ -590,6 +590,11 @@ async def _read_all(conn: KafkaConnection, topic: str, timeout_s: float) -> list
                 f"found no topic {topic!r} on Kafka at {bootstrap}; expected it to exist"
             )
         partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:  # listed while it is being created: not readable yet
+            raise StoreError(
+                f"topic {topic!r} on Kafka at {bootstrap} has no partitions yet; "
+                "expected it created"
+            )
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
