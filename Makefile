@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 CODE   := schemas/src producers/src processors/src tests bench
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo console test test-fast lint clean bench
+.PHONY: help install demo console test test-fast lint clean bench bench-readmodel bench-console
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,8 +38,14 @@ lint: $(STAMP) ## ruff (lint + format), mypy --strict over every module, the lay
 	$(BIN)/mypy $(CODE)
 	$(BIN)/lint-imports --no-logo
 
+bench-console: $(STAMP) ## the console: live latency (embedded, Kafka) and the registry at 1,000,000 runs
+	$(BIN)/python -m bench.console
+
 bench: $(STAMP) ## throughput benchmark with same-run baselines (own broker; bench/results.md)
 	$(BIN)/python -m bench
+
+bench-readmodel: $(STAMP) ## run registry on 1,000,000 generated runs, SQLite and PostgreSQL (bench/readmodel-results.md)
+	$(BIN)/python -m bench.readmodel
 
 clean: ## remove the virtualenv, the embedded store and generated bundles
 	rm -rf $(VENV) fleetledger.db fleetledger.db-wal fleetledger.db-shm bundles archive

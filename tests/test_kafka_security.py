@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -121,9 +122,11 @@ def process_env(env: dict[str, str]) -> dict[str, str]:
 def fleetledger(
     *args: str, env: dict[str, str], timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
+    # the projector keeps its read model out of the working folder
+    read_db = f"sqlite:///{tempfile.mkdtemp(prefix='fleetledger-read-')}/read.db"
     return subprocess.run(
         [FLEETLEDGER, *args],
-        env=process_env(env),
+        env=process_env({"FLEETLEDGER_READ_DB": read_db, **env}),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -216,6 +219,10 @@ def test_sdk_worker_and_reader_run_over_mutual_tls(
     ]  # fmt: skip
     broker = ["--broker", env["FLEETLEDGER_BROKER"]]
     monkeypatch.setenv("FLEETLEDGER_TOPIC_PREFIX", prefix)
+    monkeypatch.setenv("FLEETLEDGER_READ_DB", f"sqlite:///{tmp_path / 'read.db'}")
+    monkeypatch.setenv("FLEETLEDGER_PROJECTOR_GROUP_ID", f"{prefix}-projector")
+    # the projector reads the output topics over TLS into the read model
+    assert main([*flags, "projector", "--once", *broker]) == 0
     capsys.readouterr()
     assert main([*flags, "costs", "--json", *broker]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -241,7 +248,8 @@ def test_a_ca_that_did_not_sign_the_broker_is_one_line_for_the_sdk_the_worker_an
         asyncio.run(record(settings_of(env), 1))
     message = str(info.value)
     assert message.startswith(where + found) and expected in message and "\n" not in message
-    for command in (["worker"], ["runs"]):
+    # the Kafka client among the read commands is the projector: `runs` reads the read model
+    for command in (["worker"], ["projector", "--once"]):
         line = one_error_line(fleetledger(*command, env=env))
         assert line.startswith(f"fleetledger: error: {where}{found}") and expected in line
 
@@ -271,7 +279,7 @@ def test_a_broker_that_requires_a_client_certificate_says_so_in_one_line(
     env = tls_env(tls_cluster, tls_cluster.mtls.port)
     for name in ("CERTFILE", "KEYFILE", "KEY_PASSWORD_FILE"):
         del env[f"FLEETLEDGER_KAFKA_SSL_{name}"]
-    line = one_error_line(fleetledger("runs", env=env))
+    line = one_error_line(fleetledger("projector", "--once", env=env))
     assert "the broker closed the connection after the TLS handshake" in line
     assert "expected the client certificate it requires (FLEETLEDGER_KAFKA_SSL_CERTFILE" in line
 
@@ -328,7 +336,8 @@ def test_rejected_credentials_are_one_line_and_no_secret_is_ever_shown(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.syspath_prepend(str(ROOT))
-    assert main(["--verbose", "runs"]) == 2
+    monkeypatch.setenv("FLEETLEDGER_READ_DB", f"sqlite:///{tmp_path / 'read.db'}")
+    assert main(["--verbose", "projector", "--once"]) == 2
     monkeypatch.delenv("FLEETLEDGER_KAFKA_SASL_PASSWORD_FILE", raising=False)
     monkeypatch.setenv("FLEETLEDGER_KAFKA_SASL_PASSWORD", secret)
     assert main(["config"]) == 0 and main(["config", "--json"]) == 0

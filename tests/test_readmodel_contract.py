@@ -215,6 +215,8 @@ def test_both_engines_hold_the_same_rows_and_answer_the_same(
             RunFilter(status=("failed",)),
             RunFilter(agent=some.agent_id),
             RunFilter(tenant=some.tenant, min_cost=Decimal("0.01")),
+            RunFilter(min_cost=Decimal("0.05"), since=datetime(2026, 1, 1, tzinfo=UTC)),
+            RunFilter(min_cost=Decimal("0.05"), until=datetime(2030, 1, 1, tzinfo=UTC)),
             RunFilter(
                 since=some.started_at,
                 until=(some.started_at or datetime.now(UTC)) + timedelta(days=1),

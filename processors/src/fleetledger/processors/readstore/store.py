@@ -43,6 +43,7 @@ from sqlalchemy import (
     literal_column,
     select,
     tuple_,
+    type_coerce,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
@@ -659,9 +660,18 @@ class ReadStore:
     def _read(self) -> Any:
         return _Reading(self._engine, self._label)
 
-    def _filtered(self, q: Select[Any], f: RunFilter, c: Any = None) -> Select[Any]:
-        """``q`` with the filter's conditions on the run columns ``c`` (``rm_runs``)."""
+    def _filtered(
+        self, q: Select[Any], f: RunFilter, c: Any = None, *, hide: str | None = None
+    ) -> Select[Any]:
+        """``q`` with the filter's conditions on the run columns ``c`` (``rm_runs``);
+        conditions on column ``hide`` go through :meth:`_unindexed` (no index serves them)."""
         c = s.runs.c if c is None else c
+        if hide is not None:
+            cols = {
+                name: c[name] for name in ("status", "agent_id", "tenant", "cost", "started_at")
+            }
+            cols[hide] = self._unindexed(c[hide])
+            c = _Cols(cols)
         if f.status:
             q = q.where(c.status.in_(f.status))
         if f.agent is not None:
@@ -690,12 +700,14 @@ class ReadStore:
         return int(n) < self.SELECTIVE_RANGE_ROWS
 
     def _unindexed(self, col: Any) -> Any:
-        """``col`` as an expression with the same order that no index serves."""
-        if self._pg:
-            if col.name == "started_at":
-                return col + literal_column("interval '0 seconds'")
-            return col + 0
-        return col.op("+")(0) if col.name == "cost" else func.coalesce(col, col)
+        """``col`` as an expression of the same type and order that no index serves."""
+        if col.name == "cost":
+            expr = col.op("+")(0)
+        elif self._pg and col.name == "started_at":
+            expr = col.op("+")(literal_column("interval '0 seconds'"))
+        else:
+            expr = func.coalesce(col, col)
+        return type_coerce(expr, col.type)
 
     def runs(self, query: RunQuery) -> RunPage:
         """One page of the registry, newest first (or most expensive first).
@@ -724,8 +736,12 @@ class ReadStore:
             # The page's run ids come from an index alone (every registry index covers the
             # filter columns); only the page's own rows are then read from the table.
             through_range = other is not None and self._range_is_selective(conn, other)
-            q = self._filtered(select(r.c.run_id, r.c.started_at, r.c.cost), f)
             sort_col = r.c.cost if query.sort == "cost" else r.c.started_at
+            q = self._filtered(
+                select(r.c.run_id, r.c.started_at, r.c.cost),
+                f,
+                hide=sort_col.name if through_range else None,
+            )
             # Through a selective range, the sort key is an expression no index serves (in
             # the ORDER BY and in the page bound alike): the planner then takes the range's
             # index behind any equality prefix instead of walking the sort order's index
@@ -1057,6 +1073,16 @@ def _plain(v: Any) -> Any:
     if isinstance(v, memoryview):
         return bytes(v)
     return v
+
+
+class _Cols:
+    """Attribute access over a mapping of column expressions (for :meth:`ReadStore._filtered`)."""
+
+    def __init__(self, cols: dict[str, Any]) -> None:
+        self._cols = cols
+
+    def __getattr__(self, name: str) -> Any:
+        return self._cols[name]
 
 
 class _Reading:

@@ -228,11 +228,6 @@ class FaustRuntime:
         self.entries: TableEntryStore
         self.pipeline: Pipeline
         self.messages = 0
-        self.events = 0
-        self.intercepts = 0
-        self.bundles = 0
-        self.deadletters = 0
-        self._reported = (0, 0, 0.0)  # messages, events, monotonic time of the last report
         self.redelivered = 0
         self.gap_reads = 0
 
@@ -522,30 +517,6 @@ class FaustRuntime:
         self.entries.staged.discard()
         self.request_reset()
 
-    async def report(self) -> str:
-        """One progress line: throughput since the last report, lag, intercepts."""
-        now = asyncio.get_running_loop().time()
-        messages, events, since = self._reported
-        elapsed = max(now - since, 1e-9) if since else 0.0
-        lag = 0
-        tps = [AIOTopicPartition(tp.topic, tp.partition) for tp in self._next]
-        if tps:
-            with contextlib.suppress(KafkaError, OSError):
-                _, reader = await self._clients()
-                ends = await reader.end_offsets(tps)
-                lag = sum(
-                    max(0, ends[atp] - self._next[TP(atp.topic, atp.partition)]) for atp in tps
-                )
-        dm, de = self.messages - messages, self.events - events
-        self._reported = (self.messages, self.events, now)
-        rate = f"{dm / elapsed:,.0f}" if elapsed else "-"
-        erate = f"{de / elapsed:,.0f}" if elapsed else "-"
-        return (
-            f"worker: {dm:,} messages ({rate}/s), {de:,} events ({erate}/s), lag {lag:,} on "
-            f"{len(tps)} partitions; {self.intercepts:,} intercepts, {self.bundles:,} bundles, "
-            f"{self.deadletters:,} dead letters, {self.messages:,} messages since start"
-        )
-
     async def _persist(self, outputs: Outputs) -> None:
         """Archive, publish and persist one step's outputs, in crash-safe order.
 
@@ -566,10 +537,6 @@ class FaustRuntime:
             self._abandon()
             raise
         states_sent = await self.states.flush(self._partition, self.sink)
-        self.events += outputs.events
-        self.intercepts += len(outputs.intercepts)
-        self.bundles += len(outputs.bundles)
-        self.deadletters += len(outputs.deadletters)
         if outputs.sealed:
             await asyncio.gather(*states_sent)
             for run_id, count in outputs.sealed:
@@ -742,11 +709,6 @@ def build_app(
         await runtime.commit()
 
     app.timer(COMMIT_INTERVAL_S, name="fleetledger.commit")(commit)
-
-    async def report() -> None:
-        log.info("%s", await runtime.report())
-
-    app.timer(settings.report_interval_s, name="fleetledger.report")(report)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:

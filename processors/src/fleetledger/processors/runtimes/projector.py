@@ -115,8 +115,6 @@ class Projector:
             "auto_offset_reset": "earliest",
             "request_timeout_ms": int(CONNECT_TIMEOUT_S * 1000),
             "max_partition_fetch_bytes": 4 * 1024 * 1024,
-            # bootstrap servers, client id, TLS and SASL: the one Kafka options helper
-            **self._conn.client_options(f"fleetledger-{self.consumer_name}"),
         }
         if group:
             session_ms = int(self._settings.session_timeout_s * 1000)
@@ -128,7 +126,10 @@ class Projector:
             )
         else:
             options["group_id"] = None
-        return AIOKafkaConsumer(**options)
+        # bootstrap servers, client id, TLS and SASL: from the one Kafka options helper
+        return AIOKafkaConsumer(
+            **options, **self._conn.client_options(f"fleetledger-{self.consumer_name}")
+        )
 
     async def _start(self, consumer: AIOKafkaConsumer) -> None:
         try:
