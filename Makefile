@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
-CODE   := schemas/src producers/src processors/src tests bench
+CODE   := schemas/src producers/src processors/src tests bench spec
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo console test test-fast lint clean bench bench-readmodel bench-console

@@ -135,6 +135,7 @@ class InterceptDoc(TypedDict):
     ts: str
     tenant: str
     agent_id: str
+    params: dict[str, str | int]
 
 
 class EntryDoc(TypedDict):

@@ -38,7 +38,15 @@ class DecodeError(SchemaError):
 
 
 class EventValidationError(SchemaError):
-    """A field failed validation; the message names the field, the value and what was expected."""
+    """A field failed validation; the message names the field, the value and what was expected.
+
+    ``field`` is the path of the (first) failing field, e.g. ``payload.cost.amount``, when
+    the failure is about one.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 class ProducerError(FleetLedgerError):
