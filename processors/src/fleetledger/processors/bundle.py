@@ -107,13 +107,13 @@ def _recovery(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return chain
 
 
-def run_sections(entries: Sequence[Entry]) -> dict[str, list[dict[str, Any]]]:
-    """The bundle's ``artifacts``, ``gates`` and ``recovery`` members for entries so far
-    (a run still going shows them as its bundle will)."""
+def run_sections(events: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The bundle's ``artifacts``, ``gates`` and ``recovery`` members for a run's canonical
+    events so far (a run still going shows them as its bundle will)."""
     return {
-        "artifacts": _artifacts(entries),
-        "gates": _gates(entries),
-        "recovery": _recovery(entries),
+        "artifacts": _artifacts(events),
+        "gates": _gates(events),
+        "recovery": _recovery(events),
     }
 
 

@@ -23,7 +23,6 @@ import orjson
 from fleetledger.kernel.errors import FleetLedgerError
 from fleetledger.processors.bundle import run_sections
 from fleetledger.processors.canonical import event_hash, genesis, link
-from fleetledger.processors.core import Entry
 from fleetledger.processors.readmodel import ActionRow, InterceptRow, RunRow
 
 #: The outcome classes the telemetry view filters by.
@@ -333,18 +332,7 @@ def run_detail(
     workflow: Mapping[str, Any] | None = None
     if actions and actions[0].type == "run_started":
         workflow = actions[0].event.get("payload", {}).get("workflow")
-    entries = [
-        Entry(
-            a.run_id,
-            a.seq,
-            a.event_hash or "",
-            a.prev_hash or "",
-            a.entry_hash or "",
-            dict(a.event),
-        )
-        for a in actions
-    ]
-    sections = run_sections(entries)
+    sections = run_sections([dict(a.event) for a in actions])
     chain = check_chain(run.run_id, actions)
     digest = None
     merkle_size = None
