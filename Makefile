@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 CODE   := schemas/src producers/src processors/src tests bench spec
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast test-faults lint clean bench bench-readmodel
+.PHONY: help install demo console test test-fast test-faults lint clean bench bench-readmodel bench-console
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ install: $(STAMP) ## create .venv and install fleetledger with its test tools
 
 demo: $(STAMP) ## simulate a fleet into the embedded store, process it, write bundles/
 	$(BIN)/fleetledger demo
+
+console: $(STAMP) ## the runs console on http://127.0.0.1:8760/ (processes new events too)
+	$(BIN)/fleetledger console
 
 test: $(STAMP) ## the whole suite, Kafka integration tests included (starts its own broker)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -40,6 +43,9 @@ lint: $(STAMP) ## ruff (lint + format), mypy --strict over every module, the lay
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy $(CODE)
 	$(BIN)/lint-imports --no-logo
+
+bench-console: $(STAMP) ## the console: live latency (embedded, Kafka) and the registry at 1,000,000 runs
+	$(BIN)/python -m bench.console
 
 bench: $(STAMP) ## throughput benchmark with same-run baselines (own broker; bench/results.md)
 	$(BIN)/python -m bench

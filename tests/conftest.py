@@ -13,6 +13,8 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,3 +84,46 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> str:
     """A fresh database on the session's server (one per test)."""
     return postgres_server.create_database(f"t{next(_counter)}_{uuid.uuid4().hex[:8]}")
+
+
+# --------------------------------------------------------------------------- the console
+
+
+@pytest.fixture(scope="session")
+def console_fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedded store with a simulated fleet, processed (built once; tests that write
+    copy it)."""
+    from .console_support import build_fleet
+
+    path = tmp_path_factory.mktemp("console-fleet") / "fleet.db"
+    build_fleet(path, runs=30, seed=5)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium (Debian's, driven by Playwright) for the browser tests (they
+    are one module; module scope because Playwright's sync API keeps an event loop on the
+    main thread while it runs, which would stop later tests' ``asyncio.run``).
+
+    Missing Chromium FAILS every browser test (never skips): `.ci/run` installs it.
+    """
+    from playwright.sync_api import Error, sync_playwright
+
+    from .console_support import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(
+            f"found no {CHROMIUM}; expected Debian's chromium (apt-get install -y chromium; "
+            ".ci/run installs it)",
+            pytrace=False,
+        )
+    with sync_playwright() as p:
+        try:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        except Error as exc:
+            pytest.fail(f"Chromium did not start: {exc}", pytrace=False)
+        try:
+            yield b
+        finally:
+            b.close()

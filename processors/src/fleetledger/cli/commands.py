@@ -384,6 +384,47 @@ def projector(
     run_projector(settings, once=once, report=_log_line)
 
 
+@app.command("console")
+def console_cmd(
+    ctx: typer.Context,
+    broker: BrokerOpt = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="address to bind (env FLEETLEDGER_CONSOLE_HOST, default 127.0.0.1); any "
+            "other than loopback needs FLEETLEDGER_CONSOLE_TOKEN"
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="port (env FLEETLEDGER_CONSOLE_PORT, default 8760)"),
+    ] = None,
+    process: Annotated[
+        bool,
+        typer.Option(
+            "--process/--no-process",
+            help="embedded mode: also process new events in this process (live updates)",
+        ),
+    ] = True,
+) -> None:
+    """The runs console in a browser: registry, intercepts, a run's actions, live updates,
+    exports and a JSON API (read-only)."""
+    from fleetledger.console.server import console
+
+    settings = settings_of(ctx, broker=broker)
+    err: Console = ctx.obj.err
+    with console(settings, host=host, port=port, process=process) as server:
+        bind = host or settings.console_host
+        shown = f"[{bind}]" if ":" in bind else bind
+        where = settings.console_port if port is None else port
+        err.print(
+            f"fleetledger console on http://{shown}:{where}/ reading {server.app.config.source}"
+            + (" (token required)" if settings.console_token else "")
+            + "; Ctrl-C stops it"
+        )
+        server.serve()
+
+
 @app.command()
 def prune(
     ctx: typer.Context,

@@ -107,6 +107,16 @@ def _recovery(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return chain
 
 
+def run_sections(events: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The bundle's ``artifacts``, ``gates`` and ``recovery`` members for a run's canonical
+    events so far (a run still going shows them as its bundle will)."""
+    return {
+        "artifacts": _artifacts(events),
+        "gates": _gates(events),
+        "recovery": _recovery(events),
+    }
+
+
 def assemble(run_id: str, entries: Sequence[Entry], config: CoreConfig) -> dict[str, Any]:
     """Build the bundle of a finished run from its entries (seq 0..n-1, in order)."""
     if not entries:

@@ -171,6 +171,11 @@ class ActionRow:
     output_tokens: int | None
     event: Mapping[str, Any]
     position: int = 0
+    #: the chain hashes the processors recorded for this entry (None in rows from before
+    #: revision 0002 of the read model)
+    event_hash: str | None = None
+    prev_hash: str | None = None
+    entry_hash: str | None = None
 
     @property
     def is_action(self) -> bool:
@@ -209,6 +214,9 @@ class ActionRow:
             "outputs": self.outputs,
             "error": self.error,
             "event": dict(self.event),
+            "event_hash": self.event_hash,
+            "prev_hash": self.prev_hash,
+            "entry_hash": self.entry_hash,
             "position": self.position,
         }
 
@@ -420,8 +428,14 @@ def _outcome(etype: str, p: Mapping[str, Any]) -> str | None:
     return None
 
 
-def action_from_event(run_id: str, seq: int, event: Mapping[str, Any]) -> ActionRow:
-    """An action row from one canonical event object (a ledger entry's or a bundle's)."""
+def action_from_event(
+    run_id: str,
+    seq: int,
+    event: Mapping[str, Any],
+    hashes: tuple[str | None, str | None, str | None] = (None, None, None),
+) -> ActionRow:
+    """An action row from one canonical event object (a ledger entry's or a bundle's);
+    ``hashes``: its recorded (event hash, previous entry hash, entry hash)."""
     etype: str = event["type"]
     p: Mapping[str, Any] = event.get("payload", {})
     cost = p.get("cost") if etype == "model_io" else None
@@ -445,17 +459,31 @@ def action_from_event(run_id: str, seq: int, event: Mapping[str, Any]) -> Action
         input_tokens=p.get("gen_ai_usage_input_tokens") if etype == "model_io" else None,
         output_tokens=p.get("gen_ai_usage_output_tokens") if etype == "model_io" else None,
         event=event,
+        event_hash=hashes[0],
+        prev_hash=hashes[1],
+        entry_hash=hashes[2],
     )
 
 
 def action_from_entry(entry: Mapping[str, Any]) -> ActionRow:
-    return action_from_event(entry["run_id"], int(entry["seq"]), entry["event"])
+    return action_from_event(
+        entry["run_id"],
+        int(entry["seq"]),
+        entry["event"],
+        (entry.get("event_hash"), entry.get("prev_hash"), entry.get("entry_hash")),
+    )
 
 
 def actions_from_bundle(bundle: Mapping[str, Any]) -> list[ActionRow]:
     """A finished run's actions from its bundle (archived runs, offline tools)."""
     run_id = bundle["run"]["run_id"]
-    return [action_from_event(run_id, e["seq"], e["event"]) for e in bundle["events"]]
+    prev: str | None = bundle.get("chain", {}).get("genesis")
+    out = []
+    for e in bundle["events"]:
+        hashes = (e.get("event_hash"), prev, e.get("entry_hash"))
+        out.append(action_from_event(run_id, e["seq"], e["event"], hashes))
+        prev = e.get("entry_hash")
+    return out
 
 
 def run_from_bundle(bundle: Mapping[str, Any], digest: str | None = None) -> RunRow:
@@ -564,6 +592,29 @@ class RunFilter:
             raise ConfigError(
                 f"since {iso(self.since)} is after until {iso(self.until)}; expected a window"
             )
+
+    def matches(self, run: RunRow) -> bool:
+        """Whether ``run`` is one the filter selects (the store's query, in Python)."""
+        started = run.started_at
+        return (
+            (not self.status or run.status in self.status)
+            and (self.agent is None or run.agent_id == self.agent)
+            and (self.tenant is None or run.tenant == self.tenant)
+            and (self.min_cost is None or run.cost >= self.min_cost)
+            and (self.since is None or (started is not None and started >= self.since))
+            and (self.until is None or started is None or started < self.until)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The filter as JSON (exports and API answers record what was asked)."""
+        return {
+            "status": list(self.status),
+            "agent": self.agent,
+            "tenant": self.tenant,
+            "min_cost": None if self.min_cost is None else money_str(self.min_cost),
+            "since": iso(self.since),
+            "until": iso(self.until),
+        }
 
 
 @dataclass(frozen=True)

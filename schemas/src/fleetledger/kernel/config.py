@@ -235,6 +235,17 @@ class Settings(BaseSettings):
     report_interval_s: float = Field(
         10.0, gt=0, description="worker and projector: seconds between progress log lines"
     )
+    console_host: str = Field(
+        "127.0.0.1", description="`fleetledger console`: address to bind (loopback by default)"
+    )
+    console_port: int = Field(8760, ge=0, le=65535, description="`fleetledger console`: port")
+    console_token: str | None = Field(
+        None,
+        min_length=16,
+        repr=False,
+        description="`fleetledger console`: bearer token every request must carry; required "
+        "to bind anything but a loopback address",
+    )
     verbose: bool = Field(False, description="tracebacks and debug logs")
 
     @field_validator(
@@ -252,6 +263,7 @@ class Settings(BaseSettings):
         "kafka_sasl_oauth_token_provider",
         "read_db",
         "retention_days",
+        "console_token",
         mode="before",
     )
     @classmethod

@@ -139,6 +139,16 @@ RUN_INDEXES: dict[str, tuple[str, ...]] = {
 for _name, _cols in RUN_INDEXES.items():
     Index(_name, *(runs.c[c] for c in _cols))
 Index("ix_rm_runs_position", runs.c.position)
+# revision 0002: covers the summary figures (status, currency, sums) without table reads
+Index(
+    "ix_rm_runs_summary",
+    runs.c.status,
+    runs.c.currency,
+    runs.c.cost,
+    runs.c.actions,
+    runs.c.actions_ok,
+    runs.c.intercepts,
+)
 
 actions = Table(
     f"{PREFIX}actions",
@@ -160,6 +170,10 @@ actions = Table(
     Column("output_tokens", BigInteger),
     Column("event", Text, nullable=False),
     Column("position", BigInteger, nullable=False),
+    # revision 0002: the entry's recorded chain hashes
+    Column("event_hash", String),
+    Column("prev_hash", String),
+    Column("entry_hash", String),
 )
 Index("ix_rm_actions_position", actions.c.position)
 

@@ -157,6 +157,15 @@ def _sqlite_writer_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _sqlite_reader_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """Readers of a large read model: memory-mapped pages and a larger page cache (the
+    registry's aggregate figures scan an index of every run)."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA mmap_size=268435456")
+    cur.execute("PRAGMA cache_size=-65536")
+    cur.close()
+
+
 def _wrap(what: str, label: str, exc: BaseException) -> StoreError:
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
     return StoreError(f"read model at {label}: {what} failed: {detail}")
@@ -212,6 +221,7 @@ class ReadStore:
                     f"sqlite:///file:{url.path.resolve()}?mode=ro&uri=true",
                     connect_args={"check_same_thread": False},
                 )
+                event.listen(engine, "connect", _sqlite_reader_pragmas)
         else:
             # no pre-ping (a round trip per query): stale connections are recycled instead
             engine = create_engine(url.sqlalchemy_url, pool_recycle=1800)
@@ -1002,26 +1012,35 @@ class ReadStore:
             return int(conn.execute(select(s.head.c.position).where(s.head.c.id == 1)).scalar_one())
 
     def changes(self, after: int, *, limit: int = 500) -> list[Change]:
-        """Rows changed after position ``after``, in position order (at most ``limit``)."""
+        """Rows changed after position ``after``, in position order (at most ``limit``).
+
+        The three tables are read up to the head read first: each statement may see a
+        later commit than the one before it, and a row committed after the head was read
+        would otherwise be returned while an earlier one of another table was not, so a
+        reader resuming from the last position returned would skip it.
+        """
         out: list[Change] = []
         with self._read() as conn:
+            head = int(conn.execute(select(s.head.c.position).where(s.head.c.id == 1)).scalar_one())
+            if head <= after:
+                return out
             for row in conn.execute(
                 select(s.runs)
-                .where(s.runs.c.position > after)
+                .where(s.runs.c.position > after, s.runs.c.position <= head)
                 .order_by(s.runs.c.position)
                 .limit(limit)
             ):
                 out.append(Change(row.position, "run", row.run_id, _run_row(row)))
             for row in conn.execute(
                 select(s.actions)
-                .where(s.actions.c.position > after)
+                .where(s.actions.c.position > after, s.actions.c.position <= head)
                 .order_by(s.actions.c.position)
                 .limit(limit)
             ):
                 out.append(Change(row.position, "action", row.run_id, _action_row(row)))
             for row in conn.execute(
                 select(s.intercepts)
-                .where(s.intercepts.c.position > after)
+                .where(s.intercepts.c.position > after, s.intercepts.c.position <= head)
                 .order_by(s.intercepts.c.position)
                 .limit(limit)
             ):
@@ -1155,6 +1174,9 @@ def _action_values(a: ActionRow, position: int) -> dict[str, Any]:
         "output_tokens": a.output_tokens,
         "event": orjson.dumps(a.event).decode(),
         "position": position,
+        "event_hash": a.event_hash,
+        "prev_hash": a.prev_hash,
+        "entry_hash": a.entry_hash,
     }
 
 
@@ -1177,6 +1199,9 @@ def _action_row(row: Row[Any]) -> ActionRow:
         output_tokens=row.output_tokens,
         event=orjson.loads(row.event),
         position=row.position,
+        event_hash=row.event_hash,
+        prev_hash=row.prev_hash,
+        entry_hash=row.entry_hash,
     )
 
 

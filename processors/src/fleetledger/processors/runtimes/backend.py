@@ -73,9 +73,11 @@ class Backend(ABC):
         once: bool = False,
         poll_s: float = 0.5,
         report: Callable[[WorkerReport], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
-        """Process the backend's events until stopped (SIGTERM/SIGINT), or until caught up
-        with ``once``; ``report`` is called every ``FLEETLEDGER_REPORT_INTERVAL_S``."""
+        """Process the backend's events until stopped (SIGTERM/SIGINT, or ``should_stop``
+        where the runtime supports it), or until caught up with ``once``; ``report`` is
+        called every ``FLEETLEDGER_REPORT_INTERVAL_S``."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -131,6 +133,7 @@ class EmbeddedBackend(Backend):
         once: bool = False,
         poll_s: float = 0.5,
         report: Callable[[WorkerReport], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         from datetime import UTC, datetime
 
@@ -154,6 +157,7 @@ class EmbeddedBackend(Backend):
                     report=report,
                     report_s=self.settings.report_interval_s,
                     housekeeping=None if once else housekeeping,
+                    should_stop=should_stop,
                 )
         finally:
             if external is not None:
@@ -180,6 +184,7 @@ class KafkaBackend(Backend):
         once: bool = False,
         poll_s: float = 0.5,
         report: Callable[[WorkerReport], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         if once:
             raise ConfigError(

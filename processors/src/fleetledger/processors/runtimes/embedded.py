@@ -347,13 +347,16 @@ class EmbeddedRuntime:
         housekeeping_s: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        should_stop: Callable[[], bool] | None = None,
     ) -> ProcessStats:
         """Process the log as it grows: batches as they arrive, a poll every ``poll_s``
         seconds when idle.
 
         ``report`` gets throughput, lag and intercepts every ``report_s`` seconds (and at
         the end with ``once``); ``housekeeping`` (retention) runs every ``housekeeping_s``.
-        With ``once``, drain and return.  Returns the sum when it returns.
+        With ``once``, drain and return; with ``should_stop``, return once it says so
+        (checked between batches; the console stops its in-process worker this way).
+        Returns the sum when it returns.
         """
         total = ProcessStats()
         window = ProcessStats()
@@ -371,6 +374,9 @@ class EmbeddedRuntime:
             while True:
                 if interrupted:
                     raise KeyboardInterrupt
+                if should_stop is not None and should_stop():
+                    emit(clock())
+                    return total
                 stats = self.process_batch()
                 # Caught up: check open gaps, so a gap times out while nothing arrives.
                 checked = self.tick() if stats is None else stats
