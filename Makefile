@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 CODE   := schemas/src producers/src processors/src tests bench spec
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo console test test-fast lint clean bench bench-readmodel
+.PHONY: help install demo console test test-fast test-faults lint clean bench bench-readmodel bench-console
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,11 +32,20 @@ test: $(STAMP) ## the whole suite, Kafka integration tests included (starts its 
 test-fast: $(STAMP) ## everything but the Kafka integration tests
 	$(BIN)/python -m pytest -q -m "not kafka" $(PYTEST_ARGS)
 
+test-faults: $(STAMP) ## the full fault-injection suite (kill loops, rebalances, bad input; minutes)
+	rm -f $(CURDIR)/faults-report.jsonl
+	FLEETLEDGER_FAULTS=full FLEETLEDGER_FAULTS_REPORT=$(CURDIR)/faults-report.jsonl \
+		$(BIN)/python -m pytest -q -s -m faults $(PYTEST_ARGS)
+	@cat $(CURDIR)/faults-report.jsonl
+
 lint: $(STAMP) ## ruff (lint + format), mypy --strict over every module, the layer contracts
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy $(CODE)
 	$(BIN)/lint-imports --no-logo
+
+bench-console: $(STAMP) ## the console: live latency (embedded, Kafka) and the registry at 1,000,000 runs
+	$(BIN)/python -m bench.console
 
 bench: $(STAMP) ## throughput benchmark with same-run baselines (own broker; bench/results.md)
 	$(BIN)/python -m bench

@@ -465,6 +465,14 @@ def main(argv: list[str] | None = None) -> int:
         "live": {},
     }
     os.chdir(REPO)
+    previous = args.out / "console-results.json"
+    if args.only and previous.exists():
+        # a partial run keeps the other figures of the last full one (and says so)
+        old = json.loads(previous.read_text())
+        results["live"] = old.get("live", {})
+        if "registry" in old:
+            results["registry"] = old["registry"]
+        results["command"] += f" (other rows: {old.get('when')}, `{old.get('command')}`)"
     if "embedded" in wanted:
         log("live latency, embedded")
         results["live"]["embedded"] = live_embedded(args.events, args.pace)

@@ -35,7 +35,7 @@ from .console_support import (
 )
 
 DOCS_IMG = Path(__file__).parents[1] / "docs" / "img"
-TIMEOUT_MS = 10_000
+TIMEOUT_MS = 20_000
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,7 @@ def test_filters_drive_the_url_the_list_and_the_summary(
     srv, _ = served
     page.goto(srv.url + "/")
     page.wait_for_selector("#live.on")
+    page.wait_for_selector("#sum-runs")
     all_runs = _api(srv, "/api/runs", limit=1000)
     assert page.inner_text("#sum-runs") == str(all_runs["summary"]["runs"])
     DOCS_IMG.mkdir(parents=True, exist_ok=True)
@@ -104,12 +105,13 @@ def test_filters_drive_the_url_the_list_and_the_summary(
     page.wait_for_url(re.compile(r"status=failed"))
     failed = _api(srv, "/api/runs", status="failed", limit=1000)
     page.wait_for_function(
-        "n => document.querySelector('#sum-runs').textContent === String(n)",
+        "n => document.querySelector('#sum-runs')?.textContent === String(n)",
         arg=failed["summary"]["runs"],
     )
     cards = page.locator("#runs li.card")
     assert cards.count() == len(failed["runs"]) > 0
     assert page.locator("#runs li.card.status-failed").count() == cards.count()
+    page.wait_for_selector("#sum-failed")
     assert page.inner_text("#sum-failed") == str(len(failed["runs"]))
     shown = page.eval_on_selector_all("#runs li.card", "els => els.map(e => e.dataset.runId)")
     assert shown == [r["run_id"] for r in failed["runs"]]
@@ -120,7 +122,7 @@ def test_filters_drive_the_url_the_list_and_the_summary(
     page.wait_for_url(re.compile(r"min_cost=0.05"))
     expensive = _api(srv, "/api/runs", min_cost="0.05", limit=1000)
     page.wait_for_function(
-        "n => document.querySelector('#sum-runs').textContent === String(n)",
+        "n => document.querySelector('#sum-runs')?.textContent === String(n)",
         arg=expensive["summary"]["runs"],
     )
     assert page.locator("#runs li.card").count() == len(expensive["runs"])
@@ -128,7 +130,7 @@ def test_filters_drive_the_url_the_list_and_the_summary(
     page.select_option("#f-sort", "cost")
     page.wait_for_url(re.compile(r"sort=cost"))
     page.wait_for_function(
-        "id => document.querySelector('#runs li.card').dataset.runId === id",
+        "id => document.querySelector('#runs li.card')?.dataset.runId === id",
         arg=_api(srv, "/api/runs", min_cost="0.05", sort="cost")["runs"][0]["run_id"],
     )
 
@@ -154,7 +156,7 @@ def test_filters_drive_the_url_the_list_and_the_summary(
     page.wait_for_url(re.compile(r"agent=" + re.escape(agent)))
     mine = _api(srv, "/api/runs", agent=agent, limit=1000)
     page.wait_for_function(
-        "n => document.querySelector('#sum-runs').textContent === String(n)",
+        "n => document.querySelector('#sum-runs')?.textContent === String(n)",
         arg=mine["summary"]["runs"],
     )
     agents = page.eval_on_selector_all("#runs li.card .agent", "els => els.map(e => e.textContent)")

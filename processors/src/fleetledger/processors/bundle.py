@@ -270,12 +270,12 @@ def derived_members(
     (seq 0..n-1, in order) and the rules.  Bundles are built with it and verification
     re-derives with it, so the two cannot disagree."""
     first = events[0]
-    if first["type"] != "run_started":
-        raise ProcessorError(
-            f"run {run_id!r}: first event is {first['type']}; expected run_started"
-        )
+    # A run whose seq 0 is not run_started still gets a bundle: its workflow is null and
+    # its labels empty, and the fold raises the malformed_run intercept that says why
+    # (SPEC section 7).  Refusing to bundle it would leave the evidence of a finished run
+    # nowhere.
+    started: dict[str, Any] = first["payload"] if first["type"] == "run_started" else {}
     fold, intercepts = fold_events(run_id, events, config)
-    started = first["payload"]
     run: dict[str, Any] = {
         "run_id": run_id,
         "tenant": fold.tenant,
@@ -302,7 +302,7 @@ def derived_members(
         del totals["currency"]
     return {
         "run": {k: v for k, v in run.items() if v is not None},
-        "workflow": started["workflow"],
+        "workflow": started.get("workflow"),
         "artifacts": _artifacts(events),
         "gates": _gates(events),
         "recovery": _recovery(events),

@@ -115,6 +115,9 @@ INTERCEPT_KINDS: dict[str, InterceptKind] = {
         "seq {seq}..{last_missing} missing for over {timeout_s}s; {held} later events held",
         event_derived=False,
     ),
+    "processing_error": InterceptKind(
+        "critical", "message with seq {seq} not applied: {error}", event_derived=False
+    ),
 }
 
 Param = str | int
@@ -280,10 +283,25 @@ class RunFold:
             if budget is not None:
                 self.budget = {"amount": budget["amount"], "currency": budget["currency"]}
                 self.currency = budget["currency"]
-        elif seq == 0:
-            found.append(self._raise(obj, "malformed_run", event_type=etype))
-            self.tenant, self.agent_id = obj["tenant"], obj["agent_id"]
-        elif etype == "model_io":
+        else:
+            if seq == 0:
+                # Flagged, then folded like any event of its type: a run without
+                # run_started still counts its costs and still ends (SPEC section 6).
+                found.append(self._raise(obj, "malformed_run", event_type=etype))
+                self.tenant, self.agent_id = obj["tenant"], obj["agent_id"]
+            found += self._fold_event(obj, etype, payload, step_id, config)
+        return found
+
+    def _fold_event(
+        self,
+        obj: dict[str, Any],
+        etype: str,
+        payload: dict[str, Any],
+        step_id: str | None,
+        config: CoreConfig,
+    ) -> list[Intercept]:
+        found: list[Intercept] = []
+        if etype == "model_io":
             found += self._fold_model_io(obj, payload, step_id, config)
         elif etype == "tool_call":
             self._outcome("tool_call", payload["outcome"])
@@ -651,6 +669,17 @@ class RunState:
             fold=RunFold.from_json(d["fold"]),
             sealed=d.get("sealed"),
         )
+
+
+#: In :meth:`RunState.to_bytes` (compact orjson, fixed member order) a run without an
+#: open sequence gap always contains these bytes; a runtime finds the runs whose stored
+#: state has an open gap by their absence, without parsing every state.
+CLOSED_GAP_MARK = b'"gap_since":null'
+
+
+def has_open_gap(raw: bytes) -> bool:
+    """Whether a stored run state (``RunState.to_bytes``) has an open sequence gap."""
+    return CLOSED_GAP_MARK not in raw
 
 
 @dataclass

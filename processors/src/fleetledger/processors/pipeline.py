@@ -13,6 +13,7 @@ bundle to recover what the core already knew.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,13 +28,17 @@ from fleetledger.processors.canonical import canonical_bytes, event_hash
 from fleetledger.processors.core import (
     CoreConfig,
     Entry,
+    EntryLookup,
     Intercept,
     RunState,
     TotalsJson,
     apply,
     check_gap,
+    make_intercept,
 )
 from fleetledger.schemas.codec import Codec
+
+log = logging.getLogger("fleetledger.pipeline")
 
 
 class StateStore(Protocol):
@@ -303,9 +308,13 @@ class Pipeline:
     ) -> Outputs:
         """Process messages in log order, persisting each touched run's state once.
 
-        A message that cannot be decoded, validated or hashed becomes a dead letter before
-        anything of it is applied, so a bad message never leaves a run half-updated and
-        never stops the messages after it.  Totals are emitted once per touched run.
+        Every message ends processed or dead-lettered, never as an exception: one that
+        cannot be decoded, validated or hashed becomes a dead letter before anything of it
+        is applied; one whose events fail later (folding, intercept rules, bundle
+        assembly: a defect or a store that disagrees with the run state) is rolled back
+        whole, dead-lettered with the reason, and its run gets a ``processing_error``
+        intercept.  So a bad message never leaves a run half-updated and never stops the
+        messages after it.  Totals are emitted once per touched run.
         """
         out = Outputs()
         states: dict[str, RunState] = {}
@@ -316,9 +325,48 @@ class Pipeline:
             except FleetLedgerError as exc:
                 out.deadletters.append(DeadLetter(value, position, str(exc)))
                 continue
-            self._apply_objs(objs, hashes, states, now, out)
+            except Exception as exc:  # a decoder defect: still this message's problem only
+                error = f"cannot decode: {type(exc).__name__}: {exc}; expected a message"
+                out.deadletters.append(DeadLetter(value, position, error))
+                continue
+            if not objs:
+                error = "found an EventBatch with no events; expected at least one (SPEC 1.1)"
+                out.deadletters.append(DeadLetter(value, position, error))
+                continue
+            try:
+                self._apply_objs(objs, hashes, states, now, out)
+            except Exception as exc:  # per-message isolation is the point
+                self._failed(objs, value, position, exc, out)
         self._persist(states, out)
         return out
+
+    def _failed(
+        self,
+        objs: list[dict[str, Any]],
+        value: bytes,
+        position: SourcePosition,
+        exc: Exception,
+        out: Outputs,
+    ) -> None:
+        """A decoded message whose processing failed: dead letter + intercept, go on."""
+        error = (
+            f"processing failed: {type(exc).__name__}: {exc}; expected every valid event "
+            "to be applied (nothing of this message was applied)"
+        )
+        log.error("%s:%d:%d: %s", position.topic, position.partition, position.offset, error)
+        out.deadletters.append(DeadLetter(value, position, error))
+        first = objs[0]
+        out.intercepts.append(
+            make_intercept(
+                "processing_error",
+                run_id=first["run_id"],
+                seq=first["seq"],
+                ts=first["ts"],
+                tenant=first.get("tenant", ""),
+                agent_id=first.get("agent_id", ""),
+                error=error,
+            )
+        )
 
     def _apply_all(self, objs: list[dict[str, Any]], now: datetime) -> Outputs:
         """Apply already-decoded event objects (tests and tools)."""
@@ -336,21 +384,42 @@ class Pipeline:
         now: datetime,
         out: Outputs,
     ) -> None:
-        out.events += len(objs)
+        """Apply one message's events all or nothing.
+
+        The events are applied to working copies of the run states, with new ledger
+        entries kept aside; only when every event (and any bundle) succeeded are the
+        copies, the entries and the outputs taken over.  On an exception nothing of the
+        message is left behind.
+        """
+        work: dict[str, RunState] = {}
+        new_entries: dict[tuple[str, int], Entry] = {}
+        local = Outputs(events=len(objs))
+
+        def lookup(run_id: str, seq: int) -> Entry | None:
+            staged = new_entries.get((run_id, seq))
+            return staged if staged is not None else self._lookup(run_id, seq)
+
         for obj, h in zip(objs, hashes, strict=True):
             run_id = obj["run_id"]
-            state = states.get(run_id)
+            state = work.get(run_id)
             if state is None:
-                state = states[run_id] = self._load(run_id)
-            result = apply(state, obj, self._lookup, self._config, now, h)
+                known = states.get(run_id)
+                state = work[run_id] = (
+                    self._load(run_id) if known is None else RunState.from_bytes(known.to_bytes())
+                )
+            result = apply(state, obj, lookup, self._config, now, h)
             if result.duplicate:
-                out.duplicates += 1
+                local.duplicates += 1
             for entry in result.entries:
-                self._entries.put(entry.run_id, entry.seq, entry.data)
-                out.entries.append(entry)
-            out.intercepts += result.intercepts
+                new_entries[(entry.run_id, entry.seq)] = entry
+                local.entries.append(entry)
+            local.intercepts += result.intercepts
             if result.materialize:
-                out.bundles.append(self._materialize(state, out))
+                local.bundles.append(self._materialize(state, local, lookup))
+        for (run_id, seq), entry in new_entries.items():
+            self._entries.put(run_id, seq, entry.data)
+        states.update(work)
+        out.extend(local)
 
     def _persist(self, states: dict[str, RunState], out: Outputs) -> None:
         for run_id, state in states.items():
@@ -361,11 +430,11 @@ class Pipeline:
             self._states.put(run_id, state.to_bytes())
             out.totals.append(run_totals(state))
 
-    def _materialize(self, state: RunState, out: Outputs) -> Bundle:
+    def _materialize(self, state: RunState, out: Outputs, lookup: EntryLookup) -> Bundle:
         assert state.terminal_seq is not None
         entries = []
         for seq in range(state.terminal_seq + 1):
-            entry = self._lookup(state.run_id, seq)
+            entry = lookup(state.run_id, seq)
             if entry is None:
                 raise ProcessorError(
                     f"run {state.run_id!r}: entry {seq} missing at materialization; "
@@ -385,12 +454,30 @@ class Pipeline:
             document=bundle,
         )
 
+    def watch_gaps(self, run_ids: Iterable[str]) -> None:
+        """Runs whose stored state has an open gap (found by a runtime on start or after a
+        rebalance): :meth:`tick` checks them like runs seen with a gap since."""
+        self._gapped.update(run_ids)
+
+    @property
+    def gapped(self) -> frozenset[str]:
+        """Runs with an open sequence gap that :meth:`tick` watches."""
+        return frozenset(self._gapped)
+
     def tick(self, now: datetime) -> Outputs:
-        """Flag runs whose sequence gap has stayed open past the timeout."""
+        """Flag runs whose sequence gap has stayed open past the timeout.
+
+        A run whose state cannot be checked is logged and left out of this tick, so one
+        bad state never stops the checks of the others.
+        """
         out = Outputs()
         for run_id in sorted(self._gapped):
-            state = self._load(run_id)
-            intercept = check_gap(state, self._config, now)
+            try:
+                state = self._load(run_id)
+                intercept = check_gap(state, self._config, now)
+            except Exception as exc:  # one run never stops the others
+                log.error("gap check of run %r failed: %s: %s", run_id, type(exc).__name__, exc)
+                continue
             if intercept is not None:
                 self._states.put(run_id, state.to_bytes())
                 out.intercepts.append(intercept)

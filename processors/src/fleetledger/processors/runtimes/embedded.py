@@ -11,11 +11,12 @@ crash in between replays the batch, whose rows the tracking record then skips.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ import orjson
 from fleetledger.kernel.errors import StoreError
 from fleetledger.kernel.sqlitelog import SqliteLog, connect
 from fleetledger.processors.archive import ArchiveSink
-from fleetledger.processors.core import CoreConfig
+from fleetledger.processors.core import CLOSED_GAP_MARK, CoreConfig
 from fleetledger.processors.pipeline import (
     DeadLetter,
     EntryDoc,
@@ -43,6 +44,8 @@ from fleetledger.processors.readstore import ReadStore, tracked
 from fleetledger.schemas.codec import Codec
 
 LOG_TOPIC = "event_log"
+#: The read-model position of gap checks made while the log is idle (no input offset).
+GAP_CHECKS = "gap_checks"
 
 OUTPUT_DDL = """
 CREATE TABLE IF NOT EXISTS run_state (run_id TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -155,6 +158,40 @@ class WorkerReport:
         )
 
 
+def _within(
+    rows: Sequence[tuple[int, str, bytes]], budget: int
+) -> Sequence[tuple[int, str, bytes]]:
+    """The first rows whose values fit ``budget`` bytes (at least one): a batch of huge
+    messages stays short, so a crash redoes little and commits come often."""
+    total = 0
+    for i, (_offset, _key, value) in enumerate(rows):
+        total += len(value)
+        if total > budget and i > 0:
+            return rows[:i]
+    return rows
+
+
+@contextlib.contextmanager
+def _sigint_between_batches() -> Iterator[list[int]]:
+    """SIGINT stops the loop between batches (a batch in flight commits first); a second
+    SIGINT interrupts at once.  The loop then raises KeyboardInterrupt, as the CLI expects.
+    Only the main thread can take signals; elsewhere this changes nothing."""
+    interrupted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def on_sigint(signum: int, _frame: Any) -> None:
+        interrupted.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class EmbeddedRuntime:
     """Process the embedded log with the shared pipeline, batch by batch, transactionally."""
 
@@ -166,6 +203,7 @@ class EmbeddedRuntime:
         *,
         consumer: str = "processor",
         batch_size: int = 500,
+        batch_bytes: int = 4 * 1024 * 1024,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         archive: ArchiveSink | None = None,
         read_model: ReadStore | None = None,
@@ -176,6 +214,7 @@ class EmbeddedRuntime:
         self._log = SqliteLog(self._conn)
         self._consumer = consumer
         self._batch_size = batch_size
+        self._batch_bytes = batch_bytes
         self._clock = clock
         self._states = _SqliteStates(self._conn)
         self._entries = _SqliteEntries(self._conn)
@@ -187,6 +226,9 @@ class EmbeddedRuntime:
         except BaseException:
             self._conn.close()
             raise
+        # Open gaps are part of the stored run state: a restarted runtime finds them
+        # there and keeps timing them (the stale-gap check uses the stored gap start).
+        self._pipeline.watch_gaps(self.open_gap_runs())
 
     @property
     def read_model(self) -> ReadStore:
@@ -209,6 +251,13 @@ class EmbeddedRuntime:
         ).fetchone()
         return 0 if row is None else int(row[0])
 
+    def open_gap_runs(self) -> list[str]:
+        """Runs whose stored state has an open sequence gap."""
+        rows = self._conn.execute(
+            "SELECT run_id FROM run_state WHERE instr(value, ?) = 0", (CLOSED_GAP_MARK,)
+        )
+        return [run_id for (run_id,) in rows]
+
     def lag(self) -> int:
         return self._log.end_offset() - self.committed_offset()
 
@@ -219,7 +268,7 @@ class EmbeddedRuntime:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 after = self.committed_offset()
-                rows = self._log.read(after, self._batch_size)
+                rows = _within(self._log.read(after, self._batch_size), self._batch_bytes)
                 if not rows:
                     self._conn.execute("ROLLBACK")
                     return None
@@ -252,15 +301,39 @@ class EmbeddedRuntime:
             raise StoreError(f"embedded processing failed and was rolled back: {exc}") from exc
         return stats
 
+    def tick(self) -> ProcessStats:
+        """Stale-gap checks without new input (an idle log): one transaction when a run
+        has an open gap, nothing otherwise."""
+        stats = ProcessStats()
+        if not self._pipeline.gapped:
+            return stats
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                ticked = self._pipeline.tick(self._clock())
+                self._write(ticked, stats)
+                self._project_gap_checks(ticked)
+                self._states.flush()
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._states.staged.discard()
+                self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"embedded gap check failed and was rolled back: {exc}") from exc
+        return stats
+
     def process_available(
         self, progress: Callable[[ProcessStats], None] | None = None
     ) -> ProcessStats:
-        """Process until the log is drained; ``progress`` is called after every batch."""
+        """Process until the log is drained, then check open gaps once more (so a gap
+        times out even while nothing arrives); ``progress`` is called after every batch."""
         total = ProcessStats()
         while (stats := self.process_batch()) is not None:
             total.add(stats)
             if progress is not None:
                 progress(stats)
+        total.add(self.tick())
         return total
 
     def run(
@@ -287,46 +360,8 @@ class EmbeddedRuntime:
         """
         total = ProcessStats()
         window = ProcessStats()
-        started = last_report = clock()
-        last_housekeeping = started - housekeeping_s
-        # SIGINT stops the loop between batches (a batch in flight commits first); a
-        # second SIGINT interrupts at once.  Then KeyboardInterrupt, as the CLI expects.
-        interrupted: list[int] = []
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-
-            def on_sigint(signum: int, _frame: Any) -> None:
-                interrupted.append(signum)
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-
-            previous = signal.signal(signal.SIGINT, on_sigint)
-        try:
-            return self._loop(
-                once, poll_s, report, report_s, housekeeping, housekeeping_s, clock, sleep,
-                total, window, started, last_report, last_housekeeping, interrupted, should_stop,
-            )  # fmt: skip
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
-
-    def _loop(
-        self,
-        once: bool,
-        poll_s: float,
-        report: Callable[[WorkerReport], None] | None,
-        report_s: float,
-        housekeeping: Callable[[], None] | None,
-        housekeeping_s: float,
-        clock: Callable[[], float],
-        sleep: Callable[[float], None],
-        total: ProcessStats,
-        window: ProcessStats,
-        started: float,
-        last_report: float,
-        last_housekeeping: float,
-        interrupted: list[int],
-        should_stop: Callable[[], bool] | None,
-    ) -> ProcessStats:
+        last_report = clock()
+        last_housekeeping = last_report - housekeeping_s
 
         def emit(now: float) -> None:
             nonlocal window, last_report
@@ -335,33 +370,45 @@ class EmbeddedRuntime:
             window = ProcessStats()
             last_report = now
 
-        while True:
-            if interrupted:
-                raise KeyboardInterrupt
-            if should_stop is not None and should_stop():
-                emit(clock())
-                return total
-            stats = self.process_batch()
-            if stats is not None:
-                total.add(stats)
-                window.add(stats)
-            now = clock()
-            if housekeeping is not None and now - last_housekeeping >= housekeeping_s:
-                housekeeping()
-                last_housekeeping = now
-            if stats is None and once:
-                emit(now)
-                return total
-            if now - last_report >= report_s:
-                emit(now)
-            if stats is None:
-                sleep(poll_s)
+        with _sigint_between_batches() as interrupted:
+            while True:
+                if interrupted:
+                    raise KeyboardInterrupt
+                if should_stop is not None and should_stop():
+                    emit(clock())
+                    return total
+                stats = self.process_batch()
+                # Caught up: check open gaps, so a gap times out while nothing arrives.
+                checked = self.tick() if stats is None else stats
+                total.add(checked)
+                window.add(checked)
+                now = clock()
+                if housekeeping is not None and now - last_housekeeping >= housekeeping_s:
+                    housekeeping()
+                    last_housekeeping = now
+                if stats is None and once:
+                    emit(now)
+                    return total
+                if now - last_report >= report_s:
+                    emit(now)
+                if stats is None:
+                    sleep(poll_s)
 
     def _project(self, offset: int, outputs: tuple[Outputs, ...]) -> None:
         """The batch's outputs into the read model, tracked at the batch's last offset."""
         records = [r for out in outputs for r in records_of(out)]
         if records:
             self._read_model.apply(self._consumer, tracked(LOG_TOPIC, 0, offset, records))
+
+    def _project_gap_checks(self, outputs: Outputs) -> None:
+        """Idle gap checks' outputs into the read model.  They come from no input offset,
+        so they are tracked on their own position (``GAP_CHECKS``, one per check that
+        produced anything); their rows are upserts, so a check repeated after a crash
+        changes nothing."""
+        records = records_of(outputs)
+        if records:
+            at = self._read_model.positions(self._consumer).get((GAP_CHECKS, 0), 0)
+            self._read_model.apply(self._consumer, tracked(GAP_CHECKS, 0, at, records))
 
     def _write(self, out: Outputs, stats: ProcessStats) -> None:
         self._sink.write(out)
@@ -439,6 +486,13 @@ class EmbeddedReader:
     def _values(self, sql: str, *args: Any) -> Iterator[Any]:
         for (value,) in self._conn.execute(sql, args):
             yield orjson.loads(value)
+
+    def committed_offset(self, consumer: str = "processor") -> int:
+        """The last log offset the runtime ``consumer`` has committed (0: none yet)."""
+        row = self._conn.execute(
+            'SELECT "offset" FROM consumer_offsets WHERE consumer = ?', (consumer,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
 
     def totals(self) -> list[TotalsDoc]:
         return list(self._values("SELECT value FROM totals ORDER BY run_id"))

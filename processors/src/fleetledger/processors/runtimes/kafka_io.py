@@ -70,6 +70,14 @@ HEADER_SOURCE_OFFSET = "fleetledger.source.offset"
 #: bundle's manifest carries it too).
 HEADER_DIGEST = "fleetledger.digest"
 
+#: ``kind`` of the manifest published instead of any other output record too large for a
+#: Kafka record (a ledger entry, totals, an intercept, a dead letter): SPEC section 9.3.
+OUTPUT_MANIFEST_KIND = "output-manifest"
+#: Longest ``fleetledger.error`` header of a dead letter (the text is cut there).
+MAX_ERROR_HEADER_BYTES = 4096
+#: Bytes counted per record on top of key, value and headers (batch and record framing).
+RECORD_FRAMING_BYTES = 512
+
 #: A bootstrap string (plaintext) or a connection (with its TLS and SASL settings).
 Target = str | KafkaConnection
 
@@ -302,10 +310,69 @@ def is_manifest(value: bytes) -> bool:
     return isinstance(obj, dict) and obj.get("kind") == MANIFEST_KIND
 
 
+def archive_output(archive_dir: Path, role: str, key: str, value: bytes) -> bytes:
+    """Write an output record too large for Kafka to the archive; return its manifest.
+
+    The file is ``<archive_dir>/<role>/<key>.json`` (``:`` written as ``.``; keys that
+    are not safe file names hashed), written atomically; the manifest is ``{"kind":
+    "output-manifest", "role", "key", "path", "size", "sha256"}``, plus, for a ledger
+    entry, its chain members (``run_id``, ``seq``, ``event_hash``, ``prev_hash``,
+    ``entry_hash``), so the chain can be followed on the topic without opening the file.
+    """
+    path = (archive_dir / role / f"{file_stem(key.replace(':', '.'))}.json").resolve()
+    try:
+        write_atomic(path, value)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot archive the {role} record {key!r} to {str(path)!r}: {exc}"
+        ) from exc
+    manifest: dict[str, Any] = {
+        "kind": OUTPUT_MANIFEST_KIND,
+        "role": role,
+        "key": key,
+        "path": str(path),
+        "size": len(value),
+        "sha256": hashlib.sha256(value).hexdigest(),
+    }
+    if role == "ledger":
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            entry = json.loads(value)
+            for name in ("run_id", "seq", "event_hash", "prev_hash", "entry_hash"):
+                manifest[name] = entry[name]
+    return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+
+
+def record_fits(
+    settings: Settings, key: bytes, value: bytes | None, headers_bytes: int = 0
+) -> bool:
+    """Whether a record of this key, value and header size can be published as it is."""
+    size = len(key) + (0 if value is None else len(value)) + headers_bytes + RECORD_FRAMING_BYTES
+    return size <= max_record_bytes(settings)
+
+
+def is_output_manifest(value: bytes) -> bool:
+    """Whether an output value is an archive manifest of an oversized record (9.3)."""
+    if len(value) > 4096 or not value.startswith(b"{"):
+        return False
+    try:
+        obj = json.loads(value)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and obj.get("kind") == OUTPUT_MANIFEST_KIND
+
+
+def resolve_output(value: bytes) -> bytes:
+    """An output value as published, or the archived record its manifest points at."""
+    return load_archived_bundle(value) if is_output_manifest(value) else value
+
+
 def deadletter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
     p = dl.position
+    error = dl.error.encode("utf-8", "replace")
+    if len(error) > MAX_ERROR_HEADER_BYTES:
+        error = error[: MAX_ERROR_HEADER_BYTES - 3].decode("utf-8", "ignore").encode() + b"..."
     return [
-        (HEADER_ERROR, dl.error.encode("utf-8", "replace")),
+        (HEADER_ERROR, error),
         (HEADER_SOURCE_TOPIC, p.topic.encode()),
         (HEADER_SOURCE_PARTITION, str(p.partition).encode()),
         (HEADER_SOURCE_OFFSET, str(p.offset).encode()),
@@ -424,16 +491,21 @@ class KafkaSink:
 
         try:
             for e in outputs.entries:
-                await send(t.ledger.name, e.run_id, e.key, e.data)
+                await send(t.ledger.name, e.run_id, e.key, await self._fit("ledger", e.key, e.data))
             for r in outputs.totals:
-                await send(t.totals.name, r.run_id, r.run_id, r.data)
+                value = await self._fit("totals", r.run_id, r.data)
+                await send(t.totals.name, r.run_id, r.run_id, value)
             for i in outputs.intercepts:
-                await send(t.intercepts.name, i.run_id, i.key, i.data)
+                value = await self._fit("intercepts", i.key, i.data)
+                await send(t.intercepts.name, i.run_id, i.key, value)
             for b in outputs.bundles:
                 headers = [(HEADER_DIGEST, b.digest.encode())]
                 await send(t.bundles.name, b.run_id, b.run_id, await self._bundle_value(b), headers)
             for d in outputs.deadletters:
-                await send(t.deadletter.name, None, d.key, d.value, deadletter_headers(d))
+                headers = deadletter_headers(d)
+                size = sum(len(k) + len(v) for k, v in headers)
+                value = await self._fit("deadletter", d.key, d.value, size)
+                await send(t.deadletter.name, None, d.key, value, headers)
             if futures:
                 await asyncio.gather(*futures)
         except KafkaError as exc:
@@ -441,6 +513,16 @@ class KafkaSink:
                 f"cannot publish outputs to Kafka at {self._bootstrap}: {exc}"
             ) from exc
         return len(futures)
+
+    async def _fit(self, role: str, key: str, value: bytes, headers_bytes: int = 0) -> bytes:
+        """The value to publish: itself when the record fits, else an archive manifest.
+
+        Sized from what the record holds (JSON escaping can make an output six times the
+        size of the input it came from), so no output is ever too large to publish.
+        """
+        if record_fits(self._settings, key.encode(), value, headers_bytes):
+            return value
+        return await asyncio.to_thread(archive_output, self._settings.archive_dir, role, key, value)
 
     async def _bundle_value(self, bundle: Bundle) -> bytes:
         if len(bundle.data) <= self._settings.max_message_bytes:
@@ -506,6 +588,11 @@ async def _read_all(conn: KafkaConnection, topic: str, timeout_s: float) -> list
                 f"found no topic {topic!r} on Kafka at {bootstrap}; expected it to exist"
             )
         partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:  # listed while it is being created: not readable yet
+            raise StoreError(
+                f"topic {topic!r} on Kafka at {bootstrap} has no partitions yet; "
+                "expected it created"
+            )
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
@@ -608,7 +695,10 @@ class KafkaOutputReader:
         return self._cache[role]
 
     def _docs(self, role: str) -> list[Any]:
-        return [orjson.loads(r.value or b"") for _, r in sorted(self._latest(role).items())]
+        return [
+            orjson.loads(resolve_output(r.value or b""))
+            for _, r in sorted(self._latest(role).items())
+        ]
 
     def totals(self) -> list[TotalsDoc]:
         return self._docs("totals")
@@ -642,7 +732,7 @@ class KafkaOutputReader:
         for rec in self._records("ledger"):
             if rec.key is not None and rec.value is not None and rec.key.startswith(prefix):
                 by_key[rec.key] = rec.value
-        return [orjson.loads(v) for _, v in sorted(by_key.items())]
+        return [orjson.loads(resolve_output(v)) for _, v in sorted(by_key.items())]
 
     def deadletters(self) -> list[DeadLetter]:
         return [deadletter_of(rec) for rec in self._records("deadletter")]
@@ -665,7 +755,7 @@ def deadletter_of(rec: KafkaRecord) -> DeadLetter:
         int(text(HEADER_SOURCE_PARTITION)),
         int(text(HEADER_SOURCE_OFFSET)),
     )
-    return DeadLetter(rec.value or b"", position, text(HEADER_ERROR))
+    return DeadLetter(resolve_output(rec.value or b""), position, text(HEADER_ERROR))
 
 
 def read_all_sync(bootstrap: Target, topic: str, *, timeout_s: float = 30.0) -> list[KafkaRecord]:
@@ -695,6 +785,7 @@ __all__ = [
     "HEADER_SOURCE_TOPIC",
     "MANIFEST_KIND",
     "MESSAGE_OVERHEAD_BYTES",
+    "OUTPUT_MANIFEST_KIND",
     "ROLES",
     "TOPIC_LAYOUT",
     "KafkaOutputReader",
@@ -704,9 +795,11 @@ __all__ = [
     "TopicSpec",
     "TopicTemplate",
     "archive_bundle",
+    "archive_output",
     "ensure_topics",
     "ensure_topics_sync",
     "is_manifest",
+    "is_output_manifest",
     "load_archived_bundle",
     "max_record_bytes",
     "partition_for",
@@ -714,6 +807,8 @@ __all__ = [
     "read_all_sync",
     "read_compacted",
     "read_compacted_sync",
+    "record_fits",
+    "resolve_output",
     "topic_name",
     "topic_specs",
     "worker_state_specs",

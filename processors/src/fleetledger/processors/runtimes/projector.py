@@ -37,7 +37,7 @@ from fleetledger.kernel.kafka import kafka_connection
 from fleetledger.kernel.topics import topic_name
 from fleetledger.processors.readmodel import PROJECTED_ROLES, OutputRecord
 from fleetledger.processors.readstore import ReadStore, TrackedRecord, apply_retention
-from fleetledger.processors.runtimes.kafka_io import cannot_connect
+from fleetledger.processors.runtimes.kafka_io import cannot_connect, resolve_output
 
 log = logging.getLogger("fleetledger.projector")
 
@@ -200,7 +200,8 @@ class Projector:
                     OutputRecord(
                         self._role_of[m.topic],
                         m.key.decode("utf-8", "replace") if m.key is not None else "",
-                        m.value,
+                        # an oversized output was archived: project the record itself
+                        None if m.value is None else resolve_output(m.value),
                     ),
                 )
                 for msgs in batch.values()
