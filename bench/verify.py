@@ -52,6 +52,14 @@ def _bundles(runs: int, seed: int) -> list[dict[str, Any]]:
     return [b.document for b in out.bundles]
 
 
+def _own_keys(event: dict[str, Any], source: int) -> dict[str, Any]:
+    payload = event.get("payload", {})
+    name = "key" if event["type"] == "artifact_written" else "artifact_key"
+    if isinstance(payload.get(name), str):
+        payload = {**payload, name: f"{payload[name]}~{source}"}
+    return {**event, "payload": payload}
+
+
 def _big_bundle(events: int) -> bytes:
     """One run of ``events`` events: simulated events of many runs re-sequenced as one run."""
     from fleetledger.processors.bundle import assemble
@@ -59,7 +67,9 @@ def _big_bundle(events: int) -> bytes:
     from fleetledger.processors.core import Entry
 
     template = _bundles(max(4, events // 400), seed=101)
-    pool = [e["event"] for b in template for e in b["events"][1:-1]]
+    # artifact keys made unique per source run, so one run's revisions are not read as
+    # another's (the approvals check would rightly refuse a changed approved revision)
+    pool = [_own_keys(e["event"], i) for i, b in enumerate(template) for e in b["events"][1:-1]]
     first = template[0]["events"][0]["event"]
     last = template[0]["events"][-1]["event"]
     run_id = "run-bench-verify"

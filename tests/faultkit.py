@@ -34,16 +34,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
+from fleetledger.kernel.config import Settings
 from fleetledger.processors.evidence import verify_bundle_bytes
 from fleetledger.schemas import Codec, TraceEvent
 
 from . import eventdicts as ev
 
 CODEC = Codec()
-#: The largest message the SDK's Kafka transport sends with the default settings is
-#: bounded by its producer's max_request_size, max(900,000 + 100,000, 1 MiB); a single
-#: event is never split.  This is one just under it (record framing included).
-SDK_LARGEST_MESSAGE = 1_048_576 - 1024
+#: The largest message the SDK sends with the default settings: the recorder refuses
+#: (per call, without raising into the agent) an encoded message over
+#: ``FLEETLEDGER_MAX_MESSAGE_BYTES``; a single event is never split.
+SDK_LARGEST_MESSAGE = cast(int, Settings.model_fields["max_message_bytes"].default)
 
 FULL = os.environ.get("FLEETLEDGER_FAULTS", "").lower() == "full"
 
@@ -222,7 +223,8 @@ def huge_inputs() -> list[tuple[str, str]]:
         },
         "plan",
     )
-    overhead = len(encode([probe])) + 8  # the varint of a ~1 MB length takes 3 more bytes
+    # the SDK's envelope carries a little more than the probe (producer, trace context)
+    overhead = len(encode([probe])) + 512
     return [
         ("ctl", "\x01" * 200_000),  # 200 KB message, each byte escaped to six in JSON
         ("strings", json.dumps([""] * 200_000)),  # 800 KB: '""' becomes '\"\"'
