@@ -76,6 +76,7 @@ class Sizes:
     embedded_events: int  # default-shape events through the embedded pipeline
     latency_rate: int  # events/s offered in the latency measurement
     latency_s: float  # seconds of steady traffic per repetition
+    latency_runs: int  # runs recording at the same time in the latency measurement
     memory_events: int  # events of unfinished runs in flight in the memory measurement
     memory_runs: int  # concurrent runs of the memory measurement
     demo_events: int  # events of the `fleetledger demo` check (0: skip)
@@ -98,6 +99,7 @@ FULL = Sizes(
     embedded_events=100_000,
     latency_rate=5_000,
     latency_s=10.0,
+    latency_runs=50,
     memory_events=100_000,
     memory_runs=2_000,
     demo_events=0,
@@ -115,6 +117,7 @@ SMOKE = Sizes(
     embedded_events=300,
     latency_rate=300,
     latency_s=1.0,
+    latency_runs=10,
     memory_events=1_000,
     memory_runs=50,
     demo_events=0,

@@ -3,10 +3,13 @@
 Per repetition, on a fresh prefix, with a ready worker (:mod:`bench.traced_worker`: the
 real worker whose fetch, batch, pipeline and publish steps also read the clock):
 
-* the first ``latency_rate x latency_s`` events of the few-busy traffic, in the order they
-  happened, are recorded again in real time at ``latency_rate`` events/s through the real
+* ``latency_rate x latency_s`` events of the few-busy traffic's runs, ``latency_runs`` runs
+  at a time (round-robin between the active runs; a finished run's place goes to the
+  next), are recorded again in real time at ``latency_rate`` events/s through the real
   SDK (``Recorder.from_url("kafka://...")``: its linger, batching and Kafka transport),
-  with the payloads of the simulated events (new event ids and timestamps);
+  with the payloads of the simulated events (new event ids and timestamps).  At the
+  SDK's 5 ms linger a run recording fewer than ~200 events/s sends about one event per
+  message, so the worker sees thousands of small messages per second;
 * plain consumers read the events topic (when each message became readable), the
   intercepts topic and the ledger topic.
 
@@ -67,7 +70,7 @@ from .common import (
     worker_target,
 )
 from .traced_worker import HOOKS
-from .traffic import Traffic, time_ordered_events
+from .traffic import Traffic, interleaved_events
 
 STAGES = ("sdk_linger", "broker", "fetch_wait", "batching", "pipeline", "publish", "consumer")
 TARGET_P99_MS = 250.0
@@ -253,7 +256,9 @@ async def one_rep(
     await create_topics(settings)
     topics = topic_specs(settings)
     codec = Codec()
-    events = time_ordered_events(traffic, codec, int(sizes.latency_rate * sizes.latency_s))
+    events = interleaved_events(
+        traffic, codec, int(sizes.latency_rate * sizes.latency_s), sizes.latency_runs
+    )
     trace_path = Path(tempfile.mkstemp(prefix="bench-trace-", suffix=".jsonl")[1])
     env = {**worker_env(settings, archive), "BENCH_TRACE_FILE": str(trace_path)}
     worker = start_module("bench.traced_worker", env, "traced-worker")
@@ -290,7 +295,10 @@ async def one_rep(
 
 def run(broker: Broker, traffic: Traffic, warm: Traffic, sizes: Sizes) -> list[Figure]:
     archive = Path(tempfile.mkdtemp(prefix="bench-archive-"))
-    label = f"{sizes.latency_rate:,} events/s offered for {sizes.latency_s:g} s via the SDK"
+    label = (
+        f"{sizes.latency_rate:,} events/s offered for {sizes.latency_s:g} s via the SDK, "
+        f"{sizes.latency_runs} runs at a time"
+    )
     p50 = Figure(
         "latency.p50_ms",
         f"Intercept latency p50, recorded -> intercept read ({label})",

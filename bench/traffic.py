@@ -233,9 +233,26 @@ def cloned_fleet(
     return in_flight, terminals
 
 
-def time_ordered_events(traffic: Traffic, codec: Codec, limit: int) -> list[Any]:
-    """The first ``limit`` events of ``traffic`` (TraceEvent models) in the order they
-    happened (virtual time, then run and seq), as an agent fleet would record them."""
-    events = [e for _, v in traffic.messages for e in codec.decode(v)]
-    events.sort(key=lambda e: (e.ts, e.run_id, e.seq))
-    return events[:limit]
+def interleaved_events(traffic: Traffic, codec: Codec, limit: int, concurrent: int) -> list[Any]:
+    """The first ``limit`` events (TraceEvent models) of ``traffic``'s runs as a fleet of
+    ``concurrent`` runs at a time would record them: runs start in their order, each
+    active run records its next event in turn (round-robin), and a finished run's slot
+    goes to the next run."""
+    by_run: dict[str, list[Any]] = {}
+    for _, v in traffic.messages:
+        for e in codec.decode(v):
+            by_run.setdefault(e.run_id, []).append(e)
+    pending = [sorted(evs, key=lambda e: e.seq) for evs in by_run.values()]
+    pending.reverse()  # pop() takes the next run in order
+    active: list[list[Any]] = []
+    out: list[Any] = []
+    while len(out) < limit and (active or pending):
+        while len(active) < concurrent and pending:
+            active.append(pending.pop())
+        still = []
+        for run in active:
+            out.append(run.pop(0))
+            if run:
+                still.append(run)
+        active = still
+    return out[:limit]
