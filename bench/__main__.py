@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=MEASUREMENTS, help="run only these")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--reps", type=int, help="repetitions of every measurement (>= 3)")
+    parser.add_argument("--latency-rate", type=int, help="events/s offered in the latency run")
     parser.add_argument(
         "--demo-events",
         type=int,
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = SMOKE if args.smoke else FULL
     if args.reps is not None:
         sizes = dataclasses.replace(sizes, reps=max(1, args.reps))
+    if args.latency_rate is not None:
+        sizes = dataclasses.replace(sizes, latency_rate=max(1, args.latency_rate))
     if args.demo_events is not None:
         sizes = dataclasses.replace(sizes, demo_events=args.demo_events)
     os.environ["BENCH_SESSION_TIMEOUT_S"] = str(sizes.session_timeout_s)
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     js, md = write(results, args.out)
     log(f"wrote {js} and {md} in {time.perf_counter() - started:.0f}s")
-    if not args.smoke and not args.only and args.reps is None:
+    if not args.smoke and not args.only and args.reps is None and args.latency_rate is None:
         readme = update_readme(results)
         if readme is not None:
             log(f"regenerated the performance table of {readme}")

@@ -247,6 +247,7 @@ class RepResult:
     events: int
     offered_rate: float
     missing_hooks: list[str]
+    messages: int  # events-topic messages the SDK sent
 
 
 async def one_rep(
@@ -290,7 +291,15 @@ async def one_rep(
     finally:
         trace_path.unlink(missing_ok=True)
     latencies, stages = breakdown(intercepts, events_read, recorded, trace, codec)
-    return RepResult(latencies, stages, floor, len(recorded), len(recorded) / took, trace.missing())
+    return RepResult(
+        latencies,
+        stages,
+        floor,
+        len(recorded),
+        len(recorded) / took,
+        trace.missing(),
+        len(events_read),
+    )
 
 
 def run(broker: Broker, traffic: Traffic, warm: Traffic, sizes: Sizes) -> list[Figure]:
@@ -326,6 +335,7 @@ def run(broker: Broker, traffic: Traffic, warm: Traffic, sizes: Sizes) -> list[F
     }
     samples = 0
     offered: list[float] = []
+    per_message: list[float] = []
     tails: dict[str, list[float]] = {s: [] for s in STAGES}
     stage_p99: dict[str, list[float]] = {s: [] for s in STAGES}
     for rep in range(sizes.reps):
@@ -340,6 +350,7 @@ def run(broker: Broker, traffic: Traffic, warm: Traffic, sizes: Sizes) -> list[F
             )
         samples += len(r.latencies)
         offered.append(r.offered_rate)
+        per_message.append(r.events / max(1, r.messages))
         lat_ms = [x * 1000 for x in r.latencies]
         p50.add(percentile(lat_ms, 0.5), r.floor * 1000)
         p99.add(percentile(lat_ms, 0.99), r.floor * 1000)
@@ -355,8 +366,9 @@ def run(broker: Broker, traffic: Traffic, warm: Traffic, sizes: Sizes) -> list[F
                 tails[s].append(statistics.fmean(vals[i] for i in tail))
         log(
             f"latency rep {rep + 1}: {len(r.latencies)} intercepts over {r.events} events "
-            f"({r.offered_rate:,.0f} ev/s offered), p50 {percentile(lat_ms, 0.5):.0f} ms, "
-            f"p99 {percentile(lat_ms, 0.99):.0f} ms, broker round trip {r.floor * 1000:.1f} ms; "
+            f"({r.offered_rate:,.0f} ev/s offered, {r.messages:,} messages), "
+            f"p50 {percentile(lat_ms, 0.5):.0f} ms, p99 {percentile(lat_ms, 0.99):.0f} ms, "
+            f"broker round trip {r.floor * 1000:.1f} ms; "
             "mean stages "
             + ", ".join(
                 f"{s} {statistics.fmean(r.stages[s]) * 1000:.1f}" for s in STAGES if r.stages[s]
@@ -364,7 +376,8 @@ def run(broker: Broker, traffic: Traffic, warm: Traffic, sizes: Sizes) -> list[F
         )
     offered_note = (
         f"{samples} intercepts over all repetitions; offered rate achieved "
-        f"{statistics.median(offered):,.0f} events/s (median)"
+        f"{statistics.median(offered):,.0f} events/s (median); the SDK sent "
+        f"{statistics.median(per_message):.2f} events per message (median)"
     )
     p50.notes = p99.notes = offered_note
     for s, fig in stage_figs.items():

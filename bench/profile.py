@@ -13,7 +13,9 @@ CPU microseconds per event (share x the window's CPU per event):
 * inclusive: samples under a few key functions (a function's callees included).
 
 ``--pipeline`` profiles the pipeline alone instead (``cProfile`` of
-``Pipeline.handle_many`` over in-memory ports on the same traffic, no Kafka), by function.
+``Pipeline.handle_many`` over in-memory ports on the same traffic, no Kafka), by function;
+``--embedded`` profiles ``EmbeddedRuntime.process_available`` over a simulated default
+fleet of ``--events`` events in a SQLite log.
 Writes ``profile-<shape>.txt`` (and the raw py-spy stacks) to ``--out``.
 """
 
@@ -57,8 +59,10 @@ from .common import (
 )
 from .traffic import Traffic, generate_events, warmup_fleet
 
-#: (part, regex over one py-spy frame "function (path:line)"), checked from the innermost
-#: frame outwards; the first part found names the sample (exclusive view).
+#: (part, regex over one py-spy frame "function (path:line)").  A sample is named by the
+#: innermost frame that matches one of these; frames that only match :data:`GENERIC`
+#: (the event loop, the Kafka client's connections and codecs) are charged to the part
+#: that called them, or to themselves when no part is on the stack (exclusive view).
 PARTS: tuple[tuple[str, str], ...] = (
     ("decode (codec, fastavro, fast path)", r"fleetledger/schemas/(codec|fastpath)\.py|fastavro"),
     ("chain: canonical JSON + sha256", r"fleetledger/processors/canonical\.py"),
@@ -81,12 +85,23 @@ PARTS: tuple[tuple[str, str], ...] = (
     ("changelog writes (tables)", r"\b(_StagedTable|TableStateStore|TableEntryStore)\."),
     ("output sends (KafkaSink)", r"\bKafkaSink\.|runtimes/kafka_io\.py"),
     ("runtime (admit, offsets, commit)", r"runtimes/faust_app\.py"),
-    ("Kafka producer (aiokafka)", r"aiokafka/producer|aiokafka/record|aiokafka/util"),
-    ("Kafka consumer and client (aiokafka)", r"aiokafka/"),
+    ("socket writes (send syscalls)", r"_SelectorSocketTransport\.write |sock_sendall"),
+    ("socket reads (recv syscalls)", r"_SelectorSocketTransport\._read_ready"),
+    ("Kafka producer (aiokafka)", r"aiokafka/producer|aiokafka/record"),
+    ("Kafka consumer (aiokafka)", r"aiokafka/consumer"),
     ("Faust and mode", r"/faust/|/mode/"),
-    ("event loop (asyncio, selectors)", r"/asyncio/|selectors\.py|uvloop"),
     ("logging", r"/logging/"),
 )
+
+#: Frames charged to the part that called them (see :data:`PARTS`).
+GENERIC: tuple[tuple[str, str], ...] = (
+    ("Kafka client (connections, protocol, compression)", r"aiokafka/"),
+    ("event loop (asyncio)", r"/asyncio/|selectors\.py|uvloop"),
+)
+
+#: A sample whose innermost frame matches this waits in the event loop's selector: idle
+#: (or runnable but not running on a loaded machine), not CPU work; left out of the shares.
+IDLE = r"^(EpollSelector|PollSelector|SelectSelector|DefaultSelector)\.select "
 
 #: Inclusive view: samples with such a frame anywhere on the stack.
 KEY_FUNCTIONS: tuple[tuple[str, str], ...] = (
@@ -109,7 +124,7 @@ KEY_FUNCTIONS: tuple[tuple[str, str], ...] = (
     ("FaustRuntime.commit", r"\bFaustRuntime\.commit "),
     ("aiokafka producer (all callers)", r"aiokafka/producer"),
     ("aiokafka consumer/fetcher", r"aiokafka/consumer"),
-    ("faust/mode frames", r"/faust/|/mode/"),
+    ("Faust's consumer thread", r"^thread \(\d+\): (?!MainThread)"),
 )
 
 
@@ -130,37 +145,46 @@ def parse_collapsed(text: str) -> list[tuple[list[str], int]]:
     return out
 
 
-def split(stacks: Sequence[tuple[list[str], int]]) -> tuple[Counter[str], Counter[str], int]:
-    """(exclusive samples per part, inclusive samples per key function, total samples)."""
+def split(
+    stacks: Sequence[tuple[list[str], int]],
+) -> tuple[Counter[str], Counter[str], int, int]:
+    """(exclusive samples per part, inclusive samples per key function, active samples,
+    idle samples)."""
     parts = [(name, re.compile(rx)) for name, rx in PARTS]
+    generic = [(name, re.compile(rx)) for name, rx in GENERIC]
     keys = [(name, re.compile(rx)) for name, rx in KEY_FUNCTIONS]
+    idle_rx = re.compile(IDLE)
     exclusive: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
-    total = 0
+    active = idle = 0
     for frames, count in stacks:
-        total += count
-        found = "other"
+        if frames and idle_rx.search(frames[-1]):
+            idle += count
+            continue
+        active += count
+        found: str | None = None
+        fallback: str | None = None
         for frame in reversed(frames):
-            hit = next((name for name, rx in parts if rx.search(frame)), None)
-            if hit is not None:
-                found = hit
+            found = next((name for name, rx in parts if rx.search(frame)), None)
+            if found is not None:
                 break
-        exclusive[found] += count
+            if fallback is None:
+                fallback = next((name for name, rx in generic if rx.search(frame)), None)
+        exclusive[found or fallback or "other"] += count
         for name, rx in keys:
             if any(rx.search(f) for f in frames):
                 inclusive[name] += count
-    return exclusive, inclusive, total
+    return exclusive, inclusive, active, idle
 
 
-def report(
-    shape: str, traffic: Traffic, window: Window, stacks: Sequence[tuple[list[str], int]]
-) -> str:
-    exclusive, inclusive, total = split(stacks)
-    us = window.cpu_us
+def report(label: str, stacks: Sequence[tuple[list[str], int]], cpu_us: float) -> str:
+    """The breakdown of py-spy ``stacks`` scaled to ``cpu_us`` CPU microseconds/event."""
+    exclusive, inclusive, total, idle = split(stacks)
+    us = cpu_us
     lines = [
-        f"{shape}: {traffic.events:,} events in {len(traffic.messages):,} messages "
-        f"({traffic.events_per_message:.2f} events/message); window {window.describe()}",
-        f"{total} samples; us/event = share of the samples x {us:.1f} CPU us/event",
+        label,
+        f"{total + idle} samples, {idle} of them waiting in the selector (left out); "
+        f"us/event = share of the other {total} x {us:.1f} CPU us/event (measured)",
         "",
         "exclusive (innermost part named on the stack):",
     ]
@@ -171,6 +195,13 @@ def report(
         n = inclusive.get(name, 0)
         lines.append(f"  {name:<42} {100 * n / total:5.1f}%  {us * n / total:7.1f} us/event")
     return "\n".join(lines) + "\n"
+
+
+def window_label(shape: str, traffic: Traffic, window: Window) -> str:
+    return (
+        f"{shape}: {traffic.events:,} events in {len(traffic.messages):,} messages "
+        f"({traffic.events_per_message:.2f} events/message); window {window.describe()}"
+    )
 
 
 async def profile_worker(
@@ -251,6 +282,37 @@ def profile_pipeline(traffic: Traffic, top: int = 30) -> str:
     return head + buf.getvalue()
 
 
+def profile_embedded(events: int, top: int = 30) -> str:
+    """cProfile of the embedded runtime processing a simulated default fleet."""
+    from fleetledger.processors.core import CoreConfig
+    from fleetledger.processors.runtimes.embedded import EmbeddedRuntime
+    from fleetledger.schemas.codec import Codec
+
+    from .embedded import _record
+    from .traffic import runs_for
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-profile-embedded-"))
+    try:
+        path = tmp / "ledger.db"
+        n, _ = asyncio.run(_record(path, runs_for("default", events), seed=100))
+        prof = cProfile.Profile()
+        t0 = time.process_time()
+        with EmbeddedRuntime(path, Codec(), CoreConfig()) as runtime:
+            prof.enable()
+            runtime.process_available()
+            prof.disable()
+        cpu = time.process_time() - t0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(top)
+    head = (
+        f"embedded: process_available (cProfile on), {n:,} events, "
+        f"{cpu / n * 1e6:.1f} CPU us/event\n"
+    )
+    return head + buf.getvalue()
+
+
 def main(argv: list[str] | None = None) -> int:
     from .common import FULL
 
@@ -259,11 +321,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, help="events per shape (default: the bench's)")
     ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     ap.add_argument("--pipeline", action="store_true", help="cProfile the pipeline alone")
+    ap.add_argument("--embedded", action="store_true", help="cProfile the embedded runtime")
+    ap.add_argument("--analyze", type=Path, help="only split this saved py-spy raw file")
+    ap.add_argument("--cpu-us", type=float, default=0.0, help="with --analyze: CPU us/event")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()))
     args = ap.parse_args(argv)
     sizes = FULL
     os.environ.setdefault("BENCH_SESSION_TIMEOUT_S", str(sizes.session_timeout_s))
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.analyze is not None:
+        stacks = parse_collapsed(args.analyze.read_text(encoding="utf-8"))
+        print(report(str(args.analyze), stacks, args.cpu_us or 1.0))
+        return 0
+    if args.embedded:
+        text = profile_embedded(args.events or sizes.embedded_events)
+        (args.out / "profile-embedded.txt").write_text(text, encoding="utf-8")
+        print(text)
+        return 0
     default = {"few_busy": sizes.busy_events, "many_slow": sizes.slow_events}
     shapes = {s: generate_events(s, args.events or default[s]) for s in args.shape}
     if args.pipeline:
@@ -277,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         for shape, traffic in shapes.items():
             log(f"profiling the worker on {shape} ({traffic.events:,} events)")
             window, raw = asyncio.run(profile_worker(b, traffic, warm, sizes, args.rate, args.out))
-            text = report(shape, traffic, window, parse_collapsed(raw))
+            label = window_label(shape, traffic, window)
+            text = report(label, parse_collapsed(raw), window.cpu_us)
             (args.out / f"profile-{shape}.txt").write_text(text, encoding="utf-8")
             print(text)
     return 0
