@@ -783,10 +783,12 @@ async def measure_window(
     count_records: bool = True,
     during: Callable[[], Any] | None = None,
     others: Sequence[Proc] = (),
+    outputs: int | None = None,
 ) -> Window:
     """Publish ``messages`` (prepared first) to a ready processor; see the module docstring.
 
-    ``events`` outputs are expected on the output topic after those already there.
+    ``events`` outputs (or ``outputs``, for a processor that writes one per message) are
+    expected on the output topic after those already there.
     ``during``: a coroutine function started with the window (the scale-out join);
     ``others``: processes that idle meanwhile (their CPU over the window is reported)."""
     procs = [target.proc, *target.extra]
@@ -808,7 +810,8 @@ async def measure_window(
             extra_task = asyncio.create_task(during()) if during is not None else None
             await send_prebuilt(producer, target.events_topic, batches)
             published = time.monotonic()
-            done = await out.reach(base + events, procs, timeout_s=sizes.wait_s)
+            expected = events if outputs is None else outputs
+            done = await out.reach(base + expected, procs, timeout_s=sizes.wait_s)
             cpu1 = _cpu(procs)
             idle1 = _cpu(others)
             bcpu1 = broker_.cpu_seconds()

@@ -7,6 +7,9 @@ runs: ~1.1 events per message), each processor on a fresh topic prefix of its ow
 * raw: :mod:`bench.raw_worker` (a subprocess): aiokafka ``getmany`` + fleetledger's codec
   + the same chain + Decimal totals + duplicate drop + one ledger record per event with
   batched sends; no framework, no state store;
+* Faust floor: :mod:`bench.faust_floor`, a Faust app configured like the worker that
+  reads in the worker's batches and copies every message to one output record (batched
+  sends), nothing else: what faust-streaming itself costs per message;
 * naive (once per repetition, paired with both shapes): :mod:`bench.naive_faust`, a
   one-event-per-message Faust agent, on the same events re-encoded one per message.
 
@@ -104,6 +107,33 @@ async def worker_target_started(broker: Broker, archive: Path, name: str) -> Tar
     return worker_target(broker.bootstrap, settings, start_worker(settings, archive))
 
 
+async def floor_target(broker: Broker, archive: Path) -> Target:
+    settings = bench_settings(broker.bootstrap, unique_prefix("floor"), archive_dir=archive)
+    await create_topics(settings)
+    topics = topic_specs(settings)
+    group = f"{settings.topic_prefix}-floor"
+    proc = start_module(
+        "bench.faust_floor",
+        {
+            "BENCH_BOOTSTRAP": broker.bootstrap,
+            "BENCH_EVENTS_TOPIC": topics.events.name,
+            "BENCH_OUTPUT_TOPIC": topics.ledger.name,
+            "BENCH_GROUP": group,
+            "BENCH_SESSION_TIMEOUT_S": str(session_timeout()),
+        },
+        "faust-floor",
+    )
+    return Target(
+        proc=proc,
+        bootstrap=broker.bootstrap,
+        events_topic=topics.events.name,
+        output_topic=topics.ledger.name,
+        group=group,
+        written_topics=(topics.ledger.name,),
+        compression=kafka_compression(settings),
+    )
+
+
 async def naive_target(broker: Broker) -> Target:
     prefix = unique_prefix("naive")
     specs = [
@@ -135,9 +165,9 @@ async def naive_target(broker: Broker) -> Target:
 
 @dataclass
 class RepWindows:
-    """One repetition: per shape (worker window, raw window), and the naive window."""
+    """One repetition: per shape (worker, raw, Faust floor windows), and the naive window."""
 
-    shapes: dict[str, tuple[Window, Window]]
+    shapes: dict[str, tuple[Window, Window, Window]]
     naive: Window
 
 
@@ -154,29 +184,54 @@ async def _rep(
 ) -> RepWindows:
     """Start every processor of the repetition (each on its own prefix), make them all
     ready, then measure them one at a time (the others idle)."""
-    targets: dict[str, tuple[Target, Target]] = {}
+    targets: dict[str, tuple[Target, Target, Target]] = {}
     for name in shapes:
         worker = await worker_target_started(broker, archive, f"proc-{name}")
-        targets[name] = (worker, await raw_target(broker, archive))
+        targets[name] = (
+            worker,
+            await raw_target(broker, archive),
+            await floor_target(broker, archive),
+        )
     naive = await naive_target(broker)
-    everyone = [t for pair in targets.values() for t in pair] + [naive]
+    everyone = [t for group in targets.values() for t in group] + [naive]
+    floors = {id(group[2]) for group in targets.values()}
+
+    def warm_outputs(t: Target) -> int:  # the floor writes one record per message
+        return len(warm.messages) if id(t) in floors else warm.events
+
     with running(*(t.proc for t in everyone)):
         await asyncio.gather(
-            *(ready(t, warm.messages, warm.events, sizes) for t in everyone if t is not naive),
+            *(
+                ready(
+                    t, warm.messages, len(warm.messages) if id(t) in floors else warm.events, sizes
+                )
+                for t in everyone
+                if t is not naive
+            ),
             ready(naive, naive_warm, len(naive_warm), sizes),
         )
-        out: dict[str, tuple[Window, Window]] = {}
+        out: dict[str, tuple[Window, Window, Window]] = {}
         for name, traffic in shapes.items():
-            worker, raw = targets[name]
+            worker, raw, floor = targets[name]
             windows: dict[int, Window] = {}
             for t in [worker, raw] if worker_first else [raw, worker]:
                 others = [o.proc for o in everyone if o is not t]
                 windows[id(t)] = await measure_window(
                     t, traffic.messages, traffic.events, sizes, broker, others=others
                 )
-            out[name] = (windows[id(worker)], windows[id(raw)])
-            stop_all([worker.proc, raw.proc])  # measured: stop idling beside the next ones
-            everyone = [o for o in everyone if o is not worker and o is not raw]
+            windows[id(floor)] = await measure_window(
+                floor,
+                traffic.messages,
+                traffic.events,
+                sizes,
+                broker,
+                others=[o.proc for o in everyone if o is not floor],
+                outputs=len(traffic.messages),
+                count_records=False,
+            )
+            out[name] = (windows[id(worker)], windows[id(raw)], windows[id(floor)])
+            stop_all([worker.proc, raw.proc, floor.proc])  # measured: stop idling beside the rest
+            everyone = [o for o in everyone if o not in (worker, raw, floor)]
         others = [o.proc for o in everyone if o is not naive]
         naive_w = await measure_window(
             naive,
@@ -282,6 +337,23 @@ def run(broker: Broker, shapes: dict[str, Traffic], warm: Traffic, sizes: Sizes)
                 notes="the naive agent reads one event per message whatever the shape: "
                 "measured once per repetition (few-busy events) and paired with both shapes",
             ),
+            "floor": Figure(
+                f"processor.{name}.vs_faust_floor",
+                f"Worker, {label} (vs the Faust floor: take_events + copy each message)",
+                "events/s",
+                baseline_name="Faust app like the worker copying every message to one output, "
+                "batched sends, nothing else",
+                notes="the floor's events/s counts the events in the messages it copied",
+            ),
+            "floor_cpu": Figure(
+                f"processor.{name}.faust_floor_cpu_us",
+                f"Faust floor CPU per event, {label} (vs the worker)",
+                "us/event",
+                baseline_name="the worker, same window method",
+                higher_is_better=False,
+                notes="what faust-streaming costs before any of the worker's own work; "
+                "ratio = floor / worker",
+            ),
             "pipeline": Figure(
                 f"processor.{name}.pipeline_cpu_us",
                 f"Pipeline alone (in-memory ports, no Kafka), {label}, CPU per event "
@@ -307,8 +379,10 @@ def run(broker: Broker, shapes: dict[str, Traffic], warm: Traffic, sizes: Sizes)
             )
         )
         log(f"processor rep {rep + 1}: naive {r.naive.describe()}")
-        for name, (w, raw) in r.shapes.items():
+        for name, (w, raw, floor) in r.shapes.items():
             f = figs[name]
+            f["floor"].add(w.rate, floor.rate)
+            f["floor_cpu"].add(floor.cpu_us, w.cpu_us)
             f["vs_raw"].add(w.rate, raw.rate)
             f["cpu_us"].add(w.cpu_us, raw.cpu_us)
             f["records"].add(w.records_per_event, raw.records_per_event)
@@ -318,6 +392,7 @@ def run(broker: Broker, shapes: dict[str, Traffic], warm: Traffic, sizes: Sizes)
             f["pipeline"].add(pipe_us, floor_us)
             log(
                 f"processor {name} rep {rep + 1}: worker {w.describe()}; raw {raw.describe()}; "
+                f"Faust floor {floor.describe()}; "
                 f"pipeline alone {pipe_us:.1f} us/event (decode+hash {floor_us:.1f})"
             )
     return [fig for per_shape in figs.values() for fig in per_shape.values()]

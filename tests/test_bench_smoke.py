@@ -35,6 +35,8 @@ EXPECTED = {
             "records_per_event",
             "broker_cpu_us",
             "vs_naive",
+            "vs_faust_floor",
+            "faust_floor_cpu_us",
             "pipeline_cpu_us",
         )
     ),
