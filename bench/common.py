@@ -438,7 +438,10 @@ async def create_topics(settings: Settings) -> None:
 
 
 def kafka_compression(settings: Settings) -> str | None:
-    return None if settings.compression == "none" else settings.compression
+    """The producers' compression, as every fleetledger client maps it."""
+    from fleetledger.kernel.kafka import compression_type
+
+    return compression_type(settings.compression)
 
 
 def partition_of(key: str, partitions: int) -> int:

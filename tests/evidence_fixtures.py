@@ -32,7 +32,7 @@ def _bundles(runs: int, seed: int) -> tuple[bytes, ...]:
     now = datetime(2027, 1, 1, tzinfo=UTC)
     out = []
     for i, (_key, value) in enumerate(simulated_messages(runs, seed)):
-        out += [r.value for r in pipe.handle(value, SourcePosition("events", 0, i), now).bundles]
+        out += [b.data for b in pipe.handle(value, SourcePosition("events", 0, i), now).bundles]
     return tuple(out)
 
 

@@ -50,7 +50,9 @@ EXPECTED = {
     "memory.bytes_per_event",
     "memory.projected_1m_mib",
     "verify.bundle_events",
+    "verify.bundle_events_one_process",
     "verify.signed_bundles",
+    "verify.folder_files",
     "canonical.events",
 }
 

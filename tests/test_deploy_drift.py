@@ -8,11 +8,18 @@ Checked without a Docker engine or a cluster, by parsing the files:
   the production configs (min.insync.replicas=2, unclean leader election off), with
   replication factor 3.  The Deployment reads that ConfigMap, mounts the archive at
   FLEETLEDGER_ARCHIVE_DIR and the signing-key Secret, and has probes and resources.
+  The workers connect with TLS + SCRAM: to the port of the example cluster's listener
+  with that TLS and authentication (``deploy/cluster/kafka.yaml``), as the KafkaUser their
+  settings name, whose ACLs cover every topic and the group, with the cluster CA and the
+  user's password mounted from the Secrets Strimzi makes, at the paths the settings name.
   When ``kubectl`` is installed, the base and every overlay are also rendered with
   ``kubectl kustomize`` and checked the same way.
-* ``docker-compose.yml``: a KRaft ``apache/kafka`` broker whose listener is the one
-  FLEETLEDGER_BROKER names; worker settings that give a topic layout valid on one broker;
-  the worker is the only thing creating topics.
+* ``docker-compose.yml`` and ``docker-compose.secure.yml`` (TLS + SCRAM): a KRaft
+  ``apache/kafka`` broker whose listener is the one FLEETLEDGER_BROKER names, with the
+  security protocol (and SASL mechanism) the settings use; worker settings that give a
+  topic layout valid on one broker; the worker is the only thing creating topics; the CA
+  and password files the settings name are mounted, the broker's certificate names its
+  host, and the SCRAM user the broker gets is the one the settings name.
 * Every ``FLEETLEDGER_*`` variable named in those files, the Dockerfile and the operations
   guide is a field of :class:`~fleetledger.config.Settings`.
 * The Dockerfile installs with ``make install``, the recipe behind the README's commands,
@@ -21,7 +28,9 @@ Checked without a Docker engine or a cluster, by parsing the files:
 
 from __future__ import annotations
 
+import ast
 import fnmatch
+import importlib
 import os
 import re
 import shutil
@@ -35,7 +44,8 @@ from typing import Any
 import pytest
 import yaml
 
-from fleetledger.kernel.config import Settings, load_settings, parse_broker_url
+from fleetledger.kernel import kafka
+from fleetledger.kernel.config import SECRET_FIELDS, Settings, load_settings, parse_broker_url
 from fleetledger.processors.runtimes.faust_app import build_app
 from fleetledger.processors.runtimes.kafka_io import topic_specs, worker_state_specs
 
@@ -44,6 +54,9 @@ DEPLOY = ROOT / "deploy"
 BASE = DEPLOY / "base"
 OVERLAYS = sorted(p.parent for p in (DEPLOY / "overlays").glob("*/kustomization.yaml"))
 COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_SECURE = ROOT / "docker-compose.secure.yml"
+COMPOSE_FILES = (COMPOSE, COMPOSE_SECURE)
+CLUSTER = DEPLOY / "cluster" / "kafka.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 #: The folders that each build one distribution (``make install`` installs them all).
 DISTRIBUTIONS = ("schemas", "producers", "processors")
@@ -75,8 +88,17 @@ def load_yaml_docs(path: Path) -> list[dict[str, Any]]:
         return [d for d in yaml.safe_load_all(f) if d is not None]
 
 
+#: Settings naming a file that holds a secret (read when settings are loaded).
+SECRET_FILE_FIELDS = {f"{name}_file" for name in SECRET_FIELDS}
+
+
 def settings_from_env(env: Mapping[str, object], where: str) -> Settings:
-    """The Settings a process started with ``env`` gets (only FLEETLEDGER_* are read)."""
+    """The Settings a process started with ``env`` gets (only FLEETLEDGER_* are read).
+
+    Secret files exist only where the process runs: a placeholder secret stands in for each
+    (``secret_files`` gives the paths the files name), after checking the path is absolute.
+    The security settings must agree with each other.
+    """
     fields = set(Settings.model_fields)
     overrides: dict[str, object] = {}
     for name, value in env.items():
@@ -85,7 +107,29 @@ def settings_from_env(env: Mapping[str, object], where: str) -> Settings:
         field = name[len(PREFIX) :].lower()
         assert field in fields, f"{where}: {name} is not a setting of fleetledger.config.Settings"
         overrides[field] = value if isinstance(value, str) else str(value).lower()
-    return load_settings(**overrides)
+    for field in SECRET_FILE_FIELDS & set(overrides):
+        path = Path(str(overrides[field]))
+        assert path.is_absolute(), f"{where}: {PREFIX}{field.upper()} is not an absolute path"
+        del overrides[field]
+        overrides[field.removesuffix("_file")] = "placeholder-secret"
+    settings = load_settings(**overrides)
+    kafka.check_security(settings)
+    return settings
+
+
+def secret_files(env: Mapping[str, object]) -> dict[str, Path]:
+    """``{field: path}`` of the settings in ``env`` that name a file read at start."""
+    out: dict[str, Path] = {}
+    for field in (
+        *SECRET_FILE_FIELDS,
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+    ):
+        value = env.get(f"{PREFIX}{field.upper()}")
+        if value:
+            out[field] = Path(str(value))
+    return out
 
 
 @dataclass(frozen=True)
@@ -98,7 +142,10 @@ class Expected:
 
 def leader_topic(settings: Settings) -> tuple[str, int]:
     """Name and partitions of the leader topic Faust creates for the worker's group."""
-    topic = build_app(settings)._leader_assignor._leader_topic  # type: ignore[attr-defined]
+    # (A plaintext connection: the CA file named in the settings exists only in the pod.)
+    connection = kafka.KafkaConnection.plaintext(settings.broker_url().bootstrap)
+    app = build_app(settings, connection=connection)
+    topic = app._leader_assignor._leader_topic  # type: ignore[attr-defined]
     return topic.get_topic_name(), int(topic.partitions)
 
 
@@ -205,7 +252,8 @@ def check_manifests(docs: list[dict[str, Any]], where: str) -> None:
     """Everything the manifests of one kustomization must agree on with the code."""
     deployment = the_one(docs, "Deployment", "fleetledger-worker")
     container = worker_container(deployment)
-    settings = settings_from_env(deployment_env(docs, container), where)
+    env = deployment_env(docs, container)
+    settings = settings_from_env(env, where)
 
     # Production defaults.
     assert settings.replication_factor == PRODUCTION_REPLICATION_FACTOR, where
@@ -252,7 +300,7 @@ def check_manifests(docs: list[dict[str, Any]], where: str) -> None:
     for probe in ("livenessProbe", "readinessProbe"):
         command = container[probe]["exec"]["command"]
         assert command[:2] == ["python", "-c"], f"{where}: {probe} is a python -c exec probe"
-        compile(command[2], f"{where}:{probe}", "exec")
+        check_imports(command[2], f"{where}:{probe}")
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(container["resources"][kind]), f"{where}: {kind}"
 
@@ -267,12 +315,122 @@ def check_manifests(docs: list[dict[str, Any]], where: str) -> None:
     assert "ReadWriteMany" in pvc["spec"]["accessModes"], f"{where}: workers share the archive"
     secrets = [v["secret"]["secretName"] for v in volumes.values() if "secret" in v]
     assert secrets, f"{where}: the signing key Secret is not mounted"
+    made_by_strimzi = {f"{cluster}-cluster-ca-cert"} | {
+        u["metadata"]["name"] for u in of_kind(docs, "KafkaUser")
+    }
     for secret in secrets:
-        the_one(docs, "Secret", secret)
+        if secret not in made_by_strimzi:
+            the_one(docs, "Secret", secret)
+
+    check_kafka_security(docs, settings, env, cluster, container, volumes, where)
 
     # Non-root, as the image.
     assert pod["securityContext"]["runAsNonRoot"] is True, where
     assert pod["securityContext"]["runAsUser"] == dockerfile_user_id(), where
+
+
+def check_imports(source: str, where: str) -> None:
+    """The modules and names a probe imports exist (a renamed module breaks a probe)."""
+    tree = ast.parse(source, where)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                importlib.import_module(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.module is not None, where
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                assert hasattr(module, alias.name), f"{where}: {node.module}.{alias.name}"
+
+
+def mounted_file(
+    path: Path, container: dict[str, Any], volumes: dict[str, Any], where: str
+) -> tuple[dict[str, Any], str]:
+    """The volume holding ``path`` in ``container``, and the file's name in it."""
+    for mount in container["volumeMounts"]:
+        if path.parent == Path(mount["mountPath"]):
+            assert mount.get("readOnly") is True, f"{where}: {mount['mountPath']} read-only"
+            return volumes[mount["name"]], path.name
+    pytest.fail(f"{where}: no volume is mounted at {path.parent} (for {path})")
+
+
+def acl_covers(acls: list[dict[str, Any]], kind: str, name: str, operations: set[str]) -> bool:
+    for acl in acls:
+        resource = acl["resource"]
+        if resource["type"] != kind:
+            continue
+        pattern = resource.get("patternType", "literal")
+        matches = (
+            name.startswith(resource["name"]) if pattern == "prefix" else (name == resource["name"])
+        )
+        if matches and operations <= set(acl.get("operations", [])):
+            return True
+    return False
+
+
+def check_kafka_security(
+    docs: list[dict[str, Any]],
+    settings: Settings,
+    env: Mapping[str, str],
+    cluster: str,
+    container: dict[str, Any],
+    volumes: dict[str, Any],
+    where: str,
+) -> None:
+    """TLS + SCRAM through the Strimzi listener, user, Secrets and ACLs the code needs."""
+    assert settings.kafka_security_protocol == "SASL_SSL", f"{where}: production uses TLS + SASL"
+    mechanism = settings.kafka_sasl_mechanism
+    assert mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256"), f"{where}: {mechanism}"
+    assert settings.kafka_ssl_check_hostname, f"{where}: host names are checked in production"
+
+    # The listener on the broker URL's port: TLS, with the mechanism as its authentication.
+    port = int(settings.broker_url().bootstrap_servers[0].rpartition(":")[2])
+    (kafka_cr,) = [d for d in load_yaml_docs(CLUSTER) if d["kind"] == "Kafka"]
+    assert kafka_cr["metadata"]["name"] == cluster, f"{CLUSTER}: the cluster is {cluster!r}"
+    listeners = [x for x in kafka_cr["spec"]["kafka"]["listeners"] if x["port"] == port]
+    assert len(listeners) == 1, f"{where}: no listener on port {port} in {CLUSTER.name}"
+    (listener,) = listeners
+    assert listener["tls"] is True, f"{where}: the listener on {port} has no TLS"
+    assert listener["authentication"]["type"] == mechanism.lower(), where
+    assert kafka_cr["spec"]["kafka"]["authorization"]["type"] == "simple", where
+    assert "userOperator" in kafka_cr["spec"]["entityOperator"], "KafkaUsers need it"
+
+    # The user the workers connect as, and its ACLs: every topic, the group.
+    user = the_one(docs, "KafkaUser", str(settings.kafka_sasl_username))
+    assert user["metadata"]["labels"]["strimzi.io/cluster"] == cluster, where
+    assert user["spec"]["authentication"]["type"] == mechanism.lower(), where
+    acls = user["spec"]["authorization"]["acls"]
+    for name in expected_topics(settings, {}):
+        assert acl_covers(acls, "topic", name, {"Read", "Write", "Describe", "Create"}), (
+            f"{where}: the ACLs of {settings.kafka_sasl_username} do not cover topic {name}"
+        )
+    assert acl_covers(acls, "group", settings.group_id, {"Read", "Describe"}), where
+    agents = [
+        u
+        for u in of_kind(docs, "KafkaUser")
+        if u["metadata"]["name"] != settings.kafka_sasl_username
+    ]
+    assert any(
+        acl_covers(
+            u["spec"]["authorization"]["acls"],
+            "topic",
+            topic_specs(settings).events.name,
+            {"Write", "Describe"},
+        )
+        for u in agents
+    ), f"{where}: no KafkaUser for the agents (the SDK) can write the events topic"
+
+    # The CA and the password: files from the Secrets Strimzi makes, at the paths named.
+    files = secret_files(env)
+    assert set(files) == {"kafka_ssl_cafile", "kafka_sasl_password_file"}, f"{where}: {files}"
+    for field, secret, key in (
+        ("kafka_ssl_cafile", f"{cluster}-cluster-ca-cert", "ca.crt"),
+        ("kafka_sasl_password_file", str(settings.kafka_sasl_username), "password"),
+    ):
+        volume, name = mounted_file(files[field], container, volumes, where)
+        assert volume["secret"]["secretName"] == secret, f"{where}: {field} from {secret}"
+        items = {i["path"]: i["key"] for i in volume["secret"].get("items", [])}
+        assert items.get(name, name) == key, f"{where}: {files[field]} is key {key} of {secret}"
 
 
 # --------------------------------------------------------------------------- deploy/
@@ -318,8 +476,13 @@ def test_every_kustomization_resource_exists() -> None:
 # --------------------------------------------------------------------------- compose
 
 
+@pytest.fixture(scope="module", params=COMPOSE_FILES, ids=lambda p: p.name)
+def compose(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return load_yaml_docs(request.param)[0]
+
+
 @pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
+def plain_compose() -> dict[str, Any]:
     return load_yaml_docs(COMPOSE)[0]
 
 
@@ -347,10 +510,12 @@ def worker_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def kafka_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The brokers (the services running the Kafka image as a KRaft node)."""
     return {
         name: svc
         for name, svc in compose["services"].items()
         if str(svc.get("image", "")).startswith("apache/kafka:")
+        and "KAFKA_PROCESS_ROLES" in compose_env(svc)
     }
 
 
@@ -370,18 +535,32 @@ def test_compose_settings_match_the_broker_and_give_valid_topics(
     compose: dict[str, Any],
 ) -> None:
     (broker_name, broker) = next(iter(kafka_services(compose).items()))
-    advertised = compose_env(broker)["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    broker_env = compose_env(broker)
+    advertised: dict[str, str] = {}  # host:port -> listener name
+    for listener in broker_env["KAFKA_ADVERTISED_LISTENERS"].split(","):
+        listener_name, address = listener.split("://", 1)
+        advertised[address] = listener_name
+    protocols = dict(
+        p.split(":") for p in broker_env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
     workers = worker_services(compose)
     assert workers, "no fleetledger worker service"
     for name, svc in fleetledger_services(compose).items():
-        settings = settings_from_env(compose_env(svc), f"docker-compose.yml {name}")
+        env = compose_env(svc)
+        settings = settings_from_env(env, f"docker-compose {name}")
         url = settings.broker_url()
         assert url.kind == "kafka"
         for server in url.bootstrap_servers:
             assert server.partition(":")[0] == broker_name, f"{name}: {server}"
-            assert any(a.split("://", 1)[1] == server for a in advertised), (
+            assert server in advertised, (
                 f"{name}: {server} is not an advertised listener of {broker_name}"
             )
+            # The listener speaks the protocol (and offers the mechanism) the settings use.
+            assert protocols[advertised[server]] == settings.kafka_security_protocol, server
+            if settings.kafka_sasl_mechanism is not None:
+                enabled = broker_env["KAFKA_SASL_ENABLED_MECHANISMS"].split(",")
+                assert settings.kafka_sasl_mechanism in enabled, f"{name}: {enabled}"
+        check_compose_security(compose, name, svc, settings, env, broker_name)
         # One broker: every topic the worker creates must fit on it.
         for spec in (*topic_specs(settings).all(), *worker_state_specs(settings)):
             assert spec.replication_factor == 1, f"{name}: {spec.name} on one broker"
@@ -396,9 +575,48 @@ def test_compose_settings_match_the_broker_and_give_valid_topics(
             compile(svc["healthcheck"]["test"][-1], f"{name} healthcheck", "exec")
 
 
+def check_compose_security(
+    compose: dict[str, Any],
+    name: str,
+    svc: dict[str, Any],
+    settings: Settings,
+    env: Mapping[str, str],
+    broker: str,
+) -> None:
+    """The files the settings name are mounted; TLS and SCRAM match the broker's setup."""
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in svc.get("volumes", [])}
+    for field, path in secret_files(env).items():
+        assert str(path.parent) in mounts, f"{name}: {PREFIX}{field.upper()} {path} not mounted"
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return
+    # The certificate the broker gets names the host the clients connect to.
+    (maker,) = [
+        s for s in compose["services"].values() if "make_secrets.py" in str(s.get("entrypoint"))
+    ]
+    script = Path(maker["entrypoint"][-1])
+    mounted = {str(v).split(":")[1]: str(v).split(":")[0] for v in maker["volumes"]}
+    assert (ROOT / mounted[str(script.parent)] / script.name).is_file(), script
+    hosts = maker["command"][2:]
+    for server in settings.broker_url().bootstrap_servers:
+        assert server.rpartition(":")[0] in hosts, f"the broker's certificate is for {hosts}"
+    # The SCRAM user the broker gets is the one the settings name, from the same file.
+    (adder,) = [
+        s for s in compose["services"].values() if "kafka-configs.sh" in str(s.get("command"))
+    ]
+    command = " ".join(adder["command"])
+    assert f"--entity-name {settings.kafka_sasl_username} " in command
+    assert f'"{settings.kafka_sasl_mechanism}=[password=' in command
+    password = secret_files(env)["kafka_sasl_password_file"]
+    volume = mounts[str(password.parent)]
+    adder_mounts = {str(v).split(":")[0]: str(v).split(":")[1] for v in adder["volumes"]}
+    assert f"$$(cat {adder_mounts[volume]}/{password.name})" in command, command
+    for dependency in (broker, next(n for n, s in compose["services"].items() if s is adder)):
+        assert dependency in svc["depends_on"], f"{name} waits for {dependency}"
+
+
 def test_compose_workers_are_the_only_topic_creators(compose: dict[str, Any]) -> None:
     """Topics are created by the worker from topic_specs(); a second list would drift."""
-    text = COMPOSE.read_text(encoding="utf-8")
+    text = yaml.safe_dump(compose)
     assert "kafka-topics.sh" not in text or "--create" not in text
     for svc in compose["services"].values():
         assert "KAFKA_CREATE_TOPICS" not in compose_env(svc)
@@ -427,7 +645,7 @@ def test_compose_builds_the_dockerfile_and_mounts_the_signing_key(
 
 
 def files_naming_settings() -> Iterator[Path]:
-    yield COMPOSE
+    yield from COMPOSE_FILES
     yield DOCKERFILE
     yield OPERATIONS
     for path in sorted(DEPLOY.rglob("*")):
@@ -553,9 +771,42 @@ def test_dockerignore_keeps_what_make_install_needs() -> None:
 # --------------------------------------------------------------------------- the guide
 
 
+def test_operations_guide_security_settings_are_consistent_and_its_tools_authenticate() -> None:
+    """Every block of FLEETLEDGER_* lines in "Secured clusters" is a valid set of settings;
+    Kafka's tools on Kubernetes use the tls listener as a user allowed to do what they do."""
+    guide = OPERATIONS.read_text(encoding="utf-8")
+    section = guide.split("## Secured clusters", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
+    examples = [b for b in blocks if b.lstrip().startswith("FLEETLEDGER_")]
+    assert len(examples) >= 4, "Strimzi, MSK (SCRAM and IAM), Confluent Cloud"
+    mechanisms = set()
+    for block in examples:
+        env = dict(line.strip().split("=", 1) for line in block.splitlines() if line.strip())
+        settings = settings_from_env(env, "docs/operations.md")
+        assert settings.kafka_security_protocol == "SASL_SSL", block
+        mechanisms.add(settings.kafka_sasl_mechanism)
+    assert mechanisms == {"SCRAM-SHA-512", "OAUTHBEARER", "PLAIN"}
+
+    base = settings_from_env(read_env_file(BASE / "fleetledger.env"), "deploy/base")
+    docs = load_yaml_docs(DEPLOY / "cluster" / "kafka-tools.yaml")
+    pod = the_one(docs, "Pod", "kafka-tools")
+    user = the_one(docs, "KafkaUser", "fleetledger-operator")
+    secrets = {v["secret"]["secretName"] for v in pod["spec"]["volumes"] if "secret" in v}
+    assert secrets == {"fleetledger-operator", "fleetledger-cluster-ca-cert"}
+    acls = user["spec"]["authorization"]["acls"]
+    assert acl_covers(acls, "group", base.group_id, {"Describe", "Read"})
+    assert acl_covers(acls, "topic", topic_specs(base).events.name, {"Describe", "Read"})
+    commands = re.findall(r"^kt (.*)$", guide, re.M)
+    assert commands
+    for command in commands:
+        assert f"--bootstrap-server {base.broker_url().bootstrap} " in command, command
+        assert "--command-config /etc/kafka-tools/client.properties" in command, command
+
+
 def test_operations_guide_commands_name_real_groups_topics_and_services(
-    compose: dict[str, Any],
+    plain_compose: dict[str, Any],
 ) -> None:
+    compose = plain_compose
     guide = OPERATIONS.read_text(encoding="utf-8")
     compose_settings = settings_from_env(
         compose_env(next(iter(worker_services(compose).values()))), "docker-compose.yml"
@@ -579,3 +830,33 @@ def test_operations_guide_commands_name_real_groups_topics_and_services(
     for role in COMPACTED_ROLES | {"events", "ledger", "deadletter"}:
         assert f"{base_settings.topic_prefix}.{role}" in guide, f"the guide names {role}"
     assert parse_broker_url(compose_settings.broker).bootstrap in guide
+
+
+def test_the_secured_compose_cluster_gets_a_keystore_for_its_hosts_and_a_password(
+    tmp_path: Path,
+) -> None:
+    """deploy/compose/secure/make_secrets.py, as the kafka-secrets service runs it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    from .tls import make_secrets_module
+
+    m = make_secrets_module()
+    broker, client = tmp_path / "broker", tmp_path / "client"
+    assert m.main([str(broker), str(client), "kafka", "localhost"]) == 0
+    password = (broker / "keystore-password").read_bytes()
+    key, cert, chain = pkcs12.load_key_and_certificates(
+        (broker / "kafka.keystore.p12").read_bytes(), password
+    )
+    assert key is not None and cert is not None
+    ca = x509.load_pem_x509_certificate((client / "ca.pem").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    assert chain == [ca] and (broker / "ca.pem").read_bytes() == (client / "ca.pem").read_bytes()
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["kafka", "localhost"]
+    secret = (client / "fleetledger-password").read_text()
+    assert len(secret) >= 24 and secret.strip() == secret
+    # A restart keeps what exists.
+    before = (broker / "kafka.keystore.p12").read_bytes()
+    assert m.main([str(broker), str(client)]) == 0
+    assert (broker / "kafka.keystore.p12").read_bytes() == before

@@ -15,7 +15,7 @@ from fleetledger.kernel.sqlitelog import SqliteLog
 from fleetledger.processors.bundle import assemble, bundle_digest
 from fleetledger.processors.core import CoreConfig, Entry
 from fleetledger.processors.memory import memory_pipeline
-from fleetledger.processors.pipeline import Pipeline
+from fleetledger.processors.pipeline import Pipeline, TotalsDoc
 from fleetledger.processors.runtimes.embedded import EmbeddedReader, EmbeddedRuntime
 from fleetledger.schemas import Codec, TraceEvent
 
@@ -55,9 +55,10 @@ def process(path: Path, rows: list[tuple[str, bytes]], **kw: Any) -> EmbeddedRun
     return rt
 
 
-def snapshot(path: Path) -> tuple[dict[str, str], list[dict[str, Any]], list[str]]:
+def snapshot(path: Path) -> tuple[dict[str, str], list[TotalsDoc], list[str]]:
     with EmbeddedReader(path) as r:
-        return r.digests(), r.totals(), [i["intercept_id"] for i in r.intercepts()]
+        digests = {b.run_id: b.digest for b in r.bundles()}
+        return digests, r.totals(), [i["intercept_id"] for i in r.intercepts()]
 
 
 def test_bundles_totals_and_intercepts(tmp_path: Path) -> None:
@@ -69,9 +70,11 @@ def test_bundles_totals_and_intercepts(tmp_path: Path) -> None:
     by_run = {t["run_id"]: t for t in totals}
     assert by_run["run-3"]["cost"] == "0.05" and by_run["run-3"]["status"] == "completed"
     with EmbeddedReader(db) as r:
-        raw = r.bundle_bytes("run-f")
+        stored = r.bundle("run-f")
         ledger = r.ledger("run-f")
-    assert raw is not None
+    assert stored is not None
+    raw = stored.data
+    assert raw == rfc8785.dumps(json.loads(raw)), "bundles are stored as canonical bytes"
     bundle = json.loads(raw)
     assert bundle["integrity"]["digest"] == bundle_digest(bundle) == digests["run-f"]
     assert [i["kind"] for i in bundle["intercepts"]] == ["budget_exceeded", "run_failed"]
@@ -103,13 +106,13 @@ def test_corrupt_messages_go_to_dead_letter_and_processing_continues(tmp_path: P
     process(db, rows[:3] + bad + rows[3:]).close()
     with EmbeddedReader(db) as r:
         dead = r.deadletters()
-    assert [d["value"] for d in dead] == [bad[0][1], bad[1][1]]
-    assert [d["offset"] for d in dead] == [4, 5]
-    assert "magic" in dead[0]["error"].lower() or "header" in dead[0]["error"].lower()
+    assert [d.value for d in dead] == [bad[0][1], bad[1][1]]
+    assert [d.position.offset for d in dead] == [4, 5]
+    assert "magic" in dead[0].error.lower() or "header" in dead[0].error.lower()
     assert snapshot(db) == reference(tmp_path)
 
 
-def reference(tmp_path: Path) -> tuple[dict[str, str], list[dict[str, Any]], list[str]]:
+def reference(tmp_path: Path) -> tuple[dict[str, str], list[TotalsDoc], list[str]]:
     ref = tmp_path / "reference.db"
     process(ref, fleet()).close()
     return snapshot(ref)
@@ -154,7 +157,7 @@ def test_a_100k_event_run_materializes_in_linear_work() -> None:
     pipe = memory_pipeline()
     out = pipe._apply_all(objs, NOW)
     assert len(out.entries) == 100_001 and len(out.bundles) == 1
-    bundle = json.loads(out.bundles[0].value)
+    bundle = json.loads(out.bundles[0].data)
     assert bundle["chain"]["length"] == 100_001
     assert bundle["totals"]["cost"] == "0.099999"
 
@@ -162,7 +165,7 @@ def test_a_100k_event_run_materializes_in_linear_work() -> None:
 def test_assemble_refuses_a_broken_chain() -> None:
     pipe = memory_pipeline()
     out = pipe._apply_all(ev.simple_run(), NOW)
-    pipe_entries = [Entry.from_bytes(r.value) for r in out.entries]
+    pipe_entries = list(out.entries)
     broken = [*pipe_entries[:2], *pipe_entries[3:]]
     with pytest.raises(Exception, match="expected seq 2"):
         assemble("run-1", broken, CoreConfig())

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fleetledger.cli.commands import main
+from fleetledger.processors.canonical import canonical_bytes
 
 ENV_KEYS = [k for k in os.environ if k.startswith("FLEETLEDGER_")]
 
@@ -79,14 +80,18 @@ def test_demo_sign_verify_tamper_prove(tmp_path: Path, capsys: pytest.CaptureFix
         == 0
     )
     proof = json.loads(Path("p.json").read_bytes())
-    proof["event"]["agent_id"] = "someone-else"
-    Path("p.json").write_text(json.dumps(proof))
+    verify_proof = ["verify-proof", "p.json", "--bundle-digest", digest]
+    verify_proof += ["--key", "k/signer.pub.pem"]
+    # the same receipt pretty-printed: refused, receipts are their canonical bytes
+    Path("p.json").write_text(json.dumps(proof, indent=2))
     capsys.readouterr()
-    assert (
-        main(["verify-proof", "p.json", "--bundle-digest", digest, "--key", "k/signer.pub.pem"])
-        == 2
-    )
-    assert "event" in capsys.readouterr().err
+    assert main(verify_proof) == 2
+    assert "error: canonical: found proof of" in capsys.readouterr().err
+    # a changed event, written canonically
+    proof["event"]["agent_id"] = "someone-else"
+    Path("p.json").write_bytes(canonical_bytes(proof))
+    assert main(verify_proof) == 2
+    assert "error: event (seq " in capsys.readouterr().err
 
 
 def test_export_formats_and_worker_archive(
@@ -123,14 +128,23 @@ def test_export_formats_and_worker_archive(
     before = {p: p.read_bytes() for p in archived}
     capsys.readouterr()
     assert main(["verify", *map(str, archived), "--key", "k.pub.pem"]) == 0
-    from fleetledger.processors.archive import ArchiveSink
+    from fleetledger.processors.archive import ArchiveSink, write_evidence
+    from fleetledger.processors.pipeline import Bundle
     from fleetledger.processors.runtimes.embedded import EmbeddedReader
     from fleetledger.processors.signing import load_private_key
 
-    sink = ArchiveSink(tmp_path / "arch", load_private_key(Path("k.pem").read_bytes(), "k"))
+    key = load_private_key(Path("k.pem").read_bytes(), "k")
+    sink = ArchiveSink(tmp_path / "arch", key)
+    again = tmp_path / "again"
     with EmbeddedReader(Path("w.db")) as reader:
-        for _run, value in reader.bundles():
-            assert sink.write(value) == []  # reprocessing: nothing rewritten
+        for stored in reader.bundles():
+            doc = json.loads(stored.data)
+            run = doc["run"]
+            bundle = Bundle(stored.run_id, run["tenant"], run["started_at"], stored.digest, doc)
+            assert sink.write(bundle) == []  # reprocessing: nothing rewritten
+            # the stored bytes give back exactly the archived files (signatures included)
+            for path in write_evidence(again, stored.data, key):
+                assert path.read_bytes() in before.values()
     assert {p: p.read_bytes() for p in archived} == before
 
 

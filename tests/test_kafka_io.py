@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -11,7 +12,15 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from fleetledger.kernel.config import Settings, load_settings
 from fleetledger.kernel.errors import StoreError
-from fleetledger.processors.pipeline import DeadLetter, Outputs, Record, SourcePosition
+from fleetledger.processors.core import Entry, Intercept
+from fleetledger.processors.pipeline import (
+    Bundle,
+    DeadLetter,
+    Outputs,
+    RunTotals,
+    SourcePosition,
+    TotalsDoc,
+)
 from fleetledger.processors.runtimes import kafka_io
 from fleetledger.processors.runtimes.kafka_io import (
     HEADER_ERROR,
@@ -68,12 +77,6 @@ def test_partition_for_matches_default_partitioner() -> None:
 
     for run_id in ("run-1", "r" * 40, "0190a3c4-2d1e-7f00-8000-000000000001"):
         assert partition_for(run_id, 4) == DefaultPartitioner()(run_id.encode(), [0, 1, 2, 3], [])
-
-
-def test_archive_file_names_are_safe() -> None:
-    assert kafka_io.archive_file_name("run-1") == "run-1.bundle.json"
-    hashed = kafka_io.archive_file_name("../../etc/passwd")
-    assert "/" not in hashed and hashed.startswith("sha256-")
 
 
 async def test_ensure_topics_creates_with_configs_and_is_idempotent(
@@ -133,14 +136,20 @@ async def test_sink_publishes_outputs_and_readers_read_them(
     specs = topic_specs(s)
     await ensure_topics(kafka_bootstrap, specs.all())
     garbage = b"\x00\xffnot avro"
-    big_bundle = json.dumps(
-        {"run": {"run_id": "run-b"}, "pad": "x" * 20_000, "integrity": {"digest": "ab" * 32}}
-    ).encode()
+
+    def bundle(run_id: str, **doc: Any) -> Bundle:
+        document = {"run": {"run_id": run_id}, **doc, "integrity": {"digest": run_id * 4}}
+        return Bundle(run_id, "acme", None, run_id * 4, document)
+
+    def totals(v: int) -> RunTotals:
+        return RunTotals("run-a", cast(TotalsDoc, {"run_id": "run-a", "v": v}))
+
+    big = bundle("run-b", pad="x" * 20_000)
     out = Outputs(
-        entries=[Record(f"run-a:{i:012d}", f'{{"seq":{i}}}'.encode()) for i in range(5)],
-        totals=[Record("run-a", b'{"v":1}'), Record("run-a", b'{"v":2}')],
-        intercepts=[Record("run-a:budget:000000000003", b'{"kind":"budget"}')],
-        bundles=[Record("run-a", b'{"small":true}'), Record("run-b", big_bundle)],
+        entries=[Entry("run-a", i, "e" * 64, "p" * 64, "h" * 64, {"seq": i}) for i in range(5)],
+        totals=[totals(1), totals(2)],
+        intercepts=[Intercept("run-a", "budget", "critical", 3, "over", "2026-11-01T00:00:00Z")],
+        bundles=[bundle("run-a", small=True), big],
         deadletters=[DeadLetter(garbage, SourcePosition(specs.events.name, 2, 41), "bad magic")],
     )
     async with KafkaSink(s) as sink:
@@ -148,26 +157,28 @@ async def test_sink_publishes_outputs_and_readers_read_them(
         # Publishing the same outputs again leaves every compacted view unchanged.
         await sink.publish(out)
 
-    totals = await read_compacted(kafka_bootstrap, specs.totals.name)
-    assert totals == {"run-a": b'{"v":2}'}
+    latest = await read_compacted(kafka_bootstrap, specs.totals.name)
+    assert latest == {"run-a": b'{"run_id":"run-a","v":2}'}
 
     ledger = await read_all(kafka_bootstrap, specs.ledger.name)
     assert {r.partition for r in ledger} == {partition_for("run-a", 3)}
     assert [r.key for r in ledger[:5]] == [f"run-a:{i:012d}".encode() for i in range(5)]
 
     intercepts = await read_compacted(kafka_bootstrap, specs.intercepts.name)
-    assert list(intercepts) == ["run-a:budget:000000000003"]
+    assert list(intercepts) == ["run-a:budget:3"]
 
     bundles = await read_compacted(kafka_bootstrap, specs.bundles.name)
-    assert bundles["run-a"] == b'{"small":true}'
+    assert bundles["run-a"] == out.bundles[0].data
     assert kafka_io.is_manifest(bundles["run-b"])
     manifest = json.loads(bundles["run-b"])
     assert manifest["run_id"] == "run-b"
-    assert manifest["digest"] == "ab" * 32
-    assert manifest["size"] == len(big_bundle)
+    assert manifest["digest"] == big.digest
+    assert manifest["size"] == len(big.data)
     archived = Path(manifest["path"])
     assert archived == (tmp_path / "archive" / "run-b.bundle.json").resolve()
-    assert archived.read_bytes() == big_bundle
+    assert archived.read_bytes() == big.data
+    for record in await read_all(kafka_bootstrap, specs.bundles.name):
+        assert record.header(kafka_io.HEADER_DIGEST) == (record.key or b"").decode().encode() * 4
     assert not [p for p in archived.parent.iterdir() if p.name.endswith(".tmp")]
 
     dead = await read_all(kafka_bootstrap, specs.deadletter.name)

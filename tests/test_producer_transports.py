@@ -22,7 +22,6 @@ from fleetledger.producers import (
     load_price_table,
     make_transport,
 )
-from fleetledger.producers.transports import kafka_compression
 from fleetledger.schemas import Codec, EventType, WorkflowSnapshot, WorkflowStep
 
 WORKFLOW = WorkflowSnapshot(
@@ -139,22 +138,12 @@ def test_events_topic_configs_match_the_worker_layout() -> None:
     from fleetledger.processors.runtimes.kafka_io import topic_specs
     from fleetledger.producers.transports import EVENTS_TOPIC_CONFIGS
 
-    settings = load_settings(topic_prefix="acme", partitions=6)
+    settings = load_settings(broker="kafka://localhost:9092", topic_prefix="acme", partitions=6)
     events = topic_specs(settings).events
     assert events.name == events_topic(settings) == "acme.events"
     assert dict(events.configs) == EVENTS_TOPIC_CONFIGS
     transport = KafkaTransport.from_settings(settings)
     assert transport.partitions == events.partitions == 6
-
-
-def test_compression_needs_its_library() -> None:
-    assert kafka_compression("none") is None
-    assert kafka_compression("gzip") == "gzip"
-    from aiokafka import codec
-
-    if not codec.has_zstd():
-        with pytest.raises(ConfigError, match="zstd"):
-            kafka_compression("zstd")
 
 
 def _closed_port() -> int:

@@ -32,11 +32,14 @@ def test_fresh_machine_commands_are_make_targets() -> None:
     makefile = (Path(__file__).parents[1] / "Makefile").read_text(encoding="utf-8")
     block = README.split("## On a fresh machine", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
     commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
-    assert commands == ["make demo", "make test"]
-    for target in ("demo", "test"):
+    assert commands == ["make demo", "make console", "make test"]
+    for target in ("demo", "console", "test"):
         assert re.search(rf"^{target}: ", makefile, re.M)
     ci = (Path(__file__).parents[1] / ".ci" / "run").read_text(encoding="utf-8")
-    assert "make test" in ci
+    assert "make test" in ci and ci.index("make lint") < ci.index("make test")
+    # the read-model tests need a PostgreSQL server: CI installs it on a clean machine
+    assert "apt-get install" in ci and "postgresql" in ci
+    assert ci.index("postgresql") < ci.index("make test")
 
 
 def test_every_setting_is_documented_with_its_default() -> None:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleetledger.kernel.errors import SchemaError
+from fleetledger.kernel.errors import EventValidationError, SchemaError
 from fleetledger.schemas import (
     MAGIC,
     ArtifactState,
@@ -44,9 +44,12 @@ from fleetledger.schemas import (
     WorkflowEdge,
     WorkflowSnapshot,
     WorkflowStep,
+    check_canonical_event,
+    is_canonical_event,
     money_str,
     ts_str,
 )
+from fleetledger.schemas.models import _is_canonical_ts, _is_canonical_uuid, _validate_ts
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -307,3 +310,81 @@ def test_corrupted_messages_raise_schema_errors(
 @pytest.mark.parametrize("etype", list(EventType))
 def test_every_type_is_generated(etype: EventType) -> None:
     assert etype in PAYLOADS
+
+
+# ------------------------------------------- canonical objects (what verify checks)
+
+
+def _model_says_canonical(obj: Any) -> bool:
+    """The definition: parsing with the model and writing the canonical object again
+    gives the same JSON value (types included: ``True`` is not ``1``)."""
+    try:
+        again = TraceEvent.parse(obj).to_json_obj()
+    except EventValidationError:
+        return False
+    return json.dumps(again, sort_keys=True) == json.dumps(obj, sort_keys=True)
+
+
+ts_like = st.one_of(
+    timestamps.map(ts_str),
+    timestamps.map(lambda d: d.isoformat()),
+    st.from_regex(
+        r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z", fullmatch=True
+    ),
+    st.text(max_size=30),
+)
+uuid_like = st.one_of(
+    st.uuids().map(str),
+    st.uuids().map(lambda u: str(u).upper()),
+    st.uuids().map(lambda u: "{" + str(u) + "}"),
+    st.uuids().map(lambda u: u.hex),
+    st.from_regex(r"[0-9a-fA-F-]{36}", fullmatch=True),
+)
+
+
+@SETTINGS
+@given(ts_like)
+def test_the_fast_timestamp_check_is_the_round_trip(text_: str) -> None:
+    try:
+        round_trip = ts_str(_validate_ts(text_)) == text_
+    except Exception:
+        round_trip = False
+    assert _is_canonical_ts(text_) == round_trip
+
+
+@SETTINGS
+@given(uuid_like)
+def test_the_fast_uuid_check_is_the_round_trip(text_: str) -> None:
+    from uuid import UUID
+
+    try:
+        round_trip = str(UUID(text_)) == text_
+    except ValueError:
+        round_trip = False
+    assert _is_canonical_uuid(text_) == round_trip
+
+
+_ODD_VALUES: st.SearchStrategy[Any] = st.sampled_from(
+    [None, 0, -1, 1.5, True, "", "x", "X", [], {}, 2**60, "0.50", "1E+2", "2026-11-01T00:00:00Z"]
+)
+
+
+@SETTINGS
+@given(event=events(), data=st.data())
+def test_the_canonical_object_check_agrees_with_the_model(event: TraceEvent, data: Any) -> None:
+    obj = event.to_json_obj()
+    assert is_canonical_event(obj)
+    check_canonical_event(obj)
+    # one member of the envelope or the payload replaced, added or removed
+    target = obj if data.draw(st.booleans()) else obj["payload"]
+    name = data.draw(st.sampled_from([*target, "extra"]))
+    if data.draw(st.booleans()) and name in target:
+        del target[name]
+    else:
+        target[name] = data.draw(_ODD_VALUES)
+    agreed = _model_says_canonical(obj)
+    assert is_canonical_event(obj) == agreed
+    if not agreed:
+        with pytest.raises(EventValidationError) as info:
+            check_canonical_event(obj)
+        assert info.value.field is not None

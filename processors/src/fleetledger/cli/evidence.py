@@ -6,16 +6,14 @@ and writes files and prints one line per verified path.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from fleetledger.kernel.errors import ConfigError, FleetLedgerError, StoreError, VerificationError
+from fleetledger.cli.common import BrokerOpt, backend_of
+from fleetledger.kernel.errors import ConfigError, StoreError, VerificationError
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -42,19 +40,6 @@ def load_trusted(keys: list[Path] | None, trust: Path | None) -> list[Any]:
     return found
 
 
-def write_evidence(folder: Path, bundle: dict[str, Any], key: Any) -> list[Path]:
-    """``<run_id>.bundle.json`` (+ ``.dsse.json``, ``.intoto.json`` when signing), atomically."""
-    from fleetledger.processors.archive import write_atomic
-    from fleetledger.processors.evidence import evidence_files
-
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for name, data in evidence_files(bundle, key):
-        write_atomic(folder / name, data)
-        out.append(folder / name)
-    return out
-
-
 def archive_sink(folder: Path | None, sign: Path | None) -> Any:
     """The worker's archive sink (None without --archive); --sign needs --archive."""
     if folder is None:
@@ -64,31 +49,6 @@ def archive_sink(folder: Path | None, sign: Path | None) -> Any:
     from fleetledger.processors.archive import ArchiveSink
 
     return ArchiveSink(folder, load_signing_key(sign) if sign is not None else None)
-
-
-def _sibling_loader(path: Path) -> Any:
-    def load(name: str) -> bytes | None:
-        if "/" in name or "\\" in name or name in ("", ".", ".."):
-            return None
-        p = path.parent / name
-        return p.read_bytes() if p.is_file() else None
-
-    return load
-
-
-def _load_bundle_any(path: Path, trusted: list[Any]) -> tuple[dict[str, Any], Any]:
-    """A bundle from a bundle file or a signed envelope, verified; (bundle, Verified)."""
-    from fleetledger.processors.evidence import open_envelope, parse_json, verify_file
-
-    data = _read(path, "bundle")
-    facts = verify_file(data, trusted, _sibling_loader(path))
-    obj = parse_json(data, "file")
-    if isinstance(obj, dict) and "payloadType" in obj:
-        _ptype, payload, _kid = open_envelope(data, trusted)
-        obj = parse_json(payload, "payload")
-    if "events" not in obj:
-        raise VerificationError("format", f"found {facts.kind} in {str(path)!r}, expected a bundle")
-    return obj, facts
 
 
 def register(app: typer.Typer) -> None:
@@ -126,125 +86,68 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="output file")],
         sign: Annotated[Path | None, typer.Option("--sign", help="Ed25519 private key PEM")] = None,
         fmt: Annotated[str, typer.Option("--format", help="json | jsonl | csv")] = "json",
-        broker: Annotated[str | None, typer.Option("--broker", "-b")] = None,
+        broker: BrokerOpt = None,
     ) -> None:
         """Export a run's bundle (json, signed with --sign) or its events (jsonl/csv)."""
-        from fleetledger.cli import commands as cli
         from fleetledger.processors.archive import write_atomic
-        from fleetledger.processors.canonical import canonical_bytes
-        from fleetledger.processors.signing import (
-            BUNDLE_PAYLOAD_TYPE,
-            envelope_bytes,
-            sign_envelope,
-        )
+        from fleetledger.processors.export import check_format, export_bundle
 
-        if fmt not in ("json", "jsonl", "csv"):
-            raise ConfigError(f"--format: found {fmt!r}, expected json, jsonl or csv")
-        if sign is not None and fmt != "json":
-            raise ConfigError(
-                f"--sign with --format {fmt}: expected --format json (the bundle "
-                "is what gets signed)"
-            )
+        check_format(fmt, signed=sign is not None)
         key = load_signing_key(sign) if sign is not None else None
-        with cli._reader(cli._settings(ctx, broker=broker)) as reader:
-            raw = reader.bundle_bytes(run_id)
-        if raw is None:
+        from fleetledger.processors.readstore import run_view
+
+        found = backend_of(ctx, broker=broker)
+        with found.read_model() as store:
+            view = run_view(store, run_id, archive=found.settings.compliance_archive)
+        if view is None or view.bundle is None:
             raise StoreError(
                 f"found no bundle of run {run_id!r}; expected a finished run "
                 "(see `fleetledger runs`)"
             )
-        bundle = json.loads(raw)
-        if fmt == "json":
-            data = canonical_bytes(bundle)
-            if key is not None:
-                data = envelope_bytes(sign_envelope(data, BUNDLE_PAYLOAD_TYPE, key))
-        elif fmt == "jsonl":
-            data = b"".join(
-                canonical_bytes({"run_id": run_id, **e}) + b"\n" for e in bundle["events"]
-            )
-        else:
-            buf = io.StringIO()
-            w = csv.writer(buf, lineterminator="\n")
-            cols = [
-                "run_id",
-                "seq",
-                "type",
-                "ts",
-                "tenant",
-                "agent_id",
-                "step_id",
-                "event_id",
-                "event_hash",
-                "entry_hash",
-                "payload",
-            ]
-            w.writerow(cols)
-            for e in bundle["events"]:
-                ev = e["event"]
-                w.writerow(
-                    [
-                        run_id,
-                        e["seq"],
-                        ev["type"],
-                        ev["ts"],
-                        ev["tenant"],
-                        ev["agent_id"],
-                        ev.get("step_id", ""),
-                        ev["event_id"],
-                        e["event_hash"],
-                        e["entry_hash"],
-                        canonical_bytes(ev.get("payload", {})).decode(),
-                    ]
-                )
-            data = buf.getvalue().encode()
-        write_atomic(out, data)
+        exported = export_bundle(view.bundle, fmt, key)
+        write_atomic(out, exported.data)
         ctx.obj.console.print(
-            f"wrote {out} ({fmt}{', signed' if key else ''}, {len(bundle['events'])} events)"
+            f"wrote {out} ({fmt}{', signed' if exported.signed else ''}, {exported.events} events)"
         )
 
     @app.command("verify")
     def verify(
         ctx: typer.Context,
-        paths: Annotated[list[Path], typer.Argument(help="bundle / .dsse.json / .intoto.json")],
+        paths: Annotated[
+            list[Path],
+            typer.Argument(help="bundle / .dsse.json / .intoto.json files, or folders of them"),
+        ],
         key: Annotated[
             list[Path] | None, typer.Option("--key", help="pinned public key PEM")
         ] = None,
         trust: Annotated[
             Path | None, typer.Option("--trust", help="file of PEM public keys")
         ] = None,
+        jobs: Annotated[
+            int | None, typer.Option("--jobs", "-j", help="processes [default: every core]")
+        ] = None,
     ) -> None:
-        """Verify evidence offline; exit 0 only if every path holds."""
-        from fleetledger.processors.evidence import verify_file
+        """Verify evidence offline; exit 0 only if every file holds."""
+        from fleetledger.processors.verification import verify_paths
 
-        trusted = load_trusted(key, trust)
-        if not paths:
-            raise VerificationError("empty", "found no path, expected evidence files to verify")
-        failed = 0
-        for path in paths:
-            try:
-                if path.is_dir():
-                    raise VerificationError("empty", "found a folder, expected files (use DIR/*)")
-                facts = verify_file(_read(path, "file"), trusted, _sibling_loader(path))
-            except FleetLedgerError as exc:
-                failed += 1
-                ctx.obj.console.print(
-                    f"FAIL {path}: {exc}", markup=False, highlight=False, soft_wrap=True
+        results = verify_paths(paths, load_trusted(key, trust), jobs=jobs)
+        for r in results:
+            if r.facts is None:
+                line = f"FAIL {r.path}: {r.error}"
+            else:
+                f = r.facts
+                signer = (
+                    f"signed by keyid {f.signed_by}" if f.signed_by else "unsigned: integrity only"
                 )
-                continue
-            signer = (
-                f"signed by keyid {facts.signed_by}"
-                if facts.signed_by
-                else ("unsigned: integrity only")
-            )
-            ctx.obj.console.print(
-                f"OK   {path}: {facts.kind} of run {facts.run_id}, {facts.events} events, "
-                f"digest {facts.digest}, merkle {facts.merkle_root[:16]}..., {signer}",
-                markup=False,
-                highlight=False,
-            )
+                line = (
+                    f"OK   {r.path}: {f.kind} of run {f.run_id}, {f.events} events, "
+                    f"digest {f.digest}, merkle {f.merkle_root[:16]}..., {signer}"
+                )
+            ctx.obj.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        failed = sum(not r.ok for r in results)
         if failed:
             raise VerificationError(
-                "verify", f"found {failed} of {len(paths)} path(s) failing, expected none"
+                "verify", f"found {failed} of {len(results)} file(s) failing, expected none"
             )
 
     @app.command("prove")
@@ -258,25 +161,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write one event with its Merkle inclusion proof (and the signed attestation)."""
         from fleetledger.processors.archive import write_atomic
-        from fleetledger.processors.canonical import canonical_bytes
+        from fleetledger.processors.evidence import attestation as attest
         from fleetledger.processors.evidence import file_stem, make_proof, parse_json
-        from fleetledger.processors.signing import (
-            INTOTO_PAYLOAD_TYPE,
-            envelope_bytes,
-            sign_envelope,
-            statement,
-        )
+        from fleetledger.processors.signing import envelope_bytes
+        from fleetledger.processors.verification import load_verified_bundle
 
         trusted = load_trusted(key, None)
-        bundle, _facts = _load_bundle_any(bundle_path, trusted)
+        bundle, _facts = load_verified_bundle(bundle_path, trusted)
         stem = file_stem(bundle["run"]["run_id"])
         attestation = None
         if sign is not None:
-            data = canonical_bytes(bundle)
-            stmt = statement(f"{stem}.bundle.json", data, bundle)
-            attestation = sign_envelope(
-                canonical_bytes(stmt), INTOTO_PAYLOAD_TYPE, load_signing_key(sign)
-            )
+            attestation = attest(bundle, load_signing_key(sign))
         else:
             att = bundle_path.parent / f"{stem}.intoto.json"
             if att.is_file():
@@ -301,17 +196,18 @@ def register(app: typer.Typer) -> None:
         trust: Annotated[Path | None, typer.Option("--trust")] = None,
     ) -> None:
         """Check that a disclosed event belongs to a (signed) bundle."""
-        from fleetledger.processors.evidence import parse_json, verify_proof
+        from fleetledger.processors.evidence import verify_proof_bytes
+        from fleetledger.processors.verification import load_verified_bundle
 
         trusted = load_trusted(key, trust)
-        facts = None
-        if bundle is not None:
-            _b, facts = _load_bundle_any(bundle, trusted)
-        proof = parse_json(_read(proof_path, "proof"), "proof")
-        got = verify_proof(proof, bundle_digest_hex=bundle_digest, trusted=trusted, bundle=facts)
+        facts = load_verified_bundle(bundle, trusted)[1] if bundle is not None else None
+        data = _read(proof_path, "proof")
+        got = verify_proof_bytes(
+            data, bundle_digest_hex=bundle_digest, trusted=trusted, bundle=facts
+        )
         by = f", signed by keyid {got.signed_by}" if got.signed_by else ""
         ctx.obj.console.print(
-            f"OK   {proof_path}: seq {proof['seq']} is leaf {proof['seq']} of {got.events} under "
+            f"OK   {proof_path}: seq {got.seq} is leaf {got.seq} of {got.events} under "
             f"merkle root {got.merkle_root} of bundle {got.digest}{by}",
             markup=False,
             highlight=False,

@@ -47,36 +47,36 @@ def merkle_member(event_hashes: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def _artifacts(entries: Sequence[Entry]) -> list[dict[str, Any]]:
+def _artifacts(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     by_key: dict[str, list[dict[str, Any]]] = {}
-    for e in entries:
-        if e.event["type"] != "artifact_written":
+    for ev in events:
+        if ev["type"] != "artifact_written":
             continue
-        p = e.event["payload"]
+        p = ev["payload"]
         version = {
             "version": p["version"],
             "state": p["state"],
             "content_hash": p["content_hash"],
-            "seq": e.seq,
+            "seq": ev["seq"],
         }
         for opt in ("schema_ref", "validation"):
             if opt in p:
                 version[opt] = p[opt]
-        if "step_id" in e.event:
-            version["step_id"] = e.event["step_id"]
+        if "step_id" in ev:
+            version["step_id"] = ev["step_id"]
         by_key.setdefault(p["key"], []).append(version)
     return [{"key": k, "versions": v} for k, v in sorted(by_key.items())]
 
 
-def _gates(entries: Sequence[Entry]) -> list[dict[str, Any]]:
+def _gates(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     gates: dict[str, dict[str, Any]] = {}
-    for e in entries:
-        etype, p = e.event["type"], e.event.get("payload", {})
+    for ev in events:
+        etype, p = ev["type"], ev.get("payload", {})
         if etype == "human_gate_requested":
             gate = gates.setdefault(p["gate_id"], {"gate_id": p["gate_id"]})
-            gate.update({"requested_seq": e.seq, "policy": p["policy"]})
-            if "step_id" in e.event:
-                gate["step_id"] = e.event["step_id"]
+            gate.update({"requested_seq": ev["seq"], "policy": p["policy"]})
+            if "step_id" in ev:
+                gate["step_id"] = ev["step_id"]
             for opt in ("artifact_key", "artifact_version"):
                 if opt in p:
                     gate[opt] = p[opt]
@@ -84,7 +84,7 @@ def _gates(entries: Sequence[Entry]) -> list[dict[str, Any]]:
             gate = gates.setdefault(p["gate_id"], {"gate_id": p["gate_id"]})
             gate.update(
                 {
-                    "resolved_seq": e.seq,
+                    "resolved_seq": ev["seq"],
                     "decision": p["decision"],
                     "reviewer": p["reviewer"],
                     "wait_ms": p["wait_ms"],
@@ -96,15 +96,25 @@ def _gates(entries: Sequence[Entry]) -> list[dict[str, Any]]:
     return list(gates.values())
 
 
-def _recovery(entries: Sequence[Entry]) -> list[dict[str, Any]]:
+def _recovery(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     chain = []
-    for e in entries:
-        if e.event["type"] == "recovery":
-            item = {"seq": e.seq, **e.event["payload"]}
-            if "step_id" in e.event:
-                item["step_id"] = e.event["step_id"]
+    for ev in events:
+        if ev["type"] == "recovery":
+            item = {"seq": ev["seq"], **ev["payload"]}
+            if "step_id" in ev:
+                item["step_id"] = ev["step_id"]
             chain.append(item)
     return chain
+
+
+def run_sections(events: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The bundle's ``artifacts``, ``gates`` and ``recovery`` members for a run's canonical
+    events so far (a run still going shows them as its bundle will)."""
+    return {
+        "artifacts": _artifacts(events),
+        "gates": _gates(events),
+        "recovery": _recovery(events),
+    }
 
 
 def assemble(run_id: str, entries: Sequence[Entry], config: CoreConfig) -> dict[str, Any]:
@@ -119,13 +129,53 @@ def assemble(run_id: str, entries: Sequence[Entry], config: CoreConfig) -> dict[
                 f"{e.prev_hash[:16]}...; expected seq {i} chained to {prev[:16]}..."
             )
         prev = e.entry_hash
-    first = entries[0].event
-    if first["type"] != "run_started":
-        raise ProcessorError(
-            f"run {run_id!r}: first event is {first['type']}; expected run_started"
-        )
-    fold, intercepts = fold_events(run_id, (e.event for e in entries), config)
-    started = first["payload"]
+    bundle: dict[str, Any] = {
+        "bundle_version": BUNDLE_VERSION,
+        **derived_members(run_id, [e.event for e in entries], config),
+        "chain": {
+            "algorithm": DIGEST_ALGORITHM,
+            "genesis": genesis(run_id).hex(),
+            "head": entries[-1].entry_hash,
+            "length": len(entries),
+        },
+        "merkle": merkle_member([e.event_hash for e in entries]),
+        "events": [
+            {"seq": e.seq, "event_hash": e.event_hash, "entry_hash": e.entry_hash, "event": e.event}
+            for e in entries
+        ],
+        "integrity": {"digest_algorithm": DIGEST_ALGORITHM, "canonicalization": CANONICALIZATION},
+    }
+    bundle["integrity"]["digest"] = bundle_digest(bundle)
+    return bundle
+
+
+#: The members of a bundle that are derived from its events and rules (SPEC section 7).
+DERIVED = (
+    "run",
+    "workflow",
+    "artifacts",
+    "gates",
+    "recovery",
+    "costs",
+    "totals",
+    "intercepts",
+    "rules",
+)
+
+
+def derived_members(
+    run_id: str, events: Sequence[dict[str, Any]], config: CoreConfig
+) -> dict[str, Any]:
+    """The members of :data:`DERIVED`: a pure function of a run's canonical event objects
+    (seq 0..n-1, in order) and the rules.  Bundles are built with it and verification
+    re-derives with it, so the two cannot disagree."""
+    first = events[0]
+    # A run whose seq 0 is not run_started still gets a bundle: its workflow is null and
+    # its labels empty, and the fold raises the malformed_run intercept that says why
+    # (SPEC section 7).  Refusing to bundle it would leave the evidence of a finished run
+    # nowhere.
+    started: dict[str, Any] = first["payload"] if first["type"] == "run_started" else {}
+    fold, intercepts = fold_events(run_id, events, config)
     run: dict[str, Any] = {
         "run_id": run_id,
         "tenant": fold.tenant,
@@ -140,38 +190,24 @@ def assemble(run_id: str, entries: Sequence[Entry], config: CoreConfig) -> dict[
         run["project"] = fold.project
     if fold.budget is not None:
         run["budget"] = fold.budget
-    totals = fold.totals_json()
-    bundle: dict[str, Any] = {
-        "bundle_version": BUNDLE_VERSION,
+    totals: dict[str, Any] = dict(fold.totals_json())
+    costs: dict[str, Any] = {
+        "currency": totals["currency"],
+        "total": totals["cost"],
+        "by_model": {k: v["cost"] for k, v in totals["by_model"].items()},
+        "by_step": {k: v["cost"] for k, v in totals["by_step"].items()},
+    }
+    if totals["currency"] is None:
+        del costs["currency"]
+        del totals["currency"]
+    return {
         "run": {k: v for k, v in run.items() if v is not None},
-        "workflow": started["workflow"],
-        "chain": {
-            "algorithm": DIGEST_ALGORITHM,
-            "genesis": genesis(run_id).hex(),
-            "head": entries[-1].entry_hash,
-            "length": len(entries),
-        },
-        "merkle": merkle_member([e.event_hash for e in entries]),
-        "events": [
-            {"seq": e.seq, "event_hash": e.event_hash, "entry_hash": e.entry_hash, "event": e.event}
-            for e in entries
-        ],
-        "artifacts": _artifacts(entries),
-        "gates": _gates(entries),
-        "recovery": _recovery(entries),
-        "costs": {
-            "currency": totals["currency"],
-            "total": totals["cost"],
-            "by_model": {k: v["cost"] for k, v in totals["by_model"].items()},
-            "by_step": {k: v["cost"] for k, v in totals["by_step"].items()},
-        },
+        "workflow": started.get("workflow"),
+        "artifacts": _artifacts(events),
+        "gates": _gates(events),
+        "recovery": _recovery(events),
+        "costs": costs,
         "totals": totals,
         "intercepts": [i.to_json() for i in intercepts],
         "rules": config.rules_json(),
-        "integrity": {"digest_algorithm": DIGEST_ALGORITHM, "canonicalization": CANONICALIZATION},
     }
-    if totals["currency"] is None:
-        del bundle["costs"]["currency"]
-        del bundle["totals"]["currency"]
-    bundle["integrity"]["digest"] = bundle_digest(bundle)
-    return bundle

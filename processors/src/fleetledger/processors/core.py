@@ -13,11 +13,13 @@ runtime passes in as a lookup.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from functools import cached_property
+from typing import Any, Literal, TypedDict
 
 import orjson
 
@@ -59,8 +61,84 @@ class CoreConfig:
 
 
 @dataclass(frozen=True)
+class InterceptKind:
+    """How one kind of intercept reads: its severity and the template of its reason.
+
+    ``template`` names its parameters in braces, ``{name}``: the reason is the template
+    with each placeholder replaced by ``params[name]`` (a string as it is, an integer in
+    decimal), or by the intercept's ``seq`` for ``{seq}``; nothing else (SPEC section 6).
+    """
+
+    severity: Severity
+    template: str
+    #: A pure function of the run's events and rules (then part of the bundle); the
+    #: other kinds depend on delivery and appear only on the intercepts output.
+    event_derived: bool = True
+
+
+#: Every intercept kind, in one place.  A new kind is one entry here (and the rule that
+#: raises it with its parameters, via :func:`make_intercept`); SPEC.md section 6 lists them.
+INTERCEPT_KINDS: dict[str, InterceptKind] = {
+    "run_failed": InterceptKind("critical", "run failed: {error_type}: {error_message}"),
+    "budget_exceeded": InterceptKind(
+        "critical", "cost {cost} {currency} exceeds budget {budget} x {budget_ratio}"
+    ),
+    "high_intervention": InterceptKind(
+        "warning",
+        "{interventions} of {resolved} gates rejected or edited; "
+        "at most {intervention_rate} of them expected",
+    ),
+    "excessive_recoveries": InterceptKind(
+        "warning", "{recoveries} retries/escalations; at most {max_recoveries} expected"
+    ),
+    "currency_mismatch": InterceptKind(
+        "critical", "cost in {currency}; expected the run's currency {run_currency}"
+    ),
+    "malformed_run": InterceptKind(
+        "critical", "{event_type} at seq {seq}; expected exactly one run_started, at seq 0"
+    ),
+    "equivocation": InterceptKind(
+        "critical",
+        "a different event at {position} seq {seq}: hash {event_hash}, {position} {known_hash}",
+        event_derived=False,
+    ),
+    "event_after_terminal": InterceptKind(
+        "critical", "seq {seq} after the run ended at seq {terminal_seq}", event_derived=False
+    ),
+    "stale_gap": InterceptKind(
+        "critical",
+        "seq {seq}..{last_missing} missing for over {timeout_s}s; {held} later events held",
+        event_derived=False,
+    ),
+    "processing_error": InterceptKind(
+        "critical", "message with seq {seq} not applied: {error}", event_derived=False
+    ),
+}
+
+Param = str | int
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+def render_reason(kind: str, seq: int, params: dict[str, Param]) -> str:
+    """The reason text of an intercept: its kind's template filled from ``params``."""
+    template = INTERCEPT_KINDS[kind].template
+
+    def fill(m: re.Match[str]) -> str:
+        name = m.group(1)
+        value = seq if name == "seq" else params[name]
+        return value if isinstance(value, str) else str(int(value))
+
+    return _PLACEHOLDER.sub(fill, template)
+
+
+@dataclass(frozen=True)
 class Intercept:
-    """A critical intercept.  ``key`` makes re-raising it an idempotent upsert."""
+    """A critical intercept.  ``key`` makes re-raising it an idempotent upsert.
+
+    Build it with :func:`make_intercept`, which takes the severity and the reason from
+    :data:`INTERCEPT_KINDS`, so the reason is a pure function of ``kind``, ``seq`` and
+    ``params``.
+    """
 
     run_id: str
     kind: str
@@ -70,6 +148,7 @@ class Intercept:
     ts: str
     tenant: str = ""
     agent_id: str = ""
+    params: dict[str, Param] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -77,6 +156,29 @@ class Intercept:
 
     def to_json(self) -> dict[str, Any]:
         return {"intercept_id": self.key, **asdict(self)}
+
+    @cached_property
+    def data(self) -> bytes:
+        """The published JSON value (compact UTF-8)."""
+        return orjson.dumps(self.to_json())
+
+
+def make_intercept(
+    kind: str, *, run_id: str, seq: int, ts: str, tenant: str, agent_id: str, **params: Param
+) -> Intercept:
+    """An intercept of a kind of :data:`INTERCEPT_KINDS`, its reason rendered from ``params``."""
+    spec = INTERCEPT_KINDS[kind]
+    return Intercept(
+        run_id=run_id,
+        kind=kind,
+        severity=spec.severity,
+        seq=seq,
+        reason=render_reason(kind, seq, params),
+        ts=ts,
+        tenant=tenant,
+        agent_id=agent_id,
+        params=params,
+    )
 
 
 # --------------------------------------------------------------------------- fold
@@ -164,14 +266,7 @@ class RunFold:
 
         if etype == "run_started":
             if seq != 0 or self.status != "open":
-                found.append(
-                    self._raise(
-                        obj,
-                        "malformed_run",
-                        "critical",
-                        f"run_started at seq {seq}; expected exactly one, at seq 0",
-                    )
-                )
+                found.append(self._raise(obj, "malformed_run", event_type=etype))
             self.tenant = obj["tenant"]
             self.agent_id = obj["agent_id"]
             self.project = payload.get("project")
@@ -181,17 +276,25 @@ class RunFold:
             if budget is not None:
                 self.budget = {"amount": budget["amount"], "currency": budget["currency"]}
                 self.currency = budget["currency"]
-        elif seq == 0:
-            found.append(
-                self._raise(
-                    obj,
-                    "malformed_run",
-                    "critical",
-                    f"first event is {etype}; expected run_started at seq 0",
-                )
-            )
-            self.tenant, self.agent_id = obj["tenant"], obj["agent_id"]
-        elif etype == "model_io":
+        else:
+            if seq == 0:
+                # Flagged, then folded like any event of its type: a run without
+                # run_started still counts its costs and still ends (SPEC section 6).
+                found.append(self._raise(obj, "malformed_run", event_type=etype))
+                self.tenant, self.agent_id = obj["tenant"], obj["agent_id"]
+            found += self._fold_event(obj, etype, payload, step_id, config)
+        return found
+
+    def _fold_event(
+        self,
+        obj: dict[str, Any],
+        etype: str,
+        payload: dict[str, Any],
+        step_id: str | None,
+        config: CoreConfig,
+    ) -> list[Intercept]:
+        found: list[Intercept] = []
+        if etype == "model_io":
             found += self._fold_model_io(obj, payload, step_id, config)
         elif etype == "tool_call":
             self._outcome("tool_call", payload["outcome"])
@@ -219,8 +322,8 @@ class RunFold:
                     self._raise(
                         obj,
                         "excessive_recoveries",
-                        "warning",
-                        f"{total} retries/escalations; at most {config.max_recoveries} expected",
+                        recoveries=total,
+                        max_recoveries=config.max_recoveries,
                     )
                 )
         elif etype in TERMINAL_TYPES:
@@ -231,8 +334,8 @@ class RunFold:
                     self._raise(
                         obj,
                         "run_failed",
-                        "critical",
-                        f"run failed: {payload['error_type']}: {payload['error_message']}",
+                        error_type=payload["error_type"],
+                        error_message=payload["error_message"],
                     )
                 )
         return found
@@ -272,8 +375,8 @@ class RunFold:
                     self._raise(
                         obj,
                         "currency_mismatch",
-                        "critical",
-                        f"cost in {cost['currency']}; expected the run's currency {self.currency}",
+                        currency=cost["currency"],
+                        run_currency=self.currency,
                     )
                 )
             return found
@@ -294,9 +397,10 @@ class RunFold:
                 self._raise(
                     obj,
                     "budget_exceeded",
-                    "critical",
-                    f"cost {money_str(self.cost)} {self.currency} exceeds budget "
-                    f"{self.budget['amount']} x {money_str(config.budget_ratio)}",
+                    cost=money_str(self.cost),
+                    currency=self.currency,
+                    budget=self.budget["amount"],
+                    budget_ratio=money_str(config.budget_ratio),
                 )
             )
         return found
@@ -318,9 +422,9 @@ class RunFold:
                 self._raise(
                     obj,
                     "high_intervention",
-                    "warning",
-                    f"{interventions} of {resolved} gates rejected or edited; at most "
-                    f"{money_str(config.intervention_rate)} of them expected",
+                    interventions=interventions,
+                    resolved=resolved,
+                    intervention_rate=money_str(config.intervention_rate),
                 )
             ]
         return []
@@ -335,18 +439,17 @@ class RunFold:
             s = self.by_step[step_id] = _new_step_totals()
         return s
 
-    def _raise(self, obj: dict[str, Any], kind: str, severity: Severity, reason: str) -> Intercept:
+    def _raise(self, obj: dict[str, Any], kind: str, **params: Param) -> Intercept:
         if kind not in self.raised:
             self.raised.append(kind)
-        return Intercept(
+        return make_intercept(
+            kind,
             run_id=self.run_id,
-            kind=kind,
-            severity=severity,
             seq=obj["seq"],
-            reason=reason,
             ts=obj["ts"],
             tenant=obj.get("tenant", self.tenant),
             agent_id=obj.get("agent_id", self.agent_id),
+            **params,
         )
 
     # -- views and persistence
@@ -358,7 +461,7 @@ class RunFold:
         end = datetime.fromisoformat(self.ended_at)
         return (end - start) // timedelta(milliseconds=1)
 
-    def totals_json(self) -> dict[str, Any]:
+    def totals_json(self) -> TotalsJson:
         """The totals as JSON (money as decimal strings), the same in outputs and bundles."""
         return {
             "currency": self.currency,
@@ -391,6 +494,23 @@ class RunFold:
         d["by_model"] = {k: _dec_money(v) for k, v in d["by_model"].items()}
         d["by_step"] = {k: _dec_money(v) for k, v in d["by_step"].items()}
         return cls(**d)
+
+
+class TotalsJson(TypedDict):
+    """The members of :meth:`RunFold.totals_json` (SPEC.md, "Totals")."""
+
+    currency: str | None
+    cost: str
+    unbilled: dict[str, str]
+    events: int
+    counts: dict[str, int]
+    outcomes: dict[str, int]
+    tokens: dict[str, int]
+    durations_ms: dict[str, int]
+    gates: dict[str, int]
+    recoveries: dict[str, int]
+    by_model: dict[str, dict[str, Any]]
+    by_step: dict[str, dict[str, Any]]
 
 
 def _money_fields(d: dict[str, Any]) -> dict[str, Any]:
@@ -444,8 +564,13 @@ class Entry:
             "event": self.event,
         }
 
-    def to_bytes(self) -> bytes:
+    @cached_property
+    def data(self) -> bytes:
+        """The stored and published JSON value (compact UTF-8), serialized once."""
         return orjson.dumps(self.to_json())
+
+    def to_bytes(self) -> bytes:
+        return self.data
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Entry:
@@ -516,6 +641,17 @@ class RunState:
         )
 
 
+#: In :meth:`RunState.to_bytes` (compact orjson, fixed member order) a run without an
+#: open sequence gap always contains these bytes; a runtime finds the runs whose stored
+#: state has an open gap by their absence, without parsing every state.
+CLOSED_GAP_MARK = b'"gap_since":null'
+
+
+def has_open_gap(raw: bytes) -> bool:
+    """Whether a stored run state (``RunState.to_bytes``) has an open sequence gap."""
+    return CLOSED_GAP_MARK not in raw
+
+
 @dataclass
 class ApplyResult:
     """What applying one delivered event produced."""
@@ -529,16 +665,17 @@ class ApplyResult:
 EntryLookup = Callable[[str, int], "Entry | None"]
 
 
-def _integrity(state: RunState, obj: dict[str, Any], kind: str, seq: int, reason: str) -> Intercept:
-    return Intercept(
+def _integrity(
+    state: RunState, obj: dict[str, Any], kind: str, seq: int, **params: Param
+) -> Intercept:
+    return make_intercept(
+        kind,
         run_id=state.run_id,
-        kind=kind,
-        severity="critical",
         seq=seq,
-        reason=reason,
         ts=obj["ts"],
         tenant=obj.get("tenant", ""),
         agent_id=obj.get("agent_id", ""),
+        **params,
     )
 
 
@@ -575,13 +712,7 @@ def apply(
 
     if state.terminal_seq is not None:
         result.intercepts.append(
-            _integrity(
-                state,
-                obj,
-                "event_after_terminal",
-                seq,
-                f"seq {seq} after the run ended at seq {state.terminal_seq}",
-            )
+            _integrity(state, obj, "event_after_terminal", seq, terminal_seq=state.terminal_seq)
         )
         return result
 
@@ -607,11 +738,7 @@ def apply(
             late = state.pending[late_seq]["event"]
             result.intercepts.append(
                 _integrity(
-                    state,
-                    late,
-                    "event_after_terminal",
-                    late_seq,
-                    f"seq {late_seq} after the run ended at seq {state.terminal_seq}",
+                    state, late, "event_after_terminal", late_seq, terminal_seq=state.terminal_seq
                 )
             )
         state.pending.clear()
@@ -628,13 +755,7 @@ def _compare(
         return
     seq = obj["seq"]
     result.intercepts.append(
-        _integrity(
-            state,
-            obj,
-            "equivocation",
-            seq,
-            f"a different event at {where} seq {seq}: hash {h[:16]}..., {where} {known[:16]}...",
-        )
+        _integrity(state, obj, "equivocation", seq, position=where, event_hash=h, known_hash=known)
     )
 
 
@@ -669,14 +790,14 @@ def check_gap(state: RunState, config: CoreConfig, now: datetime) -> Intercept |
         return None
     state.gap_flagged_at = state.next_seq
     first_held = min(state.pending)
-    return Intercept(
+    return make_intercept(
+        "stale_gap",
         run_id=state.run_id,
-        kind="stale_gap",
-        severity="critical",
         seq=state.next_seq,
-        reason=f"seq {state.next_seq}..{first_held - 1} missing for over "
-        f"{config.gap_timeout_s:g}s; {len(state.pending)} later events held",
         ts=now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         tenant=state.fold.tenant,
         agent_id=state.fold.agent_id,
+        last_missing=first_held - 1,
+        timeout_s=f"{config.gap_timeout_s:g}",
+        held=len(state.pending),
     )

@@ -1,26 +1,44 @@
-"""The pipeline both runtimes drive: bytes in, outputs out, state behind two small ports.
+"""The pipeline both runtimes drive: bytes in, typed outputs out, state behind ports.
 
-``Pipeline.handle`` takes one log message (its original bytes and source position),
-decodes it, applies every event through the core, materializes bundles of finished runs
-and returns the outputs to publish.  It holds no I/O: run state and ledger entries are
-behind the ``StateStore`` and ``EntryStore`` ports, which the Faust runtime backs with
-tables and the embedded runtime with SQLite, inside its transaction.
+``Pipeline.handle_many`` takes log messages (their original bytes and source positions),
+decodes them, applies every event through the core, materializes bundles of finished runs
+and returns typed :class:`Outputs`: ledger entries, run totals, intercepts, bundles (with
+run id, tenant and digest) and dead letters.  It holds no I/O: on the input side run state
+and ledger entries are behind the ``StateStore`` and ``EntryStore`` ports (Faust tables or
+SQLite); on the output side the runtimes hand ``Outputs`` to an ``OutputSink`` (SQLite
+tables inside the batch transaction, or Kafka topics), and read them back through an
+``OutputReader``.  Adapters serialize what the core built; none of them parses a key or a
+bundle to recover what the core already knew.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from functools import cached_property
+from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
 import orjson
 
 from fleetledger.kernel.errors import FleetLedgerError, ProcessorError
 from fleetledger.processors.bundle import assemble
-from fleetledger.processors.canonical import event_hash
-from fleetledger.processors.core import CoreConfig, Entry, Intercept, RunState, apply, check_gap
+from fleetledger.processors.canonical import canonical_bytes, event_hash
+from fleetledger.processors.core import (
+    CoreConfig,
+    Entry,
+    EntryLookup,
+    Intercept,
+    RunState,
+    TotalsJson,
+    apply,
+    check_gap,
+    make_intercept,
+)
 from fleetledger.schemas.codec import Codec
+
+log = logging.getLogger("fleetledger.pipeline")
 
 
 class StateStore(Protocol):
@@ -39,17 +57,47 @@ class EntryStore(Protocol):
     def put(self, run_id: str, seq: int, value: bytes) -> None: ...
 
 
+K = TypeVar("K", bound=Hashable)
+
+
+class Staged(Generic[K]):
+    """Writes held back until a runtime makes them durable; reads see them first.
+
+    Both runtimes back their state ports with one: the embedded runtime flushes it into
+    the batch's SQLite transaction, the Faust runtime into its tables and changelogs once
+    the outputs it covers are published (a crash in between reprocesses the input instead
+    of skipping it as a duplicate).
+    """
+
+    def __init__(self, read: Callable[[K], bytes | None]) -> None:
+        self._read = read
+        self._writes: dict[K, bytes] = {}
+
+    def get(self, key: K) -> bytes | None:
+        staged = self._writes.get(key)
+        return staged if staged is not None else self._read(key)
+
+    def put(self, key: K, value: bytes) -> None:
+        self._writes[key] = value
+
+    def __iter__(self) -> Iterator[K]:
+        """The keys written since the last :meth:`take` or :meth:`discard`."""
+        return iter(list(self._writes))
+
+    def take(self) -> dict[K, bytes]:
+        """The staged writes (now no longer staged)."""
+        writes, self._writes = self._writes, {}
+        return writes
+
+    def discard(self) -> None:
+        self._writes.clear()
+
+
 @dataclass(frozen=True)
 class SourcePosition:
     topic: str
     partition: int
     offset: int
-
-
-@dataclass(frozen=True)
-class Record:
-    key: str
-    value: bytes
 
 
 @dataclass(frozen=True)
@@ -66,12 +114,80 @@ class DeadLetter:
         return f"{p.topic}:{p.partition}:{p.offset}"
 
 
+class TotalsDoc(TotalsJson):
+    """The totals of one run as published (SPEC.md, "Totals"); money as decimal strings."""
+
+    run_id: str
+    tenant: str
+    agent_id: str
+    status: str
+    through_seq: int
+    started_at: str | None
+    ended_at: str | None
+    duration_ms: int | None
+    budget: dict[str, str] | None
+
+
+class InterceptDoc(TypedDict):
+    """An intercept as published (SPEC.md, "Intercepts")."""
+
+    intercept_id: str
+    run_id: str
+    kind: str
+    severity: str
+    seq: int
+    reason: str
+    ts: str
+    tenant: str
+    agent_id: str
+    params: dict[str, str | int]
+
+
+class EntryDoc(TypedDict):
+    """A chained ledger entry as published (SPEC.md, "Ledger entries")."""
+
+    run_id: str
+    seq: int
+    event_hash: str
+    prev_hash: str
+    entry_hash: str
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunTotals:
+    """The latest totals of one run: an idempotent upsert keyed by run id."""
+
+    run_id: str
+    doc: TotalsDoc
+
+    @cached_property
+    def data(self) -> bytes:
+        return dumps(self.doc)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A materialized run bundle: its canonical RFC 8785 bytes and what adapters key it by."""
+
+    run_id: str
+    tenant: str
+    started_at: str | None
+    digest: str
+    document: dict[str, Any]
+
+    @cached_property
+    def data(self) -> bytes:
+        """The canonical bytes: what is stored, published, archived and verified."""
+        return canonical_bytes(self.document)
+
+
 @dataclass
 class Outputs:
-    entries: list[Record] = field(default_factory=list)
-    totals: list[Record] = field(default_factory=list)
-    intercepts: list[Record] = field(default_factory=list)
-    bundles: list[Record] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
+    totals: list[RunTotals] = field(default_factory=list)
+    intercepts: list[Intercept] = field(default_factory=list)
+    bundles: list[Bundle] = field(default_factory=list)
     deadletters: list[DeadLetter] = field(default_factory=list)
     #: (run_id, entries) of runs sealed in this call: once the state that seals them is
     #: durable, a runtime may drop their entries 0..entries-1 from its entry store.
@@ -95,9 +211,46 @@ def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj)
 
 
-def totals_record(state: RunState) -> Record:
+class OutputSink(Protocol):
+    """Where a runtime puts a batch's outputs (idempotent upserts keyed by run and seq)."""
+
+    def write(self, outputs: Outputs) -> None: ...
+
+
+@dataclass(frozen=True)
+class StoredBundle:
+    """A bundle as an output store holds it: its run, digest and canonical bytes."""
+
+    run_id: str
+    digest: str
+    data: bytes
+
+
+class OutputReader(Protocol):
+    """The outputs of a backend, read back (the embedded store or the Kafka topics)."""
+
+    def totals(self) -> list[TotalsDoc]: ...
+
+    def intercepts(self) -> list[InterceptDoc]: ...
+
+    def bundle(self, run_id: str) -> StoredBundle | None: ...
+
+    def bundles(self) -> Iterator[StoredBundle]: ...
+
+    def ledger(self, run_id: str) -> list[EntryDoc]: ...
+
+    def deadletters(self) -> list[DeadLetter]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> OutputReader: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def run_totals(state: RunState) -> RunTotals:
     fold = state.fold
-    value = {
+    value: TotalsDoc = {
         "run_id": state.run_id,
         "tenant": fold.tenant,
         "agent_id": fold.agent_id,
@@ -109,11 +262,7 @@ def totals_record(state: RunState) -> Record:
         "budget": fold.budget,
         **fold.totals_json(),
     }
-    return Record(state.run_id, dumps(value))
-
-
-def intercept_record(i: Intercept) -> Record:
-    return Record(i.key, dumps(i.to_json()))
+    return RunTotals(state.run_id, value)
 
 
 class Pipeline:
@@ -159,9 +308,13 @@ class Pipeline:
     ) -> Outputs:
         """Process messages in log order, persisting each touched run's state once.
 
-        A message that cannot be decoded, validated or hashed becomes a dead letter before
-        anything of it is applied, so a bad message never leaves a run half-updated and
-        never stops the messages after it.  Totals are emitted once per touched run.
+        Every message ends processed or dead-lettered, never as an exception: one that
+        cannot be decoded, validated or hashed becomes a dead letter before anything of it
+        is applied; one whose events fail later (folding, intercept rules, bundle
+        assembly: a defect or a store that disagrees with the run state) is rolled back
+        whole, dead-lettered with the reason, and its run gets a ``processing_error``
+        intercept.  So a bad message never leaves a run half-updated and never stops the
+        messages after it.  Totals are emitted once per touched run.
         """
         out = Outputs()
         states: dict[str, RunState] = {}
@@ -172,9 +325,48 @@ class Pipeline:
             except FleetLedgerError as exc:
                 out.deadletters.append(DeadLetter(value, position, str(exc)))
                 continue
-            self._apply_objs(objs, hashes, states, now, out)
+            except Exception as exc:  # a decoder defect: still this message's problem only
+                error = f"cannot decode: {type(exc).__name__}: {exc}; expected a message"
+                out.deadletters.append(DeadLetter(value, position, error))
+                continue
+            if not objs:
+                error = "found an EventBatch with no events; expected at least one (SPEC 1.1)"
+                out.deadletters.append(DeadLetter(value, position, error))
+                continue
+            try:
+                self._apply_objs(objs, hashes, states, now, out)
+            except Exception as exc:  # per-message isolation is the point
+                self._failed(objs, value, position, exc, out)
         self._persist(states, out)
         return out
+
+    def _failed(
+        self,
+        objs: list[dict[str, Any]],
+        value: bytes,
+        position: SourcePosition,
+        exc: Exception,
+        out: Outputs,
+    ) -> None:
+        """A decoded message whose processing failed: dead letter + intercept, go on."""
+        error = (
+            f"processing failed: {type(exc).__name__}: {exc}; expected every valid event "
+            "to be applied (nothing of this message was applied)"
+        )
+        log.error("%s:%d:%d: %s", position.topic, position.partition, position.offset, error)
+        out.deadletters.append(DeadLetter(value, position, error))
+        first = objs[0]
+        out.intercepts.append(
+            make_intercept(
+                "processing_error",
+                run_id=first["run_id"],
+                seq=first["seq"],
+                ts=first["ts"],
+                tenant=first.get("tenant", ""),
+                agent_id=first.get("agent_id", ""),
+                error=error,
+            )
+        )
 
     def _apply_all(self, objs: list[dict[str, Any]], now: datetime) -> Outputs:
         """Apply already-decoded event objects (tests and tools)."""
@@ -192,22 +384,42 @@ class Pipeline:
         now: datetime,
         out: Outputs,
     ) -> None:
-        out.events += len(objs)
+        """Apply one message's events all or nothing.
+
+        The events are applied to working copies of the run states, with new ledger
+        entries kept aside; only when every event (and any bundle) succeeded are the
+        copies, the entries and the outputs taken over.  On an exception nothing of the
+        message is left behind.
+        """
+        work: dict[str, RunState] = {}
+        new_entries: dict[tuple[str, int], Entry] = {}
+        local = Outputs(events=len(objs))
+
+        def lookup(run_id: str, seq: int) -> Entry | None:
+            staged = new_entries.get((run_id, seq))
+            return staged if staged is not None else self._lookup(run_id, seq)
+
         for obj, h in zip(objs, hashes, strict=True):
             run_id = obj["run_id"]
-            state = states.get(run_id)
+            state = work.get(run_id)
             if state is None:
-                state = states[run_id] = self._load(run_id)
-            result = apply(state, obj, self._lookup, self._config, now, h)
+                known = states.get(run_id)
+                state = work[run_id] = (
+                    self._load(run_id) if known is None else RunState.from_bytes(known.to_bytes())
+                )
+            result = apply(state, obj, lookup, self._config, now, h)
             if result.duplicate:
-                out.duplicates += 1
+                local.duplicates += 1
             for entry in result.entries:
-                raw = entry.to_bytes()
-                self._entries.put(entry.run_id, entry.seq, raw)
-                out.entries.append(Record(entry.key, raw))
-            out.intercepts += [intercept_record(i) for i in result.intercepts]
+                new_entries[(entry.run_id, entry.seq)] = entry
+                local.entries.append(entry)
+            local.intercepts += result.intercepts
             if result.materialize:
-                out.bundles.append(self._materialize(state, out))
+                local.bundles.append(self._materialize(state, local, lookup))
+        for (run_id, seq), entry in new_entries.items():
+            self._entries.put(run_id, seq, entry.data)
+        states.update(work)
+        out.extend(local)
 
     def _persist(self, states: dict[str, RunState], out: Outputs) -> None:
         for run_id, state in states.items():
@@ -216,13 +428,13 @@ class Pipeline:
             else:
                 self._gapped.discard(run_id)
             self._states.put(run_id, state.to_bytes())
-            out.totals.append(totals_record(state))
+            out.totals.append(run_totals(state))
 
-    def _materialize(self, state: RunState, out: Outputs) -> Record:
+    def _materialize(self, state: RunState, out: Outputs, lookup: EntryLookup) -> Bundle:
         assert state.terminal_seq is not None
         entries = []
         for seq in range(state.terminal_seq + 1):
-            entry = self._lookup(state.run_id, seq)
+            entry = lookup(state.run_id, seq)
             if entry is None:
                 raise ProcessorError(
                     f"run {state.run_id!r}: entry {seq} missing at materialization; "
@@ -233,17 +445,42 @@ class Pipeline:
         if self._seal_finished:
             state.seal([e.event_hash for e in entries])
             out.sealed.append((state.run_id, len(entries)))
-        return Record(state.run_id, dumps(bundle))
+        run = bundle["run"]
+        return Bundle(
+            run_id=state.run_id,
+            tenant=run["tenant"],
+            started_at=run.get("started_at"),
+            digest=bundle["integrity"]["digest"],
+            document=bundle,
+        )
+
+    def watch_gaps(self, run_ids: Iterable[str]) -> None:
+        """Runs whose stored state has an open gap (found by a runtime on start or after a
+        rebalance): :meth:`tick` checks them like runs seen with a gap since."""
+        self._gapped.update(run_ids)
+
+    @property
+    def gapped(self) -> frozenset[str]:
+        """Runs with an open sequence gap that :meth:`tick` watches."""
+        return frozenset(self._gapped)
 
     def tick(self, now: datetime) -> Outputs:
-        """Flag runs whose sequence gap has stayed open past the timeout."""
+        """Flag runs whose sequence gap has stayed open past the timeout.
+
+        A run whose state cannot be checked is logged and left out of this tick, so one
+        bad state never stops the checks of the others.
+        """
         out = Outputs()
         for run_id in sorted(self._gapped):
-            state = self._load(run_id)
-            intercept = check_gap(state, self._config, now)
+            try:
+                state = self._load(run_id)
+                intercept = check_gap(state, self._config, now)
+            except Exception as exc:  # one run never stops the others
+                log.error("gap check of run %r failed: %s: %s", run_id, type(exc).__name__, exc)
+                continue
             if intercept is not None:
                 self._states.put(run_id, state.to_bytes())
-                out.intercepts.append(intercept_record(intercept))
+                out.intercepts.append(intercept)
             if not state.pending:
                 self._gapped.discard(run_id)
         return out

@@ -88,6 +88,7 @@ from fleetledger.schemas import (
     WorkflowSnapshot,
 )
 from fleetledger.schemas.codec import Codec
+from fleetledger.schemas.models import validation_error
 
 log = logging.getLogger(__name__)
 
@@ -142,25 +143,6 @@ def _json_text(value: JsonText, field: str) -> str | None:
         ) from exc
 
 
-def _validation_error(what: str, exc: ValidationError) -> EventValidationError:
-    parts = []
-    for err in exc.errors(include_url=False)[:3]:
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
-        ctx = err.get("ctx") or {}
-        if not err.get("loc") and ctx.get("field"):
-            loc = str(ctx["field"])
-        found = "nothing" if err["type"] == "missing" else repr(err.get("input"))[:80]
-        msg = str(err.get("msg", ""))
-        if err["type"] == "missing":
-            msg = "a value (the field is required)"
-        for prefix in ("Input should be ", "Value error, "):
-            if msg.startswith(prefix):
-                msg = msg[len(prefix) :]
-        parts.append(f"{loc}: found {found}, expected {msg}")
-    more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
-    return EventValidationError(f"invalid {what}: " + "; ".join(parts) + more)
-
-
 def _build(what: str, factory: Callable[[], _T]) -> _T:
     """Run a model constructor; every validation failure becomes EventValidationError."""
     try:
@@ -168,7 +150,7 @@ def _build(what: str, factory: Callable[[], _T]) -> _T:
     except EventValidationError:
         raise
     except ValidationError as exc:
-        raise _validation_error(what, exc) from exc
+        raise validation_error(exc, what, limit=3) from exc
     except FleetLedgerError as exc:
         raise EventValidationError(f"{what}: {exc}") from exc
     except (TypeError, ValueError) as exc:

@@ -24,8 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from fleetledger.kernel import kafka
 from fleetledger.kernel.config import Settings
 from fleetledger.kernel.errors import ConfigError, DeliveryError, StoreError
+from fleetledger.kernel.errors import one_line as _describe
+from fleetledger.kernel.kafka import KafkaConnection
 from fleetledger.kernel.sqlitelog import SqliteLog
 from fleetledger.kernel.topics import layout, topic_name
 
@@ -39,7 +42,6 @@ __all__ = [
     "Transport",
     "ensure_topic",
     "events_topic",
-    "kafka_compression",
     "make_transport",
 ]
 
@@ -255,46 +257,15 @@ class SqliteTransport:
             self._worker = None
 
 
-def kafka_compression(name: str) -> str | None:
-    """aiokafka's ``compression_type`` for a setting; lz4/zstd/snappy need their library."""
-    if name == "none":
-        return None
-    if name == "gzip":
-        return "gzip"
-    from aiokafka import codec
+async def _cannot_connect(conn: KafkaConnection, exc: BaseException) -> DeliveryError:
+    """One line saying why no connection to ``conn`` could be made."""
+    from aiokafka.conn import create_conn
 
-    available = {"lz4": codec.has_lz4, "zstd": codec.has_zstd, "snappy": codec.has_snappy}
-    check = available.get(name)
-    if check is None:
-        raise ConfigError(
-            f"compression: found {name!r}, expected one of none, gzip, lz4, zstd, snappy"
-        )
-    if not check():
-        raise ConfigError(
-            f"compression {name!r}: found its Python library missing, expected it installed "
-            "(it ships with fleetledger; or use FLEETLEDGER_COMPRESSION=gzip)"
-        )
-    return name
-
-
-def _describe(exc: BaseException) -> str:
-    """``Type: message`` on one line, without repeating the type name."""
-    name = type(exc).__name__
-    text = " ".join(str(exc).split())
-    if not text:
-        return name
-    return text if text.startswith(name) else f"{name}: {text}"
-
-
-def _unreachable(bootstrap: str, exc: BaseException) -> DeliveryError:
-    return DeliveryError(
-        f"cannot reach Kafka at {bootstrap}: found no broker answering, expected a reachable "
-        f"bootstrap server ({_describe(exc)})"
-    )
+    return DeliveryError(await kafka.connect_failure(conn, exc, create_conn))
 
 
 async def ensure_topic(
-    bootstrap_servers: str,
+    bootstrap_servers: str | KafkaConnection,
     topic: str,
     *,
     partitions: int,
@@ -304,19 +275,21 @@ async def ensure_topic(
 ) -> bool:
     """Create ``topic`` unless it exists; return True when it was created.
 
-    An existing topic is left as it is (whatever its partition count).
+    An existing topic is left as it is (whatever its partition count).  A bootstrap string
+    connects in plaintext; a :class:`KafkaConnection` says how to connect.
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+    from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+    conn = kafka.as_connection(bootstrap_servers)
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=request_timeout_ms
+        request_timeout_ms=request_timeout_ms, **conn.client_options("fleetledger-producer")
     )
     try:
         await admin.start()
-    except (KafkaConnectionError, OSError) as exc:
+    except Exception as exc:  # an SASL exchange may also fail with a KeyError/ValueError
         await admin.close()
-        raise _unreachable(bootstrap_servers, exc) from exc
+        raise await _cannot_connect(conn, exc) from exc
     try:
         existing = await admin.list_topics()
         if topic in existing:
@@ -336,7 +309,7 @@ async def ensure_topic(
         return False
     except KafkaError as exc:
         raise StoreError(
-            f"cannot create topic {topic!r} on {bootstrap_servers}: {_describe(exc)}"
+            f"cannot create topic {topic!r} on {conn.bootstrap}: {_describe(exc)}"
         ) from exc
     finally:
         await admin.close()
@@ -348,11 +321,13 @@ class KafkaTransport:
     The key keeps every message of a run in one partition, so a run's batches are
     read in the order they were sent.  ``send`` returns once aiokafka has queued the
     message; delivery failures surface on the next ``send`` or on ``flush``.
+    ``bootstrap_servers`` is a plaintext ``host:port[,host:port]`` string or a
+    :class:`~fleetledger.kernel.kafka.KafkaConnection` (TLS, SASL).
     """
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        bootstrap_servers: str | KafkaConnection,
         topic: str,
         *,
         enable_idempotence: bool = True,
@@ -366,10 +341,11 @@ class KafkaTransport:
         replication_factor: int = 1,
         max_outstanding: int = 10_000,
     ) -> None:
-        self.bootstrap_servers = bootstrap_servers
+        self.connection = kafka.as_connection(bootstrap_servers)
+        self.bootstrap_servers = self.connection.bootstrap
         self.topic = topic
         self.enable_idempotence = enable_idempotence
-        self.compression_type = kafka_compression(compression)
+        self.compression_type = kafka.compression_type(compression)
         self.linger_ms = linger_ms
         self.max_request_size = max_request_size
         self.request_timeout_ms = request_timeout_ms
@@ -386,12 +362,12 @@ class KafkaTransport:
     @classmethod
     def from_settings(cls, settings: Settings, *, create_topic: bool = True) -> KafkaTransport:
         return cls(
-            settings.broker_url().bootstrap,
+            kafka.kafka_connection(settings),
             events_topic(settings),
             enable_idempotence=settings.enable_idempotence,
             compression=settings.compression,
             linger_ms=settings.linger_ms,
-            max_request_size=max(settings.max_message_bytes + 100_000, 1_048_576),
+            max_request_size=kafka.events_request_bytes(settings),
             create_topic=create_topic,
             partitions=settings.partitions,
             replication_factor=settings.replication_factor,
@@ -405,15 +381,14 @@ class KafkaTransport:
 
         if self.create_topic:
             await ensure_topic(
-                self.bootstrap_servers,
+                self.connection,
                 self.topic,
                 partitions=self.partitions,
                 replication_factor=self.replication_factor,
                 request_timeout_ms=self.request_timeout_ms,
             )
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap_servers,
-            client_id=self.client_id,
+            **self.connection.client_options(self.client_id),
             acks="all",
             enable_idempotence=self.enable_idempotence,
             compression_type=self.compression_type,
@@ -423,13 +398,15 @@ class KafkaTransport:
         )
         try:
             await producer.start()
-        except (KafkaConnectionError, OSError) as exc:
+        except (KafkaConnectionError, OSError, KeyError, ValueError) as exc:
+            # (an SASL exchange the broker ends with an error may surface as KeyError/ValueError)
             await producer.stop()
-            raise _unreachable(self.bootstrap_servers, exc) from exc
+            raise await _cannot_connect(self.connection, exc) from exc
         except KafkaError as exc:
             await producer.stop()
+            found = kafka.explain(self.connection, exc) or _describe(exc)
             raise DeliveryError(
-                f"cannot start a Kafka producer on {self.bootstrap_servers}: {_describe(exc)}"
+                f"cannot start a Kafka producer on {self.connection.describe()}: {found}"
             ) from exc
         self._producer = producer
 

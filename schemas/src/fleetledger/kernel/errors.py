@@ -12,6 +12,15 @@ class FleetLedgerError(Exception):
     """Root of every error fleetledger raises on purpose."""
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` of a third-party error on one line, without repeating the type."""
+    name = type(exc).__name__
+    text = " ".join(str(exc).split())
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
 class ConfigError(FleetLedgerError):
     """A setting, URL or path is malformed or points at nothing usable."""
 
@@ -29,7 +38,15 @@ class DecodeError(SchemaError):
 
 
 class EventValidationError(SchemaError):
-    """A field failed validation; the message names the field, the value and what was expected."""
+    """A field failed validation; the message names the field, the value and what was expected.
+
+    ``field`` is the path of the (first) failing field, e.g. ``payload.cost.amount``, when
+    the failure is about one.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 class ProducerError(FleetLedgerError):

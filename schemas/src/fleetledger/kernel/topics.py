@@ -16,6 +16,10 @@ Role = Literal["events", "ledger", "totals", "intercepts", "bundles", "deadlette
 
 DAY_MS = 24 * 60 * 60 * 1000
 
+#: ``kind`` of the JSON manifest published on the bundles topic instead of a bundle too
+#: large for a record (the bundle itself is in the archive folder the manifest names).
+MANIFEST_KIND = "bundle-manifest"
+
 
 @dataclass(frozen=True)
 class TopicTemplate:

@@ -1,6 +1,7 @@
 """The fleetledger event contract: Avro schemas, pydantic models and the wire codec."""
 
 from fleetledger.schemas.codec import AVRO_DIR, HEADER_LEN, MAGIC, Codec, Kind, WriterSchema
+from fleetledger.schemas.fastpath import check_canonical_event, is_canonical_event
 from fleetledger.schemas.models import (
     AVRO_NAMESPACE,
     PAYLOAD_TYPES,
@@ -77,6 +78,8 @@ __all__ = [
     "WorkflowSnapshot",
     "WorkflowStep",
     "WriterSchema",
+    "check_canonical_event",
+    "is_canonical_event",
     "money_str",
     "ts_str",
 ]

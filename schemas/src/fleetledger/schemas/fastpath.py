@@ -17,6 +17,7 @@ property test holds the two paths equal.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -26,11 +27,19 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from uuid import UUID
 
 from annotated_types import Ge, Le
-from pydantic import BaseModel, PlainValidator, StringConstraints
+from pydantic import BaseModel, PlainSerializer, PlainValidator, StringConstraints, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError, PydanticUndefined
 
-from fleetledger.schemas.models import PAYLOAD_TYPES, TraceEvent, _money_fmt, _ts_fmt
+from fleetledger.kernel.errors import EventValidationError
+from fleetledger.schemas.models import (
+    PAYLOAD_TYPES,
+    CanonicalText,
+    TraceEvent,
+    _money_fmt,
+    _to_json,
+    _ts_fmt,
+)
 
 Conv = Callable[[Any], Any]
 
@@ -192,6 +201,8 @@ def _inline_check(base: Any, meta: list[Any], consts: dict[str, Any], i: int) ->
         (m.min_length for m in meta if isinstance(m, StringConstraints) and m.min_length), 0
     )
     if base is str:
+        if min_length == 1:
+            return "if type(x) is not str or not x: raise Rejected"
         if min_length:
             return f"if type(x) is not str or len(x) < {min_length}: raise Rejected"
         return "if type(x) is not str: raise Rejected"
@@ -278,3 +289,216 @@ def record_to_json_obj(rec: Mapping[str, Any]) -> dict[str, Any]:
     obj: dict[str, Any] = _ENVELOPE(envelope)
     obj["payload"] = chosen[0](payload)
     return obj
+
+
+# ------------------------------------------------ canonical JSON objects (verification)
+#
+# The converse check: is a JSON value *already* the canonical object of a valid event,
+# ``TraceEvent.parse(obj).to_json_obj() == obj``?  Verifiers ask it of every event of a
+# bundle.  Compiled from the same annotations: each field must be present unless its
+# default is null (the canonical object omits nulls and keeps every other default), of its
+# exact JSON type, and the canonical text of its value - the field's own validator and
+# serializer round trip, or the ``CanonicalText`` predicate the model declares for it.
+
+_JSON_MODELS: dict[type[BaseModel], Conv] = {}
+
+
+def _json_value(ann: Any, meta: list[Any]) -> Conv:
+    """A check (raising Rejected) that ``v`` is the canonical JSON value of ``ann``."""
+    base, flat, _optional = _flat_meta(ann, meta)
+    origin = get_origin(base)
+    if origin is tuple:
+        item = _json_value(get_args(base)[0], [])
+
+        def sequence(v: Any) -> None:
+            if type(v) is not list:
+                raise Rejected
+            for x in v:
+                item(x)
+
+        return sequence
+    if origin is dict:
+        key_t, val_t = get_args(base)
+        key, val = _json_value(key_t, []), _json_value(val_t, [])
+
+        def mapping(v: Any) -> None:
+            if type(v) is not dict:
+                raise Rejected
+            for k, x in v.items():
+                key(k)
+                val(x)
+
+        return mapping
+    if isinstance(base, type) and issubclass(base, BaseModel):
+        return _json_model(base)
+    consts: dict[str, Any] = {"Rejected": Rejected}
+    code = _json_scalar_check(base, flat, consts, 0)
+    namespace = dict(consts)
+    exec(compile(f"def check(x):\n{_indent(code, 1)}", "<canonical scalar>", "exec"), namespace)
+    check: Conv = namespace["check"]
+    return check
+
+
+def _indent(code: str, levels: int) -> str:
+    pad = "    " * levels
+    return "\n".join(pad + line for line in code.split("\n"))
+
+
+def _json_scalar_check(base: Any, meta: list[Any], consts: dict[str, Any], i: int) -> str:
+    """Statements raising Rejected unless ``x`` is the canonical JSON text of a scalar."""
+    canonical = next((m for m in meta if isinstance(m, CanonicalText)), None)
+    if canonical is not None:
+        consts[f"K{i}"] = canonical.check
+        return f"if type(x) is not str or not K{i}(x): raise Rejected"
+    plain = next((m.func for m in meta if isinstance(m, PlainValidator)), None)
+    if plain is not None:
+        ser = next((m.func for m in meta if isinstance(m, PlainSerializer)), None)
+        consts[f"V{i}"], consts[f"S{i}"] = plain, ser
+        out = f"S{i}(y)" if ser is not None else "y"
+        return "\n".join(
+            [
+                "if type(x) is not str: raise Rejected",
+                "try:",
+                f"    y = V{i}(x)",
+                "except (PydanticCustomError, ValueError, TypeError, ArithmeticError):",
+                "    raise Rejected from None",
+                f"if {out} != x: raise Rejected",
+            ]
+        )
+    if isinstance(base, type) and issubclass(base, Enum):
+        consts[f"E{i}"] = frozenset(e.value for e in base)
+        return f"if type(x) is not str or x not in E{i}: raise Rejected"
+    inline = _inline_check(base, meta, consts, i)
+    if inline is None:  # pragma: no cover - every annotation of the contract is handled
+        raise TypeError(f"no canonical JSON check for {base!r}")
+    return inline
+
+
+def _json_model(cls: type[BaseModel]) -> Conv:
+    """One generated function per model: raises Rejected unless ``v`` is the canonical
+    JSON object of a valid instance (payload excepted, chosen by ``type``)."""
+    found = _JSON_MODELS.get(cls)
+    if found is not None:
+        return found
+    decorators = cls.__pydantic_decorators__
+    known = {"_build_payload", "_payload_matches_type"} if cls is TraceEvent else set()
+    if set(decorators.model_validators) - known or decorators.field_validators:
+        # A rule across fields this compiler does not read: ask the model itself.
+        def via_model(v: Any) -> None:
+            try:
+                ok = type(v) is dict and _to_json(cls.model_validate(v)) == v
+            except (ValidationError, PydanticCustomError, ValueError, TypeError):
+                raise Rejected from None
+            if not ok:
+                raise Rejected
+
+        _JSON_MODELS[cls] = via_model
+        return via_model
+    consts: dict[str, Any] = {"Rejected": Rejected, "_MISSING": _MISSING}
+    lines = ["def check(v):", "    if type(v) is not dict: raise Rejected", "    get = v.get"]
+    lines.append("    try:")  # a required member missing: KeyError
+    present = 0
+    for i, (name, info) in enumerate(cls.model_fields.items()):
+        if name == "payload":
+            present += 1
+            continue
+        base, meta, _optional = _flat_meta(info.annotation, list(info.metadata))
+        required = info.default is PydanticUndefined and info.default_factory is None
+        omitted_when_default = not required and _default(info) is None
+        if get_origin(base) in (tuple, dict) or (
+            isinstance(base, type) and issubclass(base, BaseModel)
+        ):
+            consts[f"C{i}"] = _json_value(base, meta)
+            check = f"C{i}(x)"
+        else:
+            check = _json_scalar_check(base, meta, consts, i)
+        if omitted_when_default:
+            lines.append(f"        x = get({name!r}, _MISSING)")
+            lines.append("        if x is not _MISSING:")
+            lines.append("            n += 1")
+            lines.append(_indent(check, 3))
+        else:
+            lines.append(f"        x = v[{name!r}]")
+            lines.append(_indent(check, 2))
+            present += 1
+    lines.insert(3, f"    n = {present}")
+    lines += ["    except KeyError:", "        raise Rejected from None"]
+    lines.append("    if n != len(v): raise Rejected")
+    namespace = dict(consts)
+    namespace["PydanticCustomError"] = PydanticCustomError
+    exec(compile("\n".join(lines), f"<canonical {cls.__name__}>", "exec"), namespace)
+    check_model: Conv = namespace["check"]
+    _JSON_MODELS[cls] = check_model
+    return check_model
+
+
+_JSON_PAYLOADS: dict[str, Conv] = {t.value: _json_model(cls) for t, cls in PAYLOAD_TYPES.items()}
+_JSON_ENVELOPE = _json_model(TraceEvent)
+
+
+def is_canonical_event(obj: Any) -> bool:
+    """Whether ``obj`` is exactly the canonical JSON object of a valid event
+    (``TraceEvent.parse(obj).to_json_obj() == obj``), without building models."""
+    if type(obj) is not dict:
+        return False
+    etype = obj.get("type")
+    check = _JSON_PAYLOADS.get(etype) if type(etype) is str else None
+    if check is None or "payload" not in obj:
+        return False
+    try:
+        _JSON_ENVELOPE(obj)
+        check(obj["payload"])
+    except Rejected:
+        return False
+    return True
+
+
+def check_canonical_event(obj: Any) -> None:
+    """Raise :class:`EventValidationError` unless ``obj`` is the canonical JSON object of a
+    valid event; the error names the first field at fault (``field``), what was found
+    there and what the contract expects."""
+    if is_canonical_event(obj):
+        return
+    if type(obj) is not dict:
+        raise EventValidationError(
+            f"invalid event: found a {type(obj).__name__}, expected a JSON object", field=None
+        )
+    event = TraceEvent.parse(obj)  # raises, naming the field, when a value is invalid
+    want = _to_json(event)
+    diff = _first_difference(obj, want, "")
+    if diff is None:  # pragma: no cover - the compiled check and the model agree (tests)
+        raise EventValidationError("invalid event: refused by the contract check")
+    where, found, expected = diff
+    raise EventValidationError(
+        f"non-canonical event: {where}: found {found}, expected {expected} "
+        "(the canonical form of the same value)",
+        field=where,
+    )
+
+
+def _first_difference(found: Any, expected: Any, path: str) -> tuple[str, str, str] | None:
+    if type(found) is dict and type(expected) is dict:
+        for k in sorted(set(found) | set(expected)):
+            at = f"{path}.{k}" if path else k
+            if k not in expected:
+                return at, _fmt_json(found[k]), "no member (nulls and unknown fields are omitted)"
+            if k not in found:
+                return at, "nothing", _fmt_json(expected[k])
+            d = _first_difference(found[k], expected[k], at)
+            if d:
+                return d
+        return None
+    if type(found) is list and type(expected) is list and len(found) == len(expected):
+        for i, (a, b) in enumerate(zip(found, expected, strict=True)):
+            d = _first_difference(a, b, f"{path}[{i}]")
+            if d:
+                return d
+        return None
+    if type(found) is not type(expected) or found != expected:
+        return path or "<root>", _fmt_json(found), _fmt_json(expected)
+    return None
+
+
+def _fmt_json(v: Any) -> str:
+    text = json.dumps(v, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -22,25 +22,43 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
+from fleetledger.kernel import kafka
 from fleetledger.kernel.config import Settings
 from fleetledger.kernel.errors import StoreError
-from fleetledger.kernel.topics import ROLES, TOPIC_LAYOUT, TopicTemplate, topic_name
-from fleetledger.processors.archive import write_atomic
+from fleetledger.kernel.kafka import (
+    MESSAGE_OVERHEAD_BYTES,
+    KafkaConnection,
+    as_connection,
+    kafka_connection,
+    max_record_bytes,
+)
+from fleetledger.kernel.topics import MANIFEST_KIND, ROLES, TOPIC_LAYOUT, TopicTemplate, topic_name
+from fleetledger.processors.archive import load_archived_bundle, write_atomic
+from fleetledger.processors.evidence import file_stem
+from fleetledger.processors.pipeline import (
+    DeadLetter,
+    EntryDoc,
+    InterceptDoc,
+    SourcePosition,
+    StoredBundle,
+    TotalsDoc,
+)
 
 if TYPE_CHECKING:
-    from fleetledger.processors.pipeline import DeadLetter, Outputs, Record
+    from fleetledger.processors.pipeline import Bundle, Outputs
 
 
 #: Header names of a dead letter (values are UTF-8 text).
@@ -48,13 +66,20 @@ HEADER_ERROR = "fleetledger.error"
 HEADER_SOURCE_TOPIC = "fleetledger.source.topic"
 HEADER_SOURCE_PARTITION = "fleetledger.source.partition"
 HEADER_SOURCE_OFFSET = "fleetledger.source.offset"
+#: Header of a bundles-topic record: the bundle's ``integrity.digest`` (an archived
+#: bundle's manifest carries it too).
+HEADER_DIGEST = "fleetledger.digest"
 
-#: ``kind`` of the JSON manifest published on the bundles topic for an archived bundle.
-MANIFEST_KIND = "bundle-manifest"
+#: ``kind`` of the manifest published instead of any other output record too large for a
+#: Kafka record (a ledger entry, totals, an intercept, a dead letter): SPEC section 9.3.
+OUTPUT_MANIFEST_KIND = "output-manifest"
+#: Longest ``fleetledger.error`` header of a dead letter (the text is cut there).
+MAX_ERROR_HEADER_BYTES = 4096
+#: Bytes counted per record on top of key, value and headers (batch and record framing).
+RECORD_FRAMING_BYTES = 512
 
-#: Headroom between the bundle size limit and the broker/producer message limits
-#: (record framing, key and headers).
-MESSAGE_OVERHEAD_BYTES = 64 * 1024
+#: A bootstrap string (plaintext) or a connection (with its TLS and SASL settings).
+Target = str | KafkaConnection
 
 
 @dataclass(frozen=True)
@@ -100,16 +125,6 @@ class TopicSet:
             raise StoreError(f"found topic role {role!r}, expected one of {', '.join(ROLES)}")
         spec: TopicSpec = getattr(self, role)
         return spec
-
-
-def max_record_bytes(settings: Settings) -> int:
-    """Largest record the worker publishes (bundles above ``max_message_bytes`` are archived).
-
-    At least the largest events message the SDK may send (its request size) plus header
-    room, so that any input message fits the dead-letter topic unchanged.
-    """
-    largest_input = max(settings.max_message_bytes + 100_000, 1_048_576)
-    return largest_input + MESSAGE_OVERHEAD_BYTES
 
 
 def topic_specs(settings: Settings) -> TopicSet:
@@ -162,27 +177,27 @@ def partition_for(run_id: str, partitions: int) -> int:
     return (int(murmur2(run_id.encode())) & 0x7FFFFFFF) % partitions
 
 
-def _admin(bootstrap: str, timeout_s: float) -> AIOKafkaAdminClient:
+def _admin(conn: KafkaConnection, timeout_s: float) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        request_timeout_ms=int(timeout_s * 1000),
-        client_id="fleetledger-admin",
+        request_timeout_ms=int(timeout_s * 1000), **conn.client_options("fleetledger-admin")
     )
 
 
-def _unreachable(bootstrap: str, timeout_s: float, exc: BaseException | None) -> StoreError:
-    if exc is None or isinstance(exc, TimeoutError) or not str(exc):
-        found = f"no answer within {timeout_s:g}s"
-    else:
-        found = str(exc)
-    return StoreError(
-        f"cannot reach Kafka at {bootstrap}: {found}; "
-        "expected a running broker (check --broker / FLEETLEDGER_BROKER)"
-    )
+async def cannot_connect(
+    conn: KafkaConnection, timeout_s: float, exc: BaseException | None
+) -> StoreError:
+    """One line saying why no connection to ``conn`` could be made (``exc`` None: timeout)."""
+    probe = None if exc is None else create_conn
+    return StoreError(await kafka.connect_failure(conn, exc, probe, timeout_s=min(timeout_s, 10)))
+
+
+#: What a client's start raises when it cannot connect (an SASL exchange the broker ends
+#: with an error may surface from the client as KeyError or ValueError).
+_CONNECT_ERRORS = (KafkaError, OSError, KeyError, ValueError)
 
 
 async def ensure_topics(
-    bootstrap: str, specs: Iterable[TopicSpec], *, timeout_s: float = 30.0
+    bootstrap: Target, specs: Iterable[TopicSpec], *, timeout_s: float = 30.0
 ) -> dict[str, str]:
     """Create every missing topic with its partitions and configs.
 
@@ -190,23 +205,24 @@ async def ensure_topics(
     count raises :class:`StoreError` (co-partitioning of state would break).  The whole
     call is bounded by ``timeout_s``; an unreachable broker raises :class:`StoreError`.
     """
+    conn = as_connection(bootstrap)
     wanted = list(specs)
     try:
-        return await asyncio.wait_for(_ensure_topics(bootstrap, wanted, timeout_s), timeout_s)
+        return await asyncio.wait_for(_ensure_topics(conn, wanted, timeout_s), timeout_s)
     except TimeoutError as exc:
-        raise _unreachable(bootstrap, timeout_s, None) from exc
+        raise await cannot_connect(conn, timeout_s, None) from exc
 
 
 async def _ensure_topics(
-    bootstrap: str, wanted: list[TopicSpec], timeout_s: float
+    conn: KafkaConnection, wanted: list[TopicSpec], timeout_s: float
 ) -> dict[str, str]:
-    admin = _admin(bootstrap, timeout_s)
+    admin = _admin(conn, timeout_s)
     try:
         await admin.start()
-    except KafkaError as exc:
+    except _CONNECT_ERRORS as exc:
         with contextlib.suppress(Exception):
             await admin.close()
-        raise _unreachable(bootstrap, timeout_s, exc) from exc
+        raise await cannot_connect(conn, timeout_s, exc) from exc
     result: dict[str, str] = {}
     try:
         # Listing all topics never auto-creates one (a metadata request naming a topic
@@ -238,7 +254,7 @@ async def _ensure_topics(
                         f"{spec.partitions} (FLEETLEDGER_PARTITIONS)"
                     )
     except KafkaError as exc:
-        raise StoreError(f"cannot create topics on Kafka at {bootstrap}: {exc}") from exc
+        raise StoreError(f"cannot create topics on Kafka at {conn.bootstrap}: {exc}") from exc
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
@@ -257,42 +273,28 @@ def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
 # --------------------------------------------------------------------------- sink
 
 
-_SAFE_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def archive_file_name(run_id: str) -> str:
-    """``<run_id>.bundle.json``; run ids that are not safe file names are hashed."""
-    if _SAFE_RUN_ID.fullmatch(run_id):
-        return f"{run_id}.bundle.json"
-    return f"sha256-{hashlib.sha256(run_id.encode()).hexdigest()}.bundle.json"
-
-
-def archive_bundle(archive_dir: Path, run_id: str, value: bytes) -> bytes:
+def archive_bundle(archive_dir: Path, bundle: Bundle) -> bytes:
     """Write an oversized bundle to the archive; return the manifest JSON to publish.
 
     The manifest is ``{"kind": "bundle-manifest", "run_id", "digest", "path", "size",
     "sha256"}``: ``digest`` is the bundle's own ``integrity.digest``; ``sha256`` is over
     the archived file's bytes; ``path`` is absolute.
     """
-    path = (archive_dir / archive_file_name(run_id)).resolve()
+    value = bundle.data
+    path = (archive_dir / f"{file_stem(bundle.run_id)}.bundle.json").resolve()
     try:
         write_atomic(path, value)
     except OSError as exc:
         raise StoreError(
-            f"cannot archive bundle of run {run_id!r} to {str(path)!r}: {exc}"
+            f"cannot archive bundle of run {bundle.run_id!r} to {str(path)!r}: {exc}"
         ) from exc
-    file_sha = hashlib.sha256(value).hexdigest()
-    try:
-        digest = json.loads(value)["integrity"]["digest"]
-    except (ValueError, KeyError, TypeError):
-        digest = file_sha
     manifest = {
         "kind": MANIFEST_KIND,
-        "run_id": run_id,
-        "digest": digest,
+        "run_id": bundle.run_id,
+        "digest": bundle.digest,
         "path": str(path),
         "size": len(value),
-        "sha256": file_sha,
+        "sha256": hashlib.sha256(value).hexdigest(),
     }
     return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
 
@@ -308,34 +310,73 @@ def is_manifest(value: bytes) -> bool:
     return isinstance(obj, dict) and obj.get("kind") == MANIFEST_KIND
 
 
+def archive_output(archive_dir: Path, role: str, key: str, value: bytes) -> bytes:
+    """Write an output record too large for Kafka to the archive; return its manifest.
+
+    The file is ``<archive_dir>/<role>/<key>.json`` (``:`` written as ``.``; keys that
+    are not safe file names hashed), written atomically; the manifest is ``{"kind":
+    "output-manifest", "role", "key", "path", "size", "sha256"}``, plus, for a ledger
+    entry, its chain members (``run_id``, ``seq``, ``event_hash``, ``prev_hash``,
+    ``entry_hash``), so the chain can be followed on the topic without opening the file.
+    """
+    path = (archive_dir / role / f"{file_stem(key.replace(':', '.'))}.json").resolve()
+    try:
+        write_atomic(path, value)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot archive the {role} record {key!r} to {str(path)!r}: {exc}"
+        ) from exc
+    manifest: dict[str, Any] = {
+        "kind": OUTPUT_MANIFEST_KIND,
+        "role": role,
+        "key": key,
+        "path": str(path),
+        "size": len(value),
+        "sha256": hashlib.sha256(value).hexdigest(),
+    }
+    if role == "ledger":
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            entry = json.loads(value)
+            for name in ("run_id", "seq", "event_hash", "prev_hash", "entry_hash"):
+                manifest[name] = entry[name]
+    return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+
+
+def record_fits(
+    settings: Settings, key: bytes, value: bytes | None, headers_bytes: int = 0
+) -> bool:
+    """Whether a record of this key, value and header size can be published as it is."""
+    size = len(key) + (0 if value is None else len(value)) + headers_bytes + RECORD_FRAMING_BYTES
+    return size <= max_record_bytes(settings)
+
+
+def is_output_manifest(value: bytes) -> bool:
+    """Whether an output value is an archive manifest of an oversized record (9.3)."""
+    if len(value) > 4096 or not value.startswith(b"{"):
+        return False
+    try:
+        obj = json.loads(value)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and obj.get("kind") == OUTPUT_MANIFEST_KIND
+
+
+def resolve_output(value: bytes) -> bytes:
+    """An output value as published, or the archived record its manifest points at."""
+    return load_archived_bundle(value) if is_output_manifest(value) else value
+
+
 def deadletter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
     p = dl.position
+    error = dl.error.encode("utf-8", "replace")
+    if len(error) > MAX_ERROR_HEADER_BYTES:
+        error = error[: MAX_ERROR_HEADER_BYTES - 3].decode("utf-8", "ignore").encode() + b"..."
     return [
-        (HEADER_ERROR, dl.error.encode("utf-8", "replace")),
+        (HEADER_ERROR, error),
         (HEADER_SOURCE_TOPIC, p.topic.encode()),
         (HEADER_SOURCE_PARTITION, str(p.partition).encode()),
         (HEADER_SOURCE_OFFSET, str(p.offset).encode()),
     ]
-
-
-def _run_of_entry(key: str) -> str:
-    return key.rsplit(":", 1)[0]
-
-
-def _run_of_intercept(key: str) -> str:
-    return key.rsplit(":", 2)[0]
-
-
-def producer_options(settings: Settings) -> dict[str, Any]:
-    """aiokafka producer options for the sink (and anything else publishing outputs)."""
-    return {
-        "acks": "all",
-        "enable_idempotence": settings.enable_idempotence,
-        "compression_type": None if settings.compression == "none" else settings.compression,
-        "max_request_size": max_record_bytes(settings),
-        "linger_ms": 0,
-        "client_id": f"fleetledger-{settings.group_id}",
-    }
 
 
 class KafkaSink:
@@ -349,11 +390,14 @@ class KafkaSink:
         self,
         settings: Settings,
         *,
-        bootstrap: str | None = None,
+        bootstrap: Target | None = None,
         topics: TopicSet | None = None,
     ) -> None:
         self._settings = settings
-        self._bootstrap = bootstrap or settings.broker_url().bootstrap
+        self._connection = (
+            kafka_connection(settings) if bootstrap is None else as_connection(bootstrap)
+        )
+        self._bootstrap = self._connection.bootstrap
         self._topics = topics or topic_specs(settings)
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, int] = {}
@@ -364,9 +408,9 @@ class KafkaSink:
 
     async def start(self, *, timeout_s: float = 30.0) -> None:
         producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap,
             request_timeout_ms=int(timeout_s * 1000),
-            **producer_options(self._settings),
+            **self._connection.client_options(f"fleetledger-{self._settings.group_id}"),
+            **kafka.output_producer_options(self._settings),
         )
         try:
             await asyncio.wait_for(producer.start(), timeout_s)
@@ -375,10 +419,12 @@ class KafkaSink:
                     continue
                 parts = await asyncio.wait_for(producer.partitions_for(spec.name), timeout_s)
                 self._partitions[spec.name] = len(parts)
-        except (KafkaError, TimeoutError) as exc:
+        except (*_CONNECT_ERRORS, TimeoutError) as exc:
             with contextlib.suppress(Exception):
                 await producer.stop()
-            raise _unreachable(self._bootstrap, timeout_s, exc) from exc
+            raise await cannot_connect(
+                self._connection, timeout_s, None if isinstance(exc, TimeoutError) else exc
+            ) from exc
         self._producer = producer
 
     async def stop(self) -> None:
@@ -444,16 +490,22 @@ class KafkaSink:
             futures.append(fut)
 
         try:
-            for r in outputs.entries:
-                await send(t.ledger.name, _run_of_entry(r.key), r.key, r.value)
+            for e in outputs.entries:
+                await send(t.ledger.name, e.run_id, e.key, await self._fit("ledger", e.key, e.data))
             for r in outputs.totals:
-                await send(t.totals.name, r.key, r.key, r.value)
-            for r in outputs.intercepts:
-                await send(t.intercepts.name, _run_of_intercept(r.key), r.key, r.value)
-            for r in outputs.bundles:
-                await send(t.bundles.name, r.key, r.key, await self._bundle_value(r))
+                value = await self._fit("totals", r.run_id, r.data)
+                await send(t.totals.name, r.run_id, r.run_id, value)
+            for i in outputs.intercepts:
+                value = await self._fit("intercepts", i.key, i.data)
+                await send(t.intercepts.name, i.run_id, i.key, value)
+            for b in outputs.bundles:
+                headers = [(HEADER_DIGEST, b.digest.encode())]
+                await send(t.bundles.name, b.run_id, b.run_id, await self._bundle_value(b), headers)
             for d in outputs.deadletters:
-                await send(t.deadletter.name, None, d.key, d.value, deadletter_headers(d))
+                headers = deadletter_headers(d)
+                size = sum(len(k) + len(v) for k, v in headers)
+                value = await self._fit("deadletter", d.key, d.value, size)
+                await send(t.deadletter.name, None, d.key, value, headers)
             if futures:
                 await asyncio.gather(*futures)
         except KafkaError as exc:
@@ -462,12 +514,20 @@ class KafkaSink:
             ) from exc
         return len(futures)
 
-    async def _bundle_value(self, record: Record) -> bytes:
-        if len(record.value) <= self._settings.max_message_bytes:
-            return record.value
-        return await asyncio.to_thread(
-            archive_bundle, self._settings.archive_dir, record.key, record.value
-        )
+    async def _fit(self, role: str, key: str, value: bytes, headers_bytes: int = 0) -> bytes:
+        """The value to publish: itself when the record fits, else an archive manifest.
+
+        Sized from what the record holds (JSON escaping can make an output six times the
+        size of the input it came from), so no output is ever too large to publish.
+        """
+        if record_fits(self._settings, key.encode(), value, headers_bytes):
+            return value
+        return await asyncio.to_thread(archive_output, self._settings.archive_dir, role, key, value)
+
+    async def _bundle_value(self, bundle: Bundle) -> bytes:
+        if len(bundle.data) <= self._settings.max_message_bytes:
+            return bundle.data
+        return await asyncio.to_thread(archive_bundle, self._settings.archive_dir, bundle)
 
 
 # --------------------------------------------------------------------------- readers
@@ -490,36 +550,37 @@ class KafkaRecord:
         return None
 
 
-async def read_all(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[KafkaRecord]:
+async def read_all(bootstrap: Target, topic: str, *, timeout_s: float = 30.0) -> list[KafkaRecord]:
     """Every record of ``topic``, at least up to the end offsets seen at the start of the call.
 
     Ordered by partition, then offset.  Raises :class:`StoreError` when the broker is
     unreachable, the topic does not exist, or the read does not finish within ``timeout_s``.
     """
+    conn = as_connection(bootstrap)
     try:
-        return await asyncio.wait_for(_read_all(bootstrap, topic, timeout_s), timeout_s)
+        return await asyncio.wait_for(_read_all(conn, topic, timeout_s), timeout_s)
     except TimeoutError as exc:
         raise StoreError(
-            f"reading topic {topic!r} from Kafka at {bootstrap} did not finish within "
+            f"reading topic {topic!r} from Kafka at {conn.bootstrap} did not finish within "
             f"{timeout_s:g}s; expected the broker to serve it"
         ) from exc
 
 
-async def _read_all(bootstrap: str, topic: str, timeout_s: float) -> list[KafkaRecord]:
+async def _read_all(conn: KafkaConnection, topic: str, timeout_s: float) -> list[KafkaRecord]:
+    bootstrap = conn.bootstrap
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         request_timeout_ms=int(timeout_s * 1000),
-        client_id="fleetledger-reader",
+        **conn.client_options("fleetledger-reader"),
     )
     try:
         await consumer.start()
-    except KafkaError as exc:
+    except _CONNECT_ERRORS as exc:
         with contextlib.suppress(Exception):
             await consumer.stop()
-        raise _unreachable(bootstrap, timeout_s, exc) from exc
+        raise await cannot_connect(conn, timeout_s, exc) from exc
     out: list[KafkaRecord] = []
     try:
         if topic not in await consumer.topics():
@@ -527,6 +588,11 @@ async def _read_all(bootstrap: str, topic: str, timeout_s: float) -> list[KafkaR
                 f"found no topic {topic!r} on Kafka at {bootstrap}; expected it to exist"
             )
         partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:  # listed while it is being created: not readable yet
+            raise StoreError(
+                f"topic {topic!r} on Kafka at {bootstrap} has no partitions yet; "
+                "expected it created"
+            )
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
@@ -565,7 +631,7 @@ async def _read_all(bootstrap: str, topic: str, timeout_s: float) -> list[KafkaR
 
 
 async def read_compacted(
-    bootstrap: str, topic: str, *, timeout_s: float = 30.0
+    bootstrap: Target, topic: str, *, timeout_s: float = 30.0
 ) -> dict[str, bytes]:
     """The latest value per key of a compacted topic (``{key: value}``; tombstones delete).
 
@@ -584,42 +650,22 @@ async def read_compacted(
     return latest
 
 
-def load_archived_bundle(manifest: bytes) -> bytes:
-    """The bundle bytes a manifest points at, checked against its size and sha256."""
-    try:
-        obj = json.loads(manifest)
-        path, size, sha = Path(obj["path"]), int(obj["size"]), str(obj["sha256"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"bundle manifest is malformed ({exc}); expected {MANIFEST_KIND}") from exc
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise StoreError(
-            f"archived bundle {str(path)!r} cannot be read: {exc}; expected the archive "
-            "folder (FLEETLEDGER_ARCHIVE_DIR) of the worker to be mounted here"
-        ) from exc
-    if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
-        raise StoreError(
-            f"archived bundle {str(path)!r} has {len(data)} bytes with another sha256; "
-            f"expected {size} bytes with sha256 {sha}"
-        )
-    return data
-
-
 class KafkaOutputReader:
-    """The worker's outputs on Kafka, read for the CLI (same methods as the embedded reader).
+    """``OutputReader`` over the worker's output topics (the same port as the embedded store).
 
     Each topic is read once per reader, from the beginning to its end (bounded in time).
     """
 
     def __init__(self, settings: Settings, *, timeout_s: float = 30.0) -> None:
-        self._bootstrap = settings.broker_url().bootstrap
+        self._connection = kafka_connection(settings)
+        self._bootstrap = self._connection.bootstrap
         self._topics = topic_specs(settings)
         self._timeout_s = timeout_s
-        self._cache: dict[str, dict[str, bytes]] = {}
+        self._cache: dict[str, dict[bytes, KafkaRecord]] = {}
 
     def __repr__(self) -> str:
-        return f"Kafka at {self._bootstrap} (topics {self._topics.events.name[:-7]}.*)"
+        where = self._connection.describe()
+        return f"Kafka at {where} (topics {self._topics.events.name[:-7]}.*)"
 
     def __enter__(self) -> KafkaOutputReader:
         return self
@@ -630,81 +676,116 @@ class KafkaOutputReader:
     def close(self) -> None:
         self._cache.clear()
 
-    def _compacted(self, role: str) -> dict[str, bytes]:
+    def _records(self, role: str) -> list[KafkaRecord]:
+        name = self._topics.by_role(role).name
+        return read_all_sync(self._connection, name, timeout_s=self._timeout_s)
+
+    def _latest(self, role: str) -> dict[bytes, KafkaRecord]:
+        """The latest record per key of a compacted topic (tombstones delete)."""
         if role not in self._cache:
-            name = self._topics.by_role(role).name
-            self._cache[role] = read_compacted_sync(
-                self._bootstrap, name, timeout_s=self._timeout_s
-            )
+            latest: dict[bytes, KafkaRecord] = {}
+            for rec in self._records(role):
+                if rec.key is None:
+                    continue
+                if rec.value is None:
+                    latest.pop(rec.key, None)
+                else:
+                    latest[rec.key] = rec
+            self._cache[role] = latest
         return self._cache[role]
 
-    def totals(self) -> list[dict[str, Any]]:
-        return [json.loads(v) for _, v in sorted(self._compacted("totals").items())]
+    def _docs(self, role: str) -> list[Any]:
+        return [
+            orjson.loads(resolve_output(r.value or b""))
+            for _, r in sorted(self._latest(role).items())
+        ]
 
-    def intercepts(self) -> list[dict[str, Any]]:
-        return [json.loads(v) for _, v in sorted(self._compacted("intercepts").items())]
+    def totals(self) -> list[TotalsDoc]:
+        return self._docs("totals")
 
-    def bundle_bytes(self, run_id: str) -> bytes | None:
-        value = self._compacted("bundles").get(run_id)
-        if value is None:
-            return None
-        return load_archived_bundle(value) if is_manifest(value) else value
+    def intercepts(self) -> list[InterceptDoc]:
+        return self._docs("intercepts")
 
-    def bundles(self) -> Iterator[tuple[str, bytes]]:
-        for run_id in sorted(self._compacted("bundles")):
-            value = self.bundle_bytes(run_id)
-            if value is not None:
-                yield run_id, value
-
-    def digests(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for run_id, value in sorted(self._compacted("bundles").items()):
-            obj = json.loads(value)
-            out[run_id] = (
-                obj["digest"] if obj.get("kind") == MANIFEST_KIND else obj["integrity"]["digest"]
+    def _stored(self, run_id: str, rec: KafkaRecord) -> StoredBundle:
+        value = rec.value or b""
+        data = load_archived_bundle(value) if is_manifest(value) else value
+        digest = rec.header(HEADER_DIGEST)
+        if digest is None:
+            raise StoreError(
+                f"bundle record of run {run_id!r} at {rec.topic}:{rec.partition}:{rec.offset} "
+                f"has no {HEADER_DIGEST} header; expected one on every bundle the worker publishes"
             )
-        return out
+        return StoredBundle(run_id, digest.decode(), data)
 
-    def ledger(self, run_id: str) -> list[dict[str, Any]]:
+    def bundle(self, run_id: str) -> StoredBundle | None:
+        rec = self._latest("bundles").get(run_id.encode())
+        return None if rec is None else self._stored(run_id, rec)
+
+    def bundles(self) -> Iterator[StoredBundle]:
+        for key, rec in sorted(self._latest("bundles").items()):
+            yield self._stored(key.decode(), rec)
+
+    def ledger(self, run_id: str) -> list[EntryDoc]:
         """A run's ledger entries in seq order (last write per key wins)."""
         prefix = f"{run_id}:".encode()
         by_key: dict[bytes, bytes] = {}
-        for rec in read_all_sync(
-            self._bootstrap, self._topics.ledger.name, timeout_s=self._timeout_s
-        ):
+        for rec in self._records("ledger"):
             if rec.key is not None and rec.value is not None and rec.key.startswith(prefix):
                 by_key[rec.key] = rec.value
-        return [json.loads(v) for _, v in sorted(by_key.items())]
+        return [orjson.loads(resolve_output(v)) for _, v in sorted(by_key.items())]
 
-    def deadletters(self) -> list[KafkaRecord]:
-        return read_all_sync(
-            self._bootstrap, self._topics.deadletter.name, timeout_s=self._timeout_s
-        )
+    def deadletters(self) -> list[DeadLetter]:
+        return [deadletter_of(rec) for rec in self._records("deadletter")]
 
 
-def read_all_sync(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> list[KafkaRecord]:
+def deadletter_of(rec: KafkaRecord) -> DeadLetter:
+    """A dead letter read back from its topic (its provenance is in its headers)."""
+
+    def text(name: str) -> str:
+        value = rec.header(name)
+        if value is None:
+            raise StoreError(
+                f"dead letter at {rec.topic}:{rec.partition}:{rec.offset} has no {name} "
+                "header; expected the headers the worker writes"
+            )
+        return value.decode("utf-8", "replace")
+
+    position = SourcePosition(
+        text(HEADER_SOURCE_TOPIC),
+        int(text(HEADER_SOURCE_PARTITION)),
+        int(text(HEADER_SOURCE_OFFSET)),
+    )
+    return DeadLetter(resolve_output(rec.value or b""), position, text(HEADER_ERROR))
+
+
+def read_all_sync(bootstrap: Target, topic: str, *, timeout_s: float = 30.0) -> list[KafkaRecord]:
     """:func:`read_all` for synchronous callers (the CLI)."""
     return asyncio.run(read_all(bootstrap, topic, timeout_s=timeout_s))
 
 
-def read_compacted_sync(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> dict[str, bytes]:
+def read_compacted_sync(
+    bootstrap: Target, topic: str, *, timeout_s: float = 30.0
+) -> dict[str, bytes]:
     """:func:`read_compacted` for synchronous callers (the CLI)."""
     return asyncio.run(read_compacted(bootstrap, topic, timeout_s=timeout_s))
 
 
 def ensure_topics_sync(
-    bootstrap: str, specs: Iterable[TopicSpec], *, timeout_s: float = 30.0
+    bootstrap: Target, specs: Iterable[TopicSpec], *, timeout_s: float = 30.0
 ) -> dict[str, str]:
     """:func:`ensure_topics` for synchronous callers (the CLI)."""
     return asyncio.run(ensure_topics(bootstrap, specs, timeout_s=timeout_s))
 
 
 __all__ = [
+    "HEADER_DIGEST",
     "HEADER_ERROR",
     "HEADER_SOURCE_OFFSET",
     "HEADER_SOURCE_PARTITION",
     "HEADER_SOURCE_TOPIC",
     "MANIFEST_KIND",
+    "MESSAGE_OVERHEAD_BYTES",
+    "OUTPUT_MANIFEST_KIND",
     "ROLES",
     "TOPIC_LAYOUT",
     "KafkaOutputReader",
@@ -714,9 +795,11 @@ __all__ = [
     "TopicSpec",
     "TopicTemplate",
     "archive_bundle",
+    "archive_output",
     "ensure_topics",
     "ensure_topics_sync",
     "is_manifest",
+    "is_output_manifest",
     "load_archived_bundle",
     "max_record_bytes",
     "partition_for",
@@ -724,6 +807,8 @@ __all__ = [
     "read_all_sync",
     "read_compacted",
     "read_compacted_sync",
+    "record_fits",
+    "resolve_output",
     "topic_name",
     "topic_specs",
     "worker_state_specs",

@@ -1,0 +1,50 @@
+"""The Kafka runtime's two reaches past faust-streaming's public API still hold.
+
+``fleetledger.processors.runtimes.faust_private`` explains why each exists.  These tests
+fail when faust-streaming changes in a way that affects them: another version (the
+workarounds must be re-verified, faust-streaming/faust#596 and #606 may be fixed), the
+consumer's internal commit going away or changing shape, or a table's store starting to
+send changelog records itself (the runtime would then write every record twice).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import faust
+from faust.transport.consumer import Consumer
+
+from fleetledger.processors.runtimes.faust_private import VERIFIED_VERSIONS, table_store
+
+
+def test_the_installed_faust_is_a_verified_version() -> None:
+    major_minor = ".".join(faust.__version__.split(".")[:2])
+    assert major_minor in VERIFIED_VERSIONS, (
+        f"faust-streaming {faust.__version__}: re-verify faust_private's workarounds "
+        "(offset commits, changelog writes) and add the version"
+    )
+
+
+def test_the_consumer_still_commits_given_offsets_as_a_coroutine() -> None:
+    commit = Consumer._commit_offsets
+    assert inspect.iscoroutinefunction(commit)
+    params = list(inspect.signature(commit).parameters)
+    assert params[:2] == ["self", "offsets"]
+
+
+def test_writing_a_tables_store_sends_no_changelog_record() -> None:
+    app = faust.App(
+        "faust-private-check",
+        broker="kafka://127.0.0.1:9",
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+    )
+    table = app.Table("t", default=None, key_type=bytes, value_type=bytes, partitions=1)
+    sent: list[object] = []
+    table.send_changelog = lambda *args, **kwargs: sent.append(args)  # type: ignore[method-assign,assignment]
+    store = table_store(table)
+    store[b"k"] = b"v"
+    assert store[b"k"] == b"v" and dict(table.data) == {b"k": b"v"}
+    store.pop(b"k")
+    assert sent == [], "the runtime sends changelog records itself; Faust must not as well"
