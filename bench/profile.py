@@ -305,7 +305,9 @@ def profile_embedded(events: int, top: int = 30) -> str:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(top)
+    stats = pstats.Stats(prof, stream=buf)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
     head = (
         f"embedded: process_available (cProfile on), {n:,} events, "
         f"{cpu / n * 1e6:.1f} CPU us/event\n"
