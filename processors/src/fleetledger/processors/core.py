@@ -524,7 +524,11 @@ def _copied(value: Any) -> Any:
     ``copy.deepcopy`` or a JSON round trip."""
     kind = type(value)
     if kind is dict:
-        return {k: _copied(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
+        new = value.copy()
+        for k, v in new.items():
+            if type(v) in _CONTAINERS:
+                new[k] = _copied(v)  # replacing a value keeps the iteration valid
+        return new
     if kind is list:
         return [_copied(v) if type(v) in _CONTAINERS else v for v in value]
     return value
