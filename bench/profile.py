@@ -15,7 +15,8 @@ CPU microseconds per event (share x the window's CPU per event):
 ``--pipeline`` profiles the pipeline alone instead (``cProfile`` of
 ``Pipeline.handle_many`` over in-memory ports on the same traffic, no Kafka), by function;
 ``--embedded`` profiles ``EmbeddedRuntime.process_available`` over a simulated default
-fleet of ``--events`` events in a SQLite log.
+fleet of ``--events`` events in a SQLite log: wall time by part without a profiler, then
+cProfile by function (which inflates code making many small Python calls).
 Writes ``profile-<shape>.txt`` (and the raw py-spy stacks) to ``--out``.
 """
 
@@ -282,8 +283,61 @@ def profile_pipeline(traffic: Traffic, top: int = 30) -> str:
     return head + buf.getvalue()
 
 
+def _timed(owner: object, name: str, label: str, spent: dict[str, float]) -> None:
+    """Wrap ``owner.name`` (an instance attribute shadows the method) to add its wall
+    time to ``spent[label]``."""
+    inner = getattr(owner, name)
+
+    def wrapper(*args: object, **kwargs: object) -> object:
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            spent[label] = spent.get(label, 0.0) + time.perf_counter() - t0
+
+    setattr(owner, name, wrapper)
+
+
+def embedded_phases(path: Path, events: int) -> str:
+    """Wall time per part of the embedded runtime's batch, without a profiler (cProfile
+    inflates code that makes many Python calls, such as copies and SQLAlchemy)."""
+    from fleetledger.processors.core import CoreConfig
+    from fleetledger.processors.runtimes.embedded import EmbeddedRuntime
+    from fleetledger.schemas.codec import Codec
+
+    labels = (
+        "pipeline.handle_many",
+        "  of which Codec.decode_objs",
+        "  of which bundles (_materialize)",
+        "output tables (EmbeddedSink.write)",
+        "read model (ReadStore.apply)",
+        "run states flushed",
+    )
+    spent = dict.fromkeys(labels, 0.0)
+    codec = Codec()
+    with EmbeddedRuntime(path, codec, CoreConfig()) as runtime:
+        pipeline = runtime._pipeline
+        owners = (pipeline, codec, pipeline, runtime._sink, runtime, runtime._states)
+        names = ("handle_many", "decode_objs", "_materialize", "write", "_project", "flush")
+        for owner, name, label in zip(owners, names, labels, strict=True):
+            _timed(owner, name, label, spent)
+        t0 = time.perf_counter()
+        runtime.process_available()
+        total = time.perf_counter() - t0
+    top = sum(v for k, v in spent.items() if not k.startswith(" "))
+    spent["other (log read, tick, offsets, BEGIN/COMMIT)"] = total - top
+    lines = [f"embedded: wall time by part, no profiler, {events:,} events, {total:.2f} s"]
+    for label, seconds in spent.items():
+        lines.append(
+            f"  {label:<48} {seconds:7.2f} s {seconds / total * 100:5.1f}% "
+            f"{seconds / events * 1e6:7.1f} us/event"
+        )
+    return "\n".join(lines) + "\n\n"
+
+
 def profile_embedded(events: int, top: int = 30) -> str:
-    """cProfile of the embedded runtime processing a simulated default fleet."""
+    """The embedded runtime processing a simulated default fleet: wall time by part
+    (no profiler), then cProfile of the same log (a copy, processed afresh)."""
     from fleetledger.processors.core import CoreConfig
     from fleetledger.processors.runtimes.embedded import EmbeddedRuntime
     from fleetledger.schemas.codec import Codec
@@ -295,9 +349,12 @@ def profile_embedded(events: int, top: int = 30) -> str:
     try:
         path = tmp / "ledger.db"
         n, _ = asyncio.run(_record(path, runs_for("default", events), seed=100))
+        fresh = tmp / "profiled.db"
+        shutil.copyfile(path, fresh)
+        phases = embedded_phases(path, n)
         prof = cProfile.Profile()
         t0 = time.process_time()
-        with EmbeddedRuntime(path, Codec(), CoreConfig()) as runtime:
+        with EmbeddedRuntime(fresh, Codec(), CoreConfig()) as runtime:
             prof.enable()
             runtime.process_available()
             prof.disable()
@@ -312,7 +369,7 @@ def profile_embedded(events: int, top: int = 30) -> str:
         f"embedded: process_available (cProfile on), {n:,} events, "
         f"{cpu / n * 1e6:.1f} CPU us/event\n"
     )
-    return head + buf.getvalue()
+    return phases + head + buf.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:
