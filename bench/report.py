@@ -126,6 +126,38 @@ def load_line(results: dict[str, Any]) -> str:
     )
 
 
+def splice(results: dict[str, Any], part: dict[str, Any], command: str) -> dict[str, Any]:
+    """``results`` with the measurements of a later partial run (``--only``) in place of
+    its own, and a record of when, how and under what load they were re-measured."""
+    keys = list(part["measurements"])
+    measurements = {**results["measurements"], **part["measurements"]}
+    rerun = {"keys": keys, "date": part["date"], "command": command, "load": part.get("load")}
+    earlier = [
+        {**r, "keys": [k for k in r["keys"] if k not in part["measurements"]]}
+        for r in results.get("reruns", [])
+        if set(r["keys"]) - set(keys)
+    ]
+    return {**results, "measurements": measurements, "reruns": [*earlier, rerun]}
+
+
+def reruns_line(results: dict[str, Any]) -> str:
+    parts = []
+    for r in results.get("reruns", []):
+        prefixes = sorted({k.split(".")[0] for k in r["keys"]})
+        load = r.get("load")
+        under = (
+            f", load average median {load['median']:.1f} (min {load['min']:.1f}, max "
+            f"{load['max']:.1f})"
+            if load
+            else ""
+        )
+        parts.append(
+            f" The {', '.join(prefixes)} rows were re-measured on {r['date']} with "
+            f"`{r['command']}`{under}; their baselines come from that run."
+        )
+    return "".join(parts)
+
+
 def table(results: dict[str, Any]) -> list[str]:
     lines = [
         "| Measurement | Median | Min-max | N | Baseline (same run, same data) | Baseline median "
@@ -163,7 +195,8 @@ def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
         f"Measured {results['date']} on {machine_line(m)}; `{results['command']}` "
-        f"({results['mode']} sizes, {results['duration_s']:.0f} s).{load_line(results)}",
+        f"({results['mode']} sizes, {results['duration_s']:.0f} s).{load_line(results)}"
+        f"{reruns_line(results)}",
         "",
         *table(results),
     ]
@@ -200,7 +233,8 @@ def readme_section(results: dict[str, Any]) -> str:
         [
             BEGIN,
             f"Latest figures: {results['date']}, {machine_line(m)}; `{results['command']}` took "
-            f"{results['duration_s']:.0f} s.{load_line(results)} The test broker keeps "
+            f"{results['duration_s']:.0f} s.{load_line(results)}{reruns_line(results)} "
+            "The test broker keeps "
             "everything in memory and shares the cores with the processes measured, so "
             "absolute numbers are lower than on a real cluster; bench/results.md has the "
             "notes of every figure.",
@@ -229,11 +263,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results.json")
     parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument(
+        "--splice",
+        type=Path,
+        help="results.json of a later full-size partial run (--only): its measurements "
+        "replace these, marked as re-measured; results.json and results.md are rewritten",
+    )
+    parser.add_argument(
+        "--splice-command", default="python -m bench --only ...", help="how it was run"
+    )
     args = parser.parse_args(argv)
     results = json.loads(args.results.read_text(encoding="utf-8"))
     if results.get("mode") != "full":
         print(f"{args.results} holds {results.get('mode')} figures; expected a full run")
         return 2
+    if args.splice is not None:
+        part = json.loads(args.splice.read_text(encoding="utf-8"))
+        if part.get("mode") != "full":
+            print(f"{args.splice} holds {part.get('mode')} figures; expected full sizes")
+            return 2
+        results = splice(results, part, args.splice_command)
+        js, md = write(results, args.results.parent)
+        print(f"spliced {len(part['measurements'])} measurements of {args.splice} into {js}, {md}")
     if update_readme(results, args.readme) is None:
         print(f"found no {BEGIN!r} ... {END!r} section in {args.readme}")
         return 2
