@@ -1,4 +1,8 @@
-"""``python -m bench [--smoke] [--only NAME ...] [--out DIR]``: run the benchmark harness."""
+"""``python -m bench [--smoke] [--only NAME ...] [--out DIR]``: run the benchmark harness.
+
+A full run of every measurement also regenerates the performance table of README.md
+(between its ``bench:begin``/``bench:end`` markers) from the results.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import time
 from pathlib import Path
 
 from .common import FULL, SMOKE, Figure, broker, log
-from .report import build, write
+from .report import LoadSampler, build, update_readme, write
 
 MEASUREMENTS = (
     "producer",
@@ -32,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=MEASUREMENTS, help="run only these")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--reps", type=int, help="repetitions of every measurement (>= 3)")
+    parser.add_argument("--latency-rate", type=int, help="events/s offered in the latency run")
     parser.add_argument(
         "--demo-events",
         type=int,
@@ -41,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = SMOKE if args.smoke else FULL
     if args.reps is not None:
         sizes = dataclasses.replace(sizes, reps=max(1, args.reps))
+    if args.latency_rate is not None:
+        sizes = dataclasses.replace(sizes, latency_rate=max(1, args.latency_rate))
     if args.demo_events is not None:
         sizes = dataclasses.replace(sizes, demo_events=args.demo_events)
     os.environ["BENCH_SESSION_TIMEOUT_S"] = str(sizes.session_timeout_s)
@@ -52,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     traffic_info: dict[str, dict[str, object]] = {}
 
     from . import embedded, latency, memory, processor, producer, scaleout
-    from .traffic import generate
+    from .traffic import generate_events, warmup_fleet
+
+    load = LoadSampler()
+    load.start()
 
     if "canonical" in wanted:
         from . import canonical
@@ -81,33 +91,35 @@ def main(argv: list[str] | None = None) -> int:
     if needs_kafka:
         log("generating traffic with the fleet simulator")
         shapes = {
-            "few_busy": generate("few_busy", sizes.busy_runs),
-            "many_slow": generate("many_slow", sizes.slow_runs),
+            "few_busy": generate_events("few_busy", sizes.busy_events),
+            "many_slow": generate_events("many_slow", sizes.slow_events),
         }
+        warm = warmup_fleet(sizes.warmup_runs)
         for name, t in shapes.items():
             traffic_info[name] = t.describe()
             log(f"  {name}: {t.describe()}")
-        with broker() as bootstrap:
-            log(f"broker on {bootstrap}")
+        with broker() as b:
+            log(f"broker on {b.bootstrap} (pid {b.pid})")
             if "producer" in wanted:
-                figures += producer.run(bootstrap, sizes)
+                figures += producer.run(b.bootstrap, sizes)
             if "processor" in wanted:
-                figures += processor.run(bootstrap, shapes, sizes, naive_events=sizes.naive_events)
+                figures += processor.run(b, shapes, warm, sizes)
             if "scaleout" in wanted:
                 one = next(
                     (f.values for f in figures if f.key == "processor.few_busy.vs_raw"), None
                 )
-                figures += scaleout.run(bootstrap, shapes["few_busy"], sizes, one)
+                figures += scaleout.run(b, shapes["few_busy"], warm, sizes, one)
             if "latency" in wanted:
-                figures += latency.run(bootstrap, shapes["few_busy"], sizes)
+                figures += latency.run(b, shapes["few_busy"], warm, sizes)
             if "memory" in wanted:
-                figures += memory.run(bootstrap, shapes["many_slow"], sizes)
+                figures += memory.run(b, shapes["many_slow"], warm, sizes)
     if not sizes.demo_events and "embedded" in wanted:
         skipped["fleetledger demo, 1,000,000 events"] = (
             "not run by default (too long for the time budget at the measured end-to-end "
             "rate, see embedded.end_to_end); run `python -m bench --only embedded "
             "--demo-events 1000000`"
         )
+    load.stop()
     results = build(
         figures,
         mode="smoke" if args.smoke else "full",
@@ -115,9 +127,14 @@ def main(argv: list[str] | None = None) -> int:
         seconds=time.perf_counter() - started,
         traffic=traffic_info,
         skipped=skipped,
+        load=load.summary(),
     )
     js, md = write(results, args.out)
     log(f"wrote {js} and {md} in {time.perf_counter() - started:.0f}s")
+    if not args.smoke and not args.only and args.reps is None and args.latency_rate is None:
+        readme = update_readme(results)
+        if readme is not None:
+            log(f"regenerated the performance table of {readme}")
     print(md.read_text(encoding="utf-8"))
     return 0
 

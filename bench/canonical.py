@@ -42,7 +42,7 @@ def per_event_us(fn: Any, events: list[dict[str, Any]], repeat: int) -> float:
 
 def run(sizes: Sizes) -> list[Figure]:
     """Events/s of canonical_bytes against rfc8785.dumps, same events, each repetition."""
-    events = asyncio.run(_events(sizes.embedded_runs // 4 or 4, 7))
+    events = asyncio.run(_events(sizes.canonical_runs, 7))
     if any(canonical_bytes(e) != rfc8785.dumps(e) for e in events):
         raise SystemExit("canonical_bytes differs from rfc8785 on a simulated event")
     fig = Figure(

@@ -216,10 +216,10 @@ def live_kafka(events: int, pace_s: float) -> dict[str, Any]:
 
     from .common import console_script, create_topics
 
-    with broker() as bootstrap, tempfile.TemporaryDirectory() as d:
+    with broker() as b, tempfile.TemporaryDirectory() as d:
         prefix = unique_prefix("console")
         read_db = f"sqlite:///{Path(d) / 'read.db'}"
-        settings = bench_settings(bootstrap, prefix, partitions=2, read_db=read_db, linger_ms=2)
+        settings = bench_settings(b.bootstrap, prefix, partitions=2, read_db=read_db, linger_ms=2)
         asyncio.run(create_topics(settings))
         env = {
             **worker_env(settings, Path(d) / "archive"),

@@ -1,13 +1,17 @@
-"""Measurement 4: scale-out by partitions, 1 and 2 worker processes on a 4-partition topic.
+"""Measurement 4: scale-out by partitions, 2 worker processes on a 4-partition topic.
 
-Per repetition (fresh topic prefix each time, the few-busy traffic preloaded):
+Per repetition, on a fresh topic prefix:
 
-* 1 worker: events/s while it drains the topic (ledger records counted; the first 5% of
-  the events excluded as start-up);
-* 2 workers started together: the same;
-* join: a second worker started while the first is busy; seconds from its start until the
-  consumer group is ``Stable`` with two members, i.e. it owns partitions and shares the
-  load.  (This machine has 2 cores: expect less than 2x.)
+* 2 workers are started together and made ready (group Stable with 2 members, warm-up
+  fleet processed); the few-busy traffic is measured like one worker's
+  (:func:`bench.common.measure_window`: start of publishing -> last ledger record
+  readable; CPU of both processes).  The baseline is the 1-worker rate of the same
+  repetition (measurement 2), or measured here when that did not run;
+* join: the same traffic is published again (every event a redelivery: the workers are
+  busy judging duplicates) and a third worker is started; seconds from its start until
+  the group is ``Stable`` with 3 members, i.e. it owns partitions and shares the load.
+
+This machine has 2 cores: expect less than 2x.
 """
 
 from __future__ import annotations
@@ -17,112 +21,75 @@ import tempfile
 import time
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
-
-from fleetledger.processors.runtimes.kafka_io import topic_specs
-
 from .common import (
+    Broker,
     Figure,
-    OffsetProbe,
-    Proc,
     Sizes,
+    bench_producer,
     bench_settings,
     create_topics,
-    kafka_compression,
     log,
-    measure_drain,
-    produce_raw,
+    measure_window,
+    prebuild,
+    ready,
     running,
+    send_prebuilt,
     start_worker,
     unique_prefix,
+    wait_group,
+    worker_target,
 )
 from .traffic import Traffic
 
-PARTITIONS = 4
 
-
-async def group_members(admin: AIOKafkaAdminClient, group: str) -> tuple[str, int]:
-    response = await admin.describe_consumer_groups([group])
-    g = response[0].groups[0]
-    return g[2], len(g[5])  # (state, members)
-
-
-async def wait_group(
-    bootstrap: str, group: str, members: int, procs: list[Proc], timeout_s: float = 60.0
-) -> float:
-    """Seconds until ``group`` is Stable with ``members`` members."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    t0 = time.monotonic()
-    try:
-        while True:
-            state, n = await group_members(admin, group)
-            if state == "Stable" and n >= members:
-                return time.monotonic() - t0
-            for p in procs:
-                p.check()
-            if time.monotonic() - t0 > timeout_s:
-                raise RuntimeError(
-                    f"group {group} not Stable with {members} members ({state}, {n})"
-                )
-            await asyncio.sleep(0.1)
-    finally:
-        await admin.close()
-
-
-async def _preload(bootstrap: str, traffic: Traffic, name: str, archive: Path):  # type: ignore[no-untyped-def]
+async def one_rep(
+    broker: Broker, traffic: Traffic, warm: Traffic, sizes: Sizes, archive: Path, workers: int
+) -> tuple[float, float | None]:
     settings = bench_settings(
-        bootstrap, unique_prefix(name), partitions=PARTITIONS, archive_dir=archive
+        broker.bootstrap, unique_prefix(f"scale{workers}"), archive_dir=archive
     )
     await create_topics(settings)
-    topics = topic_specs(settings)
-    await produce_raw(
-        bootstrap,
-        topics.events.name,
-        traffic.messages,
-        PARTITIONS,
-        compression=kafka_compression(settings),
-    )
-    return settings, topics
-
-
-async def drain_with(
-    bootstrap: str, traffic: Traffic, workers: int, sizes: Sizes, archive: Path
-) -> float:
-    settings, topics = await _preload(bootstrap, traffic, f"scale{workers}", archive)
     procs = [start_worker(settings, archive, f"worker{i}") for i in range(workers)]
     with running(*procs):
-        async with OffsetProbe(bootstrap, topics.ledger.name, PARTITIONS) as probe:
-            drain = await measure_drain(probe, traffic.events, procs, timeout_s=sizes.wait_s)
-    return drain.rate
-
-
-async def join_time(bootstrap: str, traffic: Traffic, sizes: Sizes, archive: Path) -> float:
-    settings, topics = await _preload(bootstrap, traffic, "join", archive)
-    first = start_worker(settings, archive, "worker-a")
-    with running(first):
-        await wait_group(bootstrap, settings.group_id, 1, [first])
-        async with OffsetProbe(bootstrap, topics.ledger.name, PARTITIONS) as probe:
-            deadline = time.monotonic() + sizes.wait_s
-            while await probe.total() < 1:  # the first worker is busy
-                first.check()
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the first worker produced nothing")
-                await asyncio.sleep(0.05)
-            second = start_worker(settings, archive, "worker-b")
-            with running(second):
-                return await wait_group(bootstrap, settings.group_id, 2, [first, second])
+        target = worker_target(broker.bootstrap, settings, procs[0], members=workers)
+        target.extra = procs[1:]
+        await ready(target, warm.messages, warm.events, sizes)
+        window = await measure_window(
+            target, traffic.messages, traffic.events, sizes, broker, count_records=False
+        )
+        if workers < 2:
+            return window.rate, None
+        # join a busy group: publish everything again (redeliveries), start one more worker
+        producer = bench_producer(broker.bootstrap, target.compression)
+        await producer.start()
+        try:
+            batches = prebuild(producer, traffic.messages, target.partitions)
+            sending = asyncio.create_task(send_prebuilt(producer, target.events_topic, batches))
+            await asyncio.sleep(0.2)
+            extra = start_worker(settings, archive, "worker-join")
+            with running(extra):
+                t0 = time.monotonic()
+                await wait_group(broker.bootstrap, settings.group_id, workers + 1, [*procs, extra])
+                joined = time.monotonic() - t0
+            await sending
+        finally:
+            await producer.stop()
+    return window.rate, joined
 
 
 def run(
-    bootstrap: str, traffic: Traffic, sizes: Sizes, one_worker: list[float] | None = None
+    broker: Broker,
+    traffic: Traffic,
+    warm: Traffic,
+    sizes: Sizes,
+    one_worker: list[float] | None = None,
 ) -> list[Figure]:
     """``one_worker``: this run's 1-worker rates on the same traffic (measurement 2),
     measured again here when not given."""
     archive = Path(tempfile.mkdtemp(prefix="bench-archive-"))
     two = Figure(
         "scaleout.two_workers",
-        "2 workers vs 1 worker, 4 partitions, few busy",
+        f"2 workers vs 1 worker, 4 partitions, few busy, {traffic.events:,} events",
         "events/s",
         baseline_name="1 worker on the same topic layout and data",
         notes="2 cores on this machine: less than 2x is expected; the 1-worker baseline is "
@@ -130,7 +97,7 @@ def run(
     )
     join = Figure(
         "scaleout.join_s",
-        "Second worker: start -> group Stable with 2 members",
+        "Another worker joining a busy group: start -> group Stable with 3 members",
         "s",
         higher_is_better=False,
         notes=f"session timeout {sizes.session_timeout_s} s (Tansu joins take about half of it)",
@@ -139,9 +106,9 @@ def run(
         if one_worker and rep < len(one_worker):
             one_rate = one_worker[rep]
         else:
-            one_rate = asyncio.run(drain_with(bootstrap, traffic, 1, sizes, archive))
-        two_rate = asyncio.run(drain_with(bootstrap, traffic, 2, sizes, archive))
-        joined = asyncio.run(join_time(bootstrap, traffic, sizes, archive))
+            one_rate, _ = asyncio.run(one_rep(broker, traffic, warm, sizes, archive, 1))
+        two_rate, joined = asyncio.run(one_rep(broker, traffic, warm, sizes, archive, 2))
+        assert joined is not None
         two.add(two_rate, one_rate)
         join.add(joined)
         log(

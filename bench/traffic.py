@@ -15,8 +15,8 @@ Two shapes (:data:`SHAPES`):
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
@@ -98,6 +98,30 @@ def generate(shape: str, runs: int, seed: int = 11) -> Traffic:
     return asyncio.run(_generate(shape, runs, seed))
 
 
+def runs_for(shape: str, events: int, seed: int = 11, pilot_runs: int = 0) -> int:
+    """Runs of ``shape`` that make about ``events`` events (estimated from a small pilot)."""
+    pilot_runs = pilot_runs or {"few_busy": 4, "many_slow": 60}.get(shape, 30)
+    pilot = generate(shape, pilot_runs, seed=seed + 1000)
+    per_run = max(1.0, pilot.events / max(1, pilot.runs))
+    return max(1, math.ceil(events / per_run * 1.05))
+
+
+def generate_events(shape: str, events: int, seed: int = 11) -> Traffic:
+    """At least ``events`` events of ``shape`` (whole runs; deterministic for the seed)."""
+    runs = runs_for(shape, events, seed)
+    while True:
+        traffic = generate(shape, runs, seed)
+        if traffic.events >= events:
+            return traffic
+        runs = math.ceil(runs * events / max(1, traffic.events) * 1.05)
+
+
+def warmup_fleet(runs: int) -> Traffic:
+    """A small default-shape fleet (own run ids) that every processor handles before a
+    measured window starts."""
+    return generate("default", runs, seed=90_001)
+
+
 # --------------------------------------------------------------------------- re-encoding
 
 
@@ -153,17 +177,21 @@ def single_event_messages(traffic: Traffic, codec: Codec) -> list[tuple[str, byt
 
 def cloned_fleet(
     base: Traffic, codec: Codec, *, runs: int, events: int, events_per_message: int = 10
-) -> Iterator[list[tuple[str, bytes]]]:
+) -> tuple[list[list[tuple[str, bytes]]], list[tuple[str, bytes]]]:
     """``runs`` concurrent runs cloned from ``base``'s runs (new run and event ids), about
-    ``events`` events in all, emitted round-robin so that every run stays open until the
-    last rounds; yields chunks of messages of ``events_per_message`` events each."""
+    ``events`` events in all *before* their terminal events.
+
+    Returns ``(in_flight, terminals)``: ``in_flight`` are rounds of messages of
+    ``events_per_message`` events each, emitted round-robin so that every run is open
+    (started, not finished) until the very end; ``terminals`` is one message per run
+    with its terminal event, which finishes it."""
     import uuid
 
     by_run: dict[str, list[dict[str, Any]]] = {}
     for run_id, recs in base.records(codec):
         by_run.setdefault(run_id, []).extend(recs)
-    templates = [recs for recs in by_run.values() if len(recs) >= 2]
-    per_run = max(2, events // runs)
+    templates = [recs for recs in by_run.values() if len(recs) >= 3]
+    per_run = max(2, events // runs)  # events before the terminal one
     enc = Encoder(codec)
     scripts: list[list[dict[str, Any]]] = []
     for i in range(runs):
@@ -171,32 +199,60 @@ def cloned_fleet(
         # repeat the middle of the template to reach per_run events, keep start and end
         body = tpl[1:-1] or tpl[:1]
         seq_events = [tpl[0]]
-        while len(seq_events) < per_run - 1:
-            seq_events.extend(body[: per_run - 1 - len(seq_events)])
+        while len(seq_events) < per_run:
+            seq_events.extend(body[: per_run - len(seq_events)])
         seq_events.append(tpl[-1])
         scripts.append(seq_events)
     run_ids = [f"clone-{i:06d}-{uuid.uuid4().hex[:8]}" for i in range(runs)]
+
+    def records(i: int, start: int, end: int) -> list[dict[str, Any]]:
+        out = []
+        for seq in range(start, end):
+            r = dict(scripts[i][seq])
+            r["run_id"] = run_ids[i]
+            r["seq"] = seq
+            r["event_id"] = uuid.UUID(int=(i << 32) | seq, version=4)
+            out.append(r)
+        return out
+
+    in_flight: list[list[tuple[str, bytes]]] = []
     pos = [0] * runs
-    remaining = runs
-    while remaining:
+    while any(pos[i] < per_run for i in range(runs)):
         chunk: list[tuple[str, bytes]] = []
-        remaining = 0
         for i in range(runs):
-            script = scripts[i]
-            start = pos[i]
-            if start >= len(script):
+            if pos[i] >= per_run:
                 continue
-            end = min(len(script), start + events_per_message)
-            rid = run_ids[i]
-            recs = []
-            for seq in range(start, end):
-                r = dict(script[seq])
-                r["run_id"] = rid
-                r["seq"] = seq
-                r["event_id"] = uuid.UUID(int=(i << 32) | seq, version=4)
-                recs.append(r)
+            end = min(per_run, pos[i] + events_per_message)
+            chunk.append((run_ids[i], enc.encode_batch(run_ids[i], records(i, pos[i], end))))
             pos[i] = end
-            chunk.append((rid, enc.encode_batch(rid, recs)))
-            if end < len(script):
-                remaining += 1
-        yield chunk
+        in_flight.append(chunk)
+    terminals = [
+        (run_ids[i], enc.encode_batch(run_ids[i], records(i, per_run, per_run + 1)))
+        for i in range(runs)
+    ]
+    return in_flight, terminals
+
+
+def interleaved_events(traffic: Traffic, codec: Codec, limit: int, concurrent: int) -> list[Any]:
+    """The first ``limit`` events (TraceEvent models) of ``traffic``'s runs as a fleet of
+    ``concurrent`` runs at a time would record them: runs start in their order, each
+    active run records its next event in turn (round-robin), and a finished run's slot
+    goes to the next run."""
+    by_run: dict[str, list[Any]] = {}
+    for _, v in traffic.messages:
+        for e in codec.decode(v):
+            by_run.setdefault(e.run_id, []).append(e)
+    pending = [sorted(evs, key=lambda e: e.seq) for evs in by_run.values()]
+    pending.reverse()  # pop() takes the next run in order
+    active: list[list[Any]] = []
+    out: list[Any] = []
+    while len(out) < limit and (active or pending):
+        while len(active) < concurrent and pending:
+            active.append(pending.pop())
+        still = []
+        for run in active:
+            out.append(run.pop(0))
+            if run:
+                still.append(run)
+        active = still
+    return out[:limit]

@@ -16,23 +16,37 @@ pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parent.parent
 
+SHAPES = ("few_busy", "many_slow")
+STAGES = ("sdk_linger", "broker", "fetch_wait", "batching", "pipeline", "publish", "consumer")
+
 EXPECTED = {
     "embedded.end_to_end",
     "embedded.process",
+    "embedded.process.vs_codec",
+    "embedded.process.vs_simulator",
     "embedded.simulate_to_sqlite",
-    "producer.few_busy",
-    "producer.few_busy.memory_transport",
-    "producer.many_slow",
-    "producer.many_slow.memory_transport",
-    "processor.few_busy.vs_raw",
-    "processor.few_busy.vs_naive",
-    "processor.many_slow.vs_raw",
-    "processor.many_slow.vs_naive",
+    *(f"producer.{s}{k}" for s in SHAPES for k in ("", ".cpu_us", ".memory_transport")),
+    *(
+        f"processor.{s}.{k}"
+        for s in SHAPES
+        for k in (
+            "vs_raw",
+            "cpu_us",
+            "records_per_event",
+            "broker_cpu_us",
+            "vs_naive",
+            "vs_faust_floor",
+            "faust_floor_cpu_us",
+            "pipeline_cpu_us",
+        )
+    ),
     "scaleout.two_workers",
     "scaleout.join_s",
     "latency.p50_ms",
     "latency.p99_ms",
+    *(f"latency.stage.{s}_ms" for s in STAGES),
     "memory.peak_rss_mib",
+    "memory.after_finish_mib",
     "memory.bytes_per_event",
     "memory.projected_1m_mib",
     "verify.bundle_events",

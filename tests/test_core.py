@@ -308,3 +308,26 @@ def test_totals_without_unpriced_calls_keep_their_shape() -> None:
     totals = fold.totals_json()
     assert "unpriced" not in totals
     assert all("unpriced_calls" not in m for m in totals["by_model"].values())
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    order=st.permutations(list(range(len(RUN)))),
+    cut=st.integers(min_value=0, max_value=len(RUN)),
+)
+def test_a_working_copy_equals_the_stored_round_trip_and_is_independent(
+    order: list[int], cut: int
+) -> None:
+    """The pipeline applies a message to ``RunState.copy()`` and drops it on failure: the
+    copy must be what a reload from bytes gives, and folding it must not touch the
+    original."""
+    led = Ledger("run-h")
+    for i in order[:cut]:
+        led.feed(RUN[i])
+    before = led.state.to_bytes()
+    copy = led.state.copy()
+    assert copy.to_bytes() == before
+    assert copy == RunState.from_bytes(before)
+    for i in order[cut:]:
+        apply(copy, RUN[i], lambda _r, s: led.entries.get(s), CONFIG, NOW)
+    assert led.state.to_bytes() == before

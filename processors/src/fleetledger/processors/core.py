@@ -515,6 +515,12 @@ class RunFold:
         d["by_step"] = {k: _str_money(v) for k, v in self.by_step.items()}
         return d
 
+    def copy(self) -> RunFold:
+        """An independent copy (what folding mutates is copied, Decimals are immutable)."""
+        new = object.__new__(RunFold)
+        new.__dict__.update(_copied(self.__dict__))
+        return new
+
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RunFold:
         d = dict(d)
@@ -541,6 +547,24 @@ class TotalsJson(TypedDict):
     by_model: dict[str, dict[str, Any]]
     by_step: dict[str, dict[str, Any]]
     unpriced: NotRequired[dict[str, Any]]
+
+
+def _copied(value: Any) -> Any:
+    """A deep copy of plain data (dicts, lists, immutable leaves), much cheaper than
+    ``copy.deepcopy`` or a JSON round trip."""
+    kind = type(value)
+    if kind is dict:
+        new = value.copy()
+        for k, v in new.items():
+            if type(v) in _CONTAINERS:
+                new[k] = _copied(v)  # replacing a value keeps the iteration valid
+        return new
+    if kind is list:
+        return [_copied(v) if type(v) in _CONTAINERS else v for v in value]
+    return value
+
+
+_CONTAINERS = (dict, list)
 
 
 def _money_fields(d: dict[str, Any]) -> dict[str, Any]:
@@ -635,6 +659,21 @@ class RunState:
         if self.sealed is None or not 0 <= seq < len(self.sealed) // 64:
             return None
         return self.sealed[seq * 64 : (seq + 1) * 64]
+
+    def copy(self) -> RunState:
+        """An independent working copy, equal to ``from_bytes(to_bytes())`` without the
+        JSON round trip (held events are never mutated, so they are shared)."""
+        return RunState(
+            run_id=self.run_id,
+            next_seq=self.next_seq,
+            head=self.head,
+            terminal_seq=self.terminal_seq,
+            pending={k: dict(v) for k, v in self.pending.items()},
+            gap_since=self.gap_since,
+            gap_flagged_at=self.gap_flagged_at,
+            fold=self.fold.copy(),
+            sealed=self.sealed,
+        )
 
     @classmethod
     def new(cls, run_id: str) -> RunState:

@@ -404,9 +404,7 @@ class Pipeline:
             state = work.get(run_id)
             if state is None:
                 known = states.get(run_id)
-                state = work[run_id] = (
-                    self._load(run_id) if known is None else RunState.from_bytes(known.to_bytes())
-                )
+                state = work[run_id] = self._load(run_id) if known is None else known.copy()
             result = apply(state, obj, lookup, self._config, now, h)
             if result.duplicate:
                 local.duplicates += 1
