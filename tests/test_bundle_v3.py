@@ -84,6 +84,17 @@ async def test_v3_run_bundle_verify_and_blobs(
     # the unpriced call is counted, with its tokens, and adds no amount in any currency
     assert lines["acme/house-llm-7b"]["calls"] == 1 and lines["acme/house-llm-7b"]["cost"] == {}
     assert lines["acme/house-llm-7b"]["input_tokens"] == 500
+    assert lines["acme/house-llm-7b"]["unpriced_calls"] == 1
+    assert all(m["unpriced_calls"] == 0 for n, m in lines.items() if n != "acme/house-llm-7b")
+    capsys.readouterr()
+    assert main(["costs", "--json", "--broker", url]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["unpriced_calls"] == 1
+    assert sum(a["unpriced_calls"] for a in report["by_agent"]) == 1
+    capsys.readouterr()
+    assert main(["costs", "--broker", url]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # the console may wrap the line
+    assert "1 unpriced model calls (no known price) not in it" in text
     assert main(["export", run_id, "--out", "run.json", "--broker", url]) == 0
     bundle: dict[str, Any] = json.loads(Path("run.json").read_bytes())
 

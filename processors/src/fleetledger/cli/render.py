@@ -16,6 +16,7 @@ from rich.table import Table
 
 from fleetledger.processors.readmodel import (
     ActionRow,
+    CostLine,
     CostReport,
     InterceptRow,
     RunRow,
@@ -105,21 +106,23 @@ def summary_line(console: Console, s: RunSummary) -> None:
 
 def costs_tables(console: Console, report: CostReport) -> None:
     agents = Table(title="Cost by agent", title_justify="left")
-    for col in ("agent", "runs", "model calls", "input tokens", "output tokens", "cost"):
+    for col in ("agent", "runs", "model calls", "unpriced", "input tokens", "output tokens",
+                "cost"):  # fmt: skip
         agents.add_column(col, justify="left" if col == "agent" else "right")
     for line in report.by_agent:
         agents.add_row(
             escape(line.name),
             str(line.runs),
             str(line.calls),
+            str(line.unpriced_calls),
             f"{line.input_tokens:,}",
             f"{line.output_tokens:,}",
-            fmt_money(line.cost),
+            _cost_cell(line),
         )
     console.print(agents)
     models = Table(title="Cost by model (as requested; served as)", title_justify="left")
-    for col in ("model", "served as", "runs", "calls", "fallbacks", "errors", "input tokens",
-                "output tokens", "cost"):  # fmt: skip
+    for col in ("model", "served as", "runs", "calls", "unpriced", "fallbacks", "errors",
+                "input tokens", "output tokens", "cost"):  # fmt: skip
         models.add_column(col, justify="left" if col in ("model", "served as") else "right")
     for line in report.by_model:
         models.add_row(
@@ -127,14 +130,26 @@ def costs_tables(console: Console, report: CostReport) -> None:
             escape(", ".join(line.served) or "-"),
             str(line.runs),
             str(line.calls),
+            str(line.unpriced_calls),
             str(line.fallbacks),
             str(line.errors),
             f"{line.input_tokens:,}",
             f"{line.output_tokens:,}",
-            fmt_money(line.cost),
+            _cost_cell(line),
         )
     console.print(models)
-    console.print(f"Total: {fmt_money(report.total)} over {report.runs} runs")
+    unpriced = report.unpriced_calls
+    console.print(
+        f"Total: {fmt_money(report.total)} over {report.runs} runs"
+        + (f"; {unpriced:,} unpriced model calls (no known price) not in it" if unpriced else "")
+    )
+
+
+def _cost_cell(line: CostLine) -> str:
+    """The line's cost; ``unpriced`` when none of its calls had a known price."""
+    if not line.cost and line.unpriced_calls:
+        return "unpriced"
+    return fmt_money(line.cost)
 
 
 def intercepts_table(

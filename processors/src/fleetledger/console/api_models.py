@@ -111,6 +111,7 @@ class CostLineOut(_Out):
     name: str
     runs: int
     calls: int
+    unpriced_calls: int = Field(description="calls without a known price (no amount in cost)")
     fallbacks: int
     errors: int
     served: list[str]
@@ -124,6 +125,7 @@ class CostReportOut(_Out):
     by_agent: list[CostLineOut]
     by_model: list[CostLineOut]
     total: dict[str, Amount]
+    unpriced_calls: int = Field(description="model calls without a known price, in no total")
 
 
 class AgentOut(_Out):

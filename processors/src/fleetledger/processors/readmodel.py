@@ -709,12 +709,16 @@ class CostLine:
     fallbacks: int = 0
     errors: int = 0
     served: tuple[str, ...] = ()
+    #: calls recorded ``unpriced`` (no price known): counted in ``calls``, tokens kept,
+    #: no amount in ``cost``
+    unpriced_calls: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "runs": self.runs,
             "calls": self.calls,
+            "unpriced_calls": self.unpriced_calls,
             "fallbacks": self.fallbacks,
             "errors": self.errors,
             "served": list(self.served),
@@ -738,12 +742,18 @@ class CostReport:
     by_model: tuple[CostLine, ...]
     total: Mapping[str, Decimal]
 
+    @property
+    def unpriced_calls(self) -> int:
+        """Model calls without a known price: in no currency of ``total``."""
+        return sum(line.unpriced_calls for line in self.by_model)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "runs": self.runs,
             "by_agent": [line.to_json() for line in self.by_agent],
             "by_model": [line.to_json() for line in self.by_model],
             "total": _money_map(self.total),
+            "unpriced_calls": self.unpriced_calls,
         }
 
 

@@ -34,6 +34,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     create_engine,
     delete,
     event,
@@ -878,6 +879,8 @@ class ReadStore:
                 func.sum(m.c.calls).label("calls"),
                 func.sum(m.c.input_tokens).label("inp"),
                 func.sum(m.c.output_tokens).label("outp"),
+                # calls without a price are the model rows without a currency
+                func.sum(case((m.c.currency == "", m.c.calls), else_=0)).label("unpriced"),
             )
             .join(m, m.c.run_id == r.c.run_id)
             .group_by(r.c.agent_id),
@@ -930,6 +933,7 @@ class ReadStore:
                         "inp": 0,
                         "outp": 0,
                         "cost": {},
+                        "unpriced": 0,
                         "served": served.get((row.provider, row.model), set()),
                     },
                 )
@@ -944,6 +948,8 @@ class ReadStore:
                     line["cost"][row.currency] = (
                         line["cost"].get(row.currency, Decimal(0)) + row.cost
                     )
+                elif not row.currency:
+                    line["unpriced"] += int(row.calls)
         by_agent = tuple(
             CostLine(
                 name=line.name,
@@ -952,6 +958,7 @@ class ReadStore:
                 input_tokens=int(use[line.name].inp) if line.name in use else 0,
                 output_tokens=int(use[line.name].outp) if line.name in use else 0,
                 cost=line.cost,
+                unpriced_calls=int(use[line.name].unpriced or 0) if line.name in use else 0,
             )
             for line in merge_cost_lines(agent_rows)
         )
@@ -966,6 +973,7 @@ class ReadStore:
                 output_tokens=v["outp"],
                 cost=v["cost"],
                 served=tuple(sorted(v["served"])),
+                unpriced_calls=v["unpriced"],
             )
             for name, v in sorted(models.items())
         )
