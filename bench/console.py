@@ -402,6 +402,7 @@ def page_load(n: int, reps: int) -> dict[str, Any]:
 
 
 def write(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     (out / "console-results.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [
         "# Console benchmark",
