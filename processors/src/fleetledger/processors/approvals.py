@@ -20,6 +20,7 @@ the content under the approved version (a new revision must take a new version).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,20 +59,66 @@ class _Write:
     state: str
 
 
-def _writes(events: Sequence[Mapping[str, Any]]) -> list[_Write]:
-    out = []
-    for item in events:
-        ev = item["event"]
-        if ev.get("type") == "artifact_written":
-            p = ev["payload"]
-            out.append(_Write(item["seq"], p["key"], p["version"], p["content_hash"], p["state"]))
-    return out
+class _Writes:
+    """The run's ``artifact_written`` events indexed by key and by (key, version), so each
+    gate is judged in logarithmic time however many revisions and gates a run has."""
+
+    def __init__(self, events: Sequence[Mapping[str, Any]]) -> None:
+        self.by_key: dict[str, list[_Write]] = {}
+        self.by_version: dict[tuple[str, int], list[_Write]] = {}
+        for item in events:
+            ev = item["event"]
+            if ev.get("type") == "artifact_written":
+                p = ev["payload"]
+                w = _Write(item["seq"], p["key"], p["version"], p["content_hash"], p["state"])
+                self.by_key.setdefault(w.key, []).append(w)
+                self.by_version.setdefault((w.key, w.version), []).append(w)
+        self.key_seqs = {k: [w.seq for w in ws] for k, ws in self.by_key.items()}
+        self.version_seqs = {kv: [w.seq for w in ws] for kv, ws in self.by_version.items()}
+        # for the writes of one key: the highest version written up to each of them
+        self.top: dict[str, list[int]] = {}
+        for key, ws in self.by_key.items():
+            top, highest = [], ws[0].version
+            for w in ws:
+                highest = max(highest, w.version)
+                top.append(highest)
+            self.top[key] = top
+        # for the writes of one version: the index of the next write with another content
+        self.next_other: dict[tuple[str, int], list[int]] = {}
+        for kv, ws in self.by_version.items():
+            nxt = [len(ws)] * len(ws)
+            for i in range(len(ws) - 2, -1, -1):
+                same = ws[i + 1].content_hash == ws[i].content_hash
+                nxt[i] = nxt[i + 1] if same else i + 1
+            self.next_other[kv] = nxt
+
+    def newest_version(self, key: str, seq: int) -> int | None:
+        """The highest version of ``key`` written before ``seq``."""
+        n = bisect_left(self.key_seqs[key], seq) if key in self.key_seqs else 0
+        return self.top[key][n - 1] if n else None
+
+    def of_version(self, key: str, version: int, seq: int) -> tuple[list[_Write], list[_Write]]:
+        """The writes of ``key`` v``version`` before ``seq``, and those from ``seq`` on."""
+        ws = self.by_version.get((key, version), [])
+        n = bisect_left(self.version_seqs[(key, version)], seq) if ws else 0
+        return ws[:n], ws[n:]
+
+    def one_content(self, key: str, version: int, count: int) -> bool:
+        """Whether the first ``count`` writes of that version hold one content."""
+        return self.next_other[(key, version)][0] >= count
+
+    def changed_after(self, key: str, version: int, last_index: int) -> _Write | None:
+        """The first later write of that version whose content is not the one at
+        ``last_index``."""
+        ws = self.by_version[(key, version)]
+        i = self.next_other[(key, version)][last_index]
+        return ws[i] if i < len(ws) else None
 
 
 def approvals(bundle: Mapping[str, Any]) -> list[Approval]:
     """Every resolved gate of a bundle with the revision it decided on, in seq order."""
     events = bundle["events"]
-    writes = _writes(events)
+    writes = _Writes(events)
     requested: dict[str, Mapping[str, Any]] = {}
     out: list[Approval] = []
     for item in events:
@@ -105,10 +152,11 @@ def approvals(bundle: Mapping[str, Any]) -> list[Approval]:
             out.append(Approval(**base))
             continue
         seq = item["seq"]
-        before = [w for w in writes if w.key == key and w.seq < seq]
-        if version is None and before:
-            version = max(w.version for w in before)
-        of_version = [w for w in before if w.version == version]
+        if version is None:
+            version = writes.newest_version(key, seq)
+        of_version, _later = (
+            writes.of_version(key, version, seq) if version is not None else ([], [])
+        )
         if not of_version:
             what = f"{key} v{version}" if version is not None else key
             out.append(
@@ -122,25 +170,19 @@ def approvals(bundle: Mapping[str, Any]) -> list[Approval]:
             continue
         last = of_version[-1]
         problem = None
-        hashes = sorted({w.content_hash for w in of_version})
-        if len(hashes) > 1:
+        assert version is not None
+        if not writes.one_content(key, version, len(of_version)):
+            hashes = sorted({w.content_hash for w in of_version})
             problem = (
                 f"{key} v{version} held {len(hashes)} contents before the decision "
                 f"({', '.join(h[:19] for h in hashes)}); a new revision must take a new version"
             )
         else:
-            changed = [
-                w
-                for w in writes
-                if w.key == key
-                and w.version == version
-                and w.seq > seq
-                and w.content_hash != last.content_hash
-            ]
-            if changed:
+            changed = writes.changed_after(key, version, len(of_version) - 1)
+            if changed is not None:
                 problem = (
-                    f"{key} v{version} changed after the decision: seq {changed[0].seq} wrote "
-                    f"{changed[0].content_hash[:19]}..., the decision was on "
+                    f"{key} v{version} changed after the decision: seq {changed.seq} wrote "
+                    f"{changed.content_hash[:19]}..., the decision was on "
                     f"{last.content_hash[:19]}..."
                 )
         out.append(
