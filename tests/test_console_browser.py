@@ -137,6 +137,8 @@ def test_filters_drive_the_url_the_list_and_the_summary(
     # the back button restores the previous filters
     page.go_back()
     page.wait_for_url(re.compile(r"min_cost=0.05(?!.*sort=cost)"))
+    # the URL changes on popstate; the restored form follows once the page is swapped back
+    page.wait_for_function("document.querySelector('#f-sort')?.value === 'recent'")
     assert page.input_value("#f-sort") == "recent"
     assert page.input_value("#f-min-cost") == "0.05"
 
