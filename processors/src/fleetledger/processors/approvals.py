@@ -97,11 +97,10 @@ class _Writes:
         n = bisect_left(self.key_seqs[key], seq) if key in self.key_seqs else 0
         return self.top[key][n - 1] if n else None
 
-    def of_version(self, key: str, version: int, seq: int) -> tuple[list[_Write], list[_Write]]:
-        """The writes of ``key`` v``version`` before ``seq``, and those from ``seq`` on."""
+    def of_version(self, key: str, version: int, seq: int) -> list[_Write]:
+        """The writes of ``key`` v``version`` before ``seq``."""
         ws = self.by_version.get((key, version), [])
-        n = bisect_left(self.version_seqs[(key, version)], seq) if ws else 0
-        return ws[:n], ws[n:]
+        return ws[: bisect_left(self.version_seqs[(key, version)], seq)] if ws else []
 
     def one_content(self, key: str, version: int, count: int) -> bool:
         """Whether the first ``count`` writes of that version hold one content."""
@@ -154,9 +153,7 @@ def approvals(bundle: Mapping[str, Any]) -> list[Approval]:
         seq = item["seq"]
         if version is None:
             version = writes.newest_version(key, seq)
-        of_version, _later = (
-            writes.of_version(key, version, seq) if version is not None else ([], [])
-        )
+        of_version = writes.of_version(key, version, seq) if version is not None else []
         if not of_version:
             what = f"{key} v{version}" if version is not None else key
             out.append(

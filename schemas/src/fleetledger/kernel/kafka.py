@@ -41,6 +41,7 @@ from pydantic import SecretStr
 
 from fleetledger.kernel.errors import ConfigError
 from fleetledger.kernel.errors import one_line as _one_line
+from fleetledger.kernel.plugins import load_callable
 
 if TYPE_CHECKING:
     from fleetledger.kernel.config import Settings
@@ -356,21 +357,8 @@ def load_token_provider(spec: str) -> Any:
     ``aiokafka.abc.AbstractTokenProvider``: an object whose ``async token()`` returns the
     current access token.
     """
-    where = f"{_var('kafka_sasl_oauth_token_provider')}={spec!r}"
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"{where}: expected package.module:factory")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"{where}: cannot import {module_name!r} ({_one_line(exc)})") from None
-    factory: Any = module
-    for part in attr.split("."):
-        factory = getattr(factory, part, None)
-        if factory is None:
-            raise ConfigError(f"{where}: module {module_name!r} has no {attr!r}")
-    if not callable(factory):
-        raise ConfigError(f"{where}: {attr!r} is not callable; expected a class or a function")
+    where = _var("kafka_sasl_oauth_token_provider")
+    factory = load_callable(spec, where=where, expected="factory")
     try:
         provider = factory()
     except Exception as exc:

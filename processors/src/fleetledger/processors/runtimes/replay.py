@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fleetledger.kernel.errors import (
-    ConfigError,
     FleetLedgerError,
     RecordingRefusedError,
     ReplayedFailureError,
@@ -48,6 +47,7 @@ from fleetledger.kernel.errors import (
     RunStateError,
     VerificationError,
 )
+from fleetledger.kernel.plugins import load_callable
 from fleetledger.processors.actions import Action, actions_of, event_items
 from fleetledger.processors.canonical import canonical_bytes
 from fleetledger.processors.evidence import (
@@ -416,23 +416,7 @@ async def _finish(run: Run, report: ReplayReport, error: BaseException | None) -
 
 def load_agent(spec: str) -> Agent:
     """The agent function ``package.module:function`` names."""
-    import importlib
-
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"--agent: found {spec!r}, expected package.module:function")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"--agent {spec}: cannot import {module_name!r}: {exc}") from exc
-    found: Any = module
-    for part in attr.split("."):
-        found = getattr(found, part, None)
-        if found is None:
-            raise ConfigError(f"--agent {spec}: {module_name} has no {attr!r}")
-    if not callable(found):
-        raise ConfigError(f"--agent {spec}: found a {type(found).__name__}, expected a function")
-    agent: Agent = found
+    agent: Agent = load_callable(spec, where="--agent", expected="function")
     return agent
 
 
