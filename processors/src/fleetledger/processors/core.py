@@ -121,6 +121,20 @@ INTERCEPT_KINDS: dict[str, InterceptKind] = {
 }
 
 Param = str | int
+
+
+def kept_json(obj: Any) -> bytes:
+    """Compact UTF-8 JSON of ``obj`` for a value that stays in memory (a stored entry or
+    run state).
+
+    orjson (3.12 and later) returns bytes that keep the whole buffer it grew while
+    writing -- 4 KiB at the least, 16 KiB for a typical ledger entry -- whatever the
+    length of the JSON.  A table holding 100,000 entries then holds ~1.6 GB of address
+    space and ~5 KB of resident memory per entry.  A two-part join copies exactly the
+    JSON (~0.3 us for an entry)."""
+    return b"".join((orjson.dumps(obj), b""))
+
+
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
@@ -621,7 +635,7 @@ class Entry:
     @cached_property
     def data(self) -> bytes:
         """The stored and published JSON value (compact UTF-8), serialized once."""
-        return orjson.dumps(self.to_json())
+        return kept_json(self.to_json())
 
     def to_bytes(self) -> bytes:
         return self.data
@@ -692,7 +706,7 @@ class RunState:
         }
         if self.sealed is not None:
             d["sealed"] = self.sealed
-        return orjson.dumps(d)
+        return kept_json(d)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RunState:
