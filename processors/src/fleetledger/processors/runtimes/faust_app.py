@@ -53,6 +53,7 @@ from fleetledger.kernel.kafka import KafkaConnection, kafka_connection
 from fleetledger.processors.core import entry_key, has_open_gap
 from fleetledger.processors.pipeline import K, Staged
 from fleetledger.processors.runtimes.faust_private import commit_offsets, table_store
+from fleetledger.processors.runtimes.heap import HeapTrimmer
 from fleetledger.processors.runtimes.kafka_io import (
     KafkaSink,
     TopicSet,
@@ -327,6 +328,7 @@ class FaustRuntime:
         #: changelog tail was applied and open gaps were found since the last reset.
         self._recovered: set[int] = set()
         self._prepared: set[int] = set()
+        self.heap = HeapTrimmer()
         self._next: dict[TP, int] = {}
         self._committed: dict[TP, int] = {}
         self._admin: AIOKafkaAdminClient | None = None
@@ -677,6 +679,7 @@ class FaustRuntime:
             for run_id, count in outputs.sealed:
                 keys = [(run_id, seq) for seq in range(count)]
                 await self.entries.drop(keys, self._partition(run_id), self.sink)
+            await self.heap.dropped(sum(count for _run, count in outputs.sealed))
 
     def _archive_all(self, outputs: Outputs) -> None:
         assert self.archive is not None
