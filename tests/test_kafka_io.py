@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any, cast
@@ -28,6 +29,7 @@ from fleetledger.processors.runtimes.kafka_io import (
     HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_TOPIC,
     KafkaSink,
+    RecordBatches,
     ensure_topics,
     partition_for,
     read_all,
@@ -190,6 +192,40 @@ async def test_sink_publishes_outputs_and_readers_read_them(
     assert d.header(HEADER_SOURCE_TOPIC) == specs.events.name.encode()
     assert d.header(HEADER_SOURCE_PARTITION) == b"2"
     assert d.header(HEADER_SOURCE_OFFSET) == b"41"
+
+
+async def test_record_batches_keep_each_partitions_order_across_full_batches(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Records of a partition arrive in the order added, though they span many batches
+    (1 KiB each here), one record is larger than a batch and some are tombstones."""
+    from aiokafka import AIOKafkaProducer
+
+    s = _settings(kafka_bootstrap, topic_prefix, tmp_path)
+    specs = topic_specs(s)
+    await ensure_topics(kafka_bootstrap, specs.all())
+    topic = specs.totals.name
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, max_batch_size=1024)
+    await producer.start()
+    try:
+        batches = RecordBatches(producer, kafka_bootstrap)
+        sent: list[tuple[int, bytes, bytes | None]] = []
+        for i in range(120):
+            partition = i % 2
+            value = None if i % 10 == 9 else (b"x" * (5_000 if i == 50 else 60 + i))
+            await batches.add(topic, partition, b"k%d" % i, value, [("n", str(i).encode())])
+            sent.append((partition, b"k%d" % i, value))
+        futures = await batches.close()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    assert batches.records == 120
+    assert len(futures) > 10  # one future per batch, not per record
+    records = await read_all(kafka_bootstrap, topic)
+    for partition in (0, 1):
+        got = [(r.key, r.value, r.header("n")) for r in records if r.partition == partition]
+        want = [(k, v, k[1:]) for p, k, v in sent if p == partition]
+        assert got == want
 
 
 async def test_reader_of_missing_topic_fails_clearly(

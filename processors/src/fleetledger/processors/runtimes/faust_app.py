@@ -56,6 +56,7 @@ from fleetledger.processors.runtimes.faust_private import commit_offsets, table_
 from fleetledger.processors.runtimes.heap import HeapTrimmer
 from fleetledger.processors.runtimes.kafka_io import (
     KafkaSink,
+    RecordBatches,
     TopicSet,
     ensure_topics,
     partition_for,
@@ -201,18 +202,16 @@ class _TableStore(Generic[K]):
     def staged_runs(self) -> set[str]:
         return {self._run_of(k) for k in self.staged}
 
-    async def flush(
-        self, partition_of: Callable[[str], int], sink: KafkaSink
-    ) -> list[asyncio.Future[Any]]:
-        """Write staged values to the table and send them to its changelog partition.
+    async def flush(self, partition_of: Callable[[str], int], batches: RecordBatches) -> None:
+        """Write staged values to the table and add them to ``batches`` for its changelog
+        partition.
 
-        The changelog records go through the output producer (batched, one future per
-        record, resolved when the broker acknowledged it) rather than Faust's one-by-one
+        The changelog records go through the output producer's batches (acknowledged
+        batch by batch once ``batches`` is closed) rather than Faust's one-by-one
         producer buffer; recovery reads them like any changelog record.
         """
         topic = self._table.changelog_topic.get_topic_name()
         store = table_store(self._table)
-        sent: list[asyncio.Future[Any]] = []
         for key, value in self.staged.take().items():
             raw = self._encode(key)
             partition = partition_of(self._run_of(key))
@@ -221,18 +220,18 @@ class _TableStore(Generic[K]):
                     store.pop(k, None)
                 else:
                     store[k] = v
-                sent.append(await sink.send_raw(topic, partition, k, v))
-        return sent
+                await batches.add(topic, partition, k, v)
 
-    async def drop(self, keys: Sequence[K], partition: int, sink: KafkaSink) -> None:
-        """Remove keys (and their chunks) from the table and tombstone them in its changelog."""
+    async def drop(self, keys: Sequence[K], partition: int, batches: RecordBatches) -> None:
+        """Remove keys (and their chunks) from the table and add their changelog
+        tombstones to ``batches``."""
         topic = self._table.changelog_topic.get_topic_name()
         store = table_store(self._table)
         for key in keys:
             raw = self._encode(key)
             for k in [*(_chunk_key(raw, i) for i in range(self._chunks_of(raw))), raw]:
                 store.pop(k, None)
-                await sink.send_raw(topic, partition, k, None)
+                await batches.add(topic, partition, k, None)
 
     def open_gap_runs(self, partitions: set[int], partition_of: Callable[[str], int]) -> set[str]:
         """Runs of ``partitions`` whose stored state has an open sequence gap."""
@@ -666,19 +665,25 @@ class FaustRuntime:
             await self._ensure_sink()
             if self.archive is not None and outputs.bundles:
                 await asyncio.to_thread(self._archive_all, outputs)
-            entries_sent = await self.entries.flush(self._partition, self.sink)
+            entries = self.sink.batches()
+            await self.entries.flush(self._partition, entries)
+            entries_sent = await entries.close()
             await self._publish(outputs)
             if entries_sent:
                 await asyncio.gather(*entries_sent)
         except BaseException:
             self._abandon()
             raise
-        states_sent = await self.states.flush(self._partition, self.sink)
+        states = self.sink.batches()
+        await self.states.flush(self._partition, states)
+        states_sent = await states.close()
         if outputs.sealed:
             await asyncio.gather(*states_sent)
+            tombstones = self.sink.batches()
             for run_id, count in outputs.sealed:
                 keys = [(run_id, seq) for seq in range(count)]
-                await self.entries.drop(keys, self._partition(run_id), self.sink)
+                await self.entries.drop(keys, self._partition(run_id), tombstones)
+            await tombstones.close()
             await self.heap.dropped(sum(count for _run, count in outputs.sealed))
 
     def _archive_all(self, outputs: Outputs) -> None:
