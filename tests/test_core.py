@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetledger.processors.core import (
+    NESTED_MEMBERS,
     CoreConfig,
     Entry,
     RunState,
@@ -331,3 +332,37 @@ def test_a_working_copy_equals_the_stored_round_trip_and_is_independent(
     for i in order[cut:]:
         apply(copy, RUN[i], lambda _r, s: led.entries.get(s), CONFIG, NOW)
     assert led.state.to_bytes() == before
+
+
+def test_a_folds_containers_are_flat_but_the_nested_members() -> None:
+    """``RunFold.copy`` copies each container member one level deep (two for
+    ``NESTED_MEMBERS``): folds of runs with every event type and every event-derived
+    intercept (the conformance vectors) hold no deeper container anywhere."""
+    import json
+    from pathlib import Path
+
+    vectors = Path(__file__).resolve().parents[1] / "spec" / "vectors" / "bundles" / "valid"
+    bundles = sorted(vectors.glob("*.bundle.json"))
+    assert len(bundles) >= 3
+    containers = (dict, list)
+
+    def flat(value: Any) -> bool:
+        items = value.values() if isinstance(value, dict) else value
+        return not any(isinstance(v, containers) for v in items)
+
+    nested_seen = 0
+    for path in bundles:
+        bundle = json.loads(path.read_bytes())
+        fold, _ = fold_events(
+            bundle["run"]["run_id"], [e["event"] for e in bundle["events"]], CONFIG
+        )
+        for name, value in vars(fold).items():
+            if not isinstance(value, containers):
+                continue
+            if name in NESTED_MEMBERS:
+                assert isinstance(value, dict), name
+                assert all(isinstance(v, dict) and flat(v) for v in value.values()), name
+            else:
+                assert flat(value), (path.name, name)
+        nested_seen += sum(len(vars(fold)[name]) for name in NESTED_MEMBERS)
+    assert nested_seen > 0

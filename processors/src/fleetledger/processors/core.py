@@ -530,9 +530,22 @@ class RunFold:
         return d
 
     def copy(self) -> RunFold:
-        """An independent copy (what folding mutates is copied, Decimals are immutable)."""
+        """An independent copy (what folding mutates is copied, Decimals are immutable).
+
+        Every container member is flat (strings, numbers and Decimals inside) except
+        :data:`NESTED_MEMBERS`, dicts of flat dicts: one C-level ``copy`` per container
+        instead of a generic deep copy (the pipeline copies a run's fold once per
+        message; the generic copy was ~17% of the pipeline's CPU on many-slow traffic).
+        ``tests/test_core.py`` checks that no other member holds a container.
+        """
+        d = self.__dict__.copy()
+        for name, value in d.items():
+            if type(value) in _CONTAINERS:
+                d[name] = value.copy()
+        for name in NESTED_MEMBERS:
+            d[name] = {key: totals.copy() for key, totals in d[name].items()}
         new = object.__new__(RunFold)
-        new.__dict__.update(_copied(self.__dict__))
+        new.__dict__.update(d)
         return new
 
     @classmethod
@@ -563,22 +576,9 @@ class TotalsJson(TypedDict):
     unpriced: NotRequired[dict[str, Any]]
 
 
-def _copied(value: Any) -> Any:
-    """A deep copy of plain data (dicts, lists, immutable leaves), much cheaper than
-    ``copy.deepcopy`` or a JSON round trip."""
-    kind = type(value)
-    if kind is dict:
-        new = value.copy()
-        for k, v in new.items():
-            if type(v) in _CONTAINERS:
-                new[k] = _copied(v)  # replacing a value keeps the iteration valid
-        return new
-    if kind is list:
-        return [_copied(v) if type(v) in _CONTAINERS else v for v in value]
-    return value
-
-
 _CONTAINERS = (dict, list)
+#: The members of a ``RunFold`` that hold containers of containers (per model, per step).
+NESTED_MEMBERS = ("by_model", "by_step")
 
 
 def _money_fields(d: dict[str, Any]) -> dict[str, Any]:
