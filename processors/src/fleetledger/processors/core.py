@@ -540,7 +540,7 @@ class RunFold:
         """
         d = self.__dict__.copy()
         for name, value in d.items():
-            if type(value) in _CONTAINERS:
+            if type(value) in _CONTAINERS and name not in NESTED_MEMBERS:
                 d[name] = value.copy()
         for name in NESTED_MEMBERS:
             d[name] = {key: totals.copy() for key, totals in d[name].items()}
