@@ -19,6 +19,7 @@ from fleetledger.processors.core import (
     apply,
     check_gap,
     fold_events,
+    is_sealed,
 )
 
 from . import eventdicts as ev
@@ -268,6 +269,24 @@ def test_a_sealed_run_judges_late_redeliveries_without_its_entries() -> None:
     assert led.duplicates == 1 and led.intercepts == []
     led.feed(ev.model_io("run-1", 2, "9"))
     assert led.kinds() == ["equivocation"]
+
+
+def test_is_sealed_reads_the_stored_bytes_without_parsing_them() -> None:
+    """A worker skips sealed runs' states by their bytes; text that looks like the
+    ``sealed`` member inside an open run's held events or fold must not fool it."""
+    led = Ledger("run-s")
+    run = ev.simple_run("run-s")
+    tricky = ev.event("run-s", 4, "tool_call", {"inputs": {"sealed": "x"}}, "plan")
+    led.feed(run[0])
+    led.feed(tricky)  # held behind the gap at 1, in the state's bytes as it is
+    assert b'"sealed":' in led.state.to_bytes() and not is_sealed(led.state.to_bytes())
+    assert not is_sealed(RunState.new("run-s").to_bytes())
+    led = Ledger("run-s")
+    for obj in run:
+        led.feed(obj)
+    assert not is_sealed(led.state.to_bytes())
+    led.state.seal([led.entries[s].event_hash for s in range(len(run))])
+    assert is_sealed(led.state.to_bytes())
 
 
 def test_unpriced_calls_are_counted_apart_with_one_warning_per_model() -> None:

@@ -155,7 +155,7 @@ async def test_sink_publishes_outputs_and_readers_read_them(
         deadletters=[DeadLetter(garbage, SourcePosition(specs.events.name, 2, 41), "bad magic")],
     )
     async with KafkaSink(s) as sink:
-        assert await sink.publish(out) == 11
+        assert (await sink.publish(out)).records == 11
         # Publishing the same outputs again leaves every compacted view unchanged.
         await sink.publish(out)
 

@@ -8,7 +8,10 @@
 3. a worker that keeps partitions across a rebalance does not stop (Faust's recovery
    consistency check against an under-reported high watermark);
 4. a worker killed with a gap open is replaced by one that raises ``stale_gap`` on time,
-   with no new input.
+   with no new input;
+5. a worker killed with runs open is replaced by one that reads their ledger entries back
+   from the ledger topic (the only place they are stored), oversized ones included: it
+   judges redeliveries and equivocations against them and bundles the runs.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from fleetledger.processors.evidence import verify_bundle_bytes
 from fleetledger.processors.runtimes.kafka_io import (
     KafkaOutputReader,
     ensure_topics,
+    is_manifest,
     is_output_manifest,
+    load_archived_bundle,
     max_record_bytes,
     read_all,
     read_compacted,
@@ -268,3 +273,91 @@ async def test_a_restarted_worker_raises_stale_gap_on_time(
         assert waited < gap_s + 3 * settings.session_timeout_s + tick + 5, waited
     finally:
         worker.kill(signal.SIGTERM)
+
+
+async def test_a_replacement_worker_reads_open_runs_entries_back_from_the_ledger(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from .test_kafka_e2e import run_embedded
+
+    settings = _settings(kafka_bootstrap, topic_prefix, tmp_path)
+    topics = topic_specs(settings)
+    await _prepare(settings)
+    offsets = GroupOffsets(kafka_bootstrap, settings.group_id, topics.events.name, PARTITIONS)
+    runs = {f"open-{i}": ev.simple_run(f"open-{i}", n_calls=3) for i in range(12)}
+    call = {"gen_ai_tool_name": "upload", "duration_ms": 5, "outcome": "success"}
+    big = "open-big"
+    runs[big] = [
+        ev.started(big),
+        ev.event(big, 1, "tool_call", {**call, "inputs": "\x01" * 200_000}, "plan"),
+        ev.event(big, 2, "tool_call", {**call, "inputs": "small"}, "plan"),
+        ev.completed(big, 3),
+    ]
+    first = [(run_id, encode(objs[:2]), False) for run_id, objs in runs.items()]
+    rest = [(run_id, encode(objs[2:]), False) for run_id, objs in runs.items()]
+    forged = ev.model_io("open-0", 1, "0.5")  # the same seq, another cost
+    events = sum(len(objs) for objs in runs.values())
+    async with KafkaPublisher(kafka_bootstrap, topics.events.name, PARTITIONS) as pub:
+
+        async def caught_up() -> bool:
+            committed = await offsets.fetch()
+            return all(committed.get(p, 0) >= e for p, e in pub.ends.items())
+
+        await pub.publish(first)
+        worker = Proc(settings, tmp_path / "first.log")
+        try:
+            await _wait("the first halves to be processed", caught_up, [worker])
+        finally:
+            worker.kill()  # SIGKILL: every run is open, its entries only in the ledger
+        worker = Proc(settings, tmp_path / "second.log")
+        try:
+            # the first halves again (duplicates), a different event at a committed seq
+            # (equivocation), then the rest of every run
+            await pub.publish([*first, ("open-0", encode([forged]), False), *rest])
+
+            async def bundled() -> bool:
+                found = await read_compacted(kafka_bootstrap, topics.bundles.name)
+                return set(runs) <= set(found)
+
+            await _wait("every bundle", bundled, [worker], timeout_s=120)
+            await _wait("the second worker to catch up", caught_up, [worker])
+        finally:
+            worker.kill(signal.SIGTERM)
+    assert worker.proc.returncode == 0, worker.tail()
+
+    reader = KafkaOutputReader(settings)
+    intercepts = {i["intercept_id"]: i for i in await asyncio.to_thread(reader.intercepts)}
+    assert "open-0:equivocation:1" in intercepts
+    assert not [k for k in intercepts if ":processing_error:" in k], intercepts
+    assert await read_all(kafka_bootstrap, topics.deadletter.name) == []
+    for run_id, objs in runs.items():
+        stored = await asyncio.to_thread(reader.bundle, run_id)
+        assert stored is not None
+        verify_bundle_bytes(stored.data)
+        bundle = json.loads(stored.data)
+        assert [e["seq"] for e in bundle["events"]] == list(range(len(objs)))
+    # the same bundles as the embedded runtime over the same input
+    embedded = run_embedded(
+        tmp_path / "embedded.db", await read_all(kafka_bootstrap, topics.events.name), settings
+    )
+    bundles = await read_compacted(kafka_bootstrap, topics.bundles.name)
+    for run_id, value in bundles.items():
+        data = load_archived_bundle(value) if is_manifest(value) else value
+        assert data == embedded.bundles[run_id], run_id
+    # every entry was written once, to the ledger (the oversized one as a manifest), and
+    # the worker has no other copy of them on the broker
+    ledger = await read_all(kafka_bootstrap, topics.ledger.name)
+    assert len(ledger) == len({r.key for r in ledger}) == events
+    assert [r.key for r in ledger if r.value and is_output_manifest(r.value)] == [
+        b"open-big:000000000001"
+    ]
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        names = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    mine = {n for n in names if n.startswith(f"{topic_prefix}.")}
+    assert mine == {s.name for s in (*topics.all(), *worker_state_specs(settings))}, mine

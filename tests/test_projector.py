@@ -86,7 +86,7 @@ async def publish(settings: Settings, outputs: list[Outputs]) -> int:
     sent = 0
     async with KafkaSink(settings) as sink:
         for out in outputs:
-            sent += await sink.publish(out)
+            sent += (await sink.publish(out)).records
     return sent
 
 

@@ -735,6 +735,15 @@ def has_open_gap(raw: bytes) -> bool:
     return CLOSED_GAP_MARK not in raw
 
 
+def is_sealed(raw: bytes) -> bool:
+    """Whether a stored run state (``RunState.to_bytes``) is sealed, without parsing it.
+
+    ``sealed`` (a string) is its last member when present; otherwise the last member is
+    ``fold`` (an object), so the bytes end in ``}}``, never in ``"}``.
+    """
+    return raw.endswith(b'"}')
+
+
 @dataclass
 class ApplyResult:
     """What applying one delivered event produced."""

@@ -3,12 +3,14 @@
 ``build_app(settings)`` returns a fresh :class:`faust.App` (nothing is created at import
 time) with:
 
-* the events topic and two tables (per-run state and ledger entries, raw bytes, their
-  changelogs co-partitioned with the events topic) behind the pipeline's
-  ``StateStore``/``EntryStore`` ports;
+* the events topic and one table (per-run state, raw bytes, its changelog co-partitioned
+  with the events topic) behind the pipeline's ``StateStore`` port; its ``EntryStore``
+  holds the ledger entries of open runs in memory, the ledger topic being their durable
+  copy (read back by a worker that takes over a partition), so each entry is written
+  once;
 * ONE agent that reads raw messages (in small batches, ``take_events``), calls
   ``pipeline.handle_many([(value, position), ...], now)``, publishes the returned outputs
-  with :class:`~.kafka_io.KafkaSink`, and only then records the new state in the tables
+  with :class:`~.kafka_io.KafkaSink`, and only then records the new state in the table
   and advances the partitions' processed offsets;
 * a timer that calls ``pipeline.tick(now)`` (stale sequence gaps) and one that commits
   the processed offsets.
@@ -32,11 +34,10 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any
 
 import faust
 from aiokafka import AIOKafkaConsumer
@@ -50,16 +51,18 @@ from fleetledger.kernel import kafka
 from fleetledger.kernel.config import Settings
 from fleetledger.kernel.errors import ConfigError, ProcessorError, StoreError
 from fleetledger.kernel.kafka import KafkaConnection, kafka_connection
-from fleetledger.processors.core import entry_key, has_open_gap
-from fleetledger.processors.pipeline import K, Staged
+from fleetledger.processors.core import RunState, has_open_gap, is_sealed
+from fleetledger.processors.pipeline import Staged
 from fleetledger.processors.runtimes.faust_private import commit_offsets, table_store
 from fleetledger.processors.runtimes.heap import HeapTrimmer
 from fleetledger.processors.runtimes.kafka_io import (
     KafkaSink,
+    Published,
     RecordBatches,
     TopicSet,
     ensure_topics,
     partition_for,
+    resolve_entry,
     topic_specs,
     worker_state_specs,
 )
@@ -100,7 +103,7 @@ def default_pipeline_factory(settings: Settings) -> PipelineFactory:
     config = core_config(settings)
 
     def factory(states: StateStore, entries: EntryStore) -> Pipeline:
-        # The entries table lives in memory: seal finished runs so their entries can go.
+        # Open runs' entries live in memory: seal finished runs so their entries can go.
         return Pipeline(codec, config, states, entries, seal_finished=True)
 
     return factory
@@ -109,7 +112,7 @@ def default_pipeline_factory(settings: Settings) -> PipelineFactory:
 # --------------------------------------------------------------------------- state ports
 
 
-#: A table value of this prefix stands for a value stored in chunks (see _TableStore).
+#: A table value of this prefix stands for a value stored in chunks (see TableStateStore).
 CHUNKED_PREFIX = b"\x00fleetledger-chunked:"
 #: Chunk keys are the value's key + this + the chunk index.
 CHUNK_KEY_MARK = b"\x00chunk:"
@@ -124,33 +127,54 @@ def is_chunk_key(key: bytes) -> bool:
     return CHUNK_KEY_MARK in key
 
 
-class _TableStore(Generic[K]):
-    """A pipeline port over a Faust table: reads through staged writes, which reach the
-    table and its changelog only in :meth:`flush`, after the outputs they cover are
-    published (a crash in between then reprocesses the input instead of skipping it).
+#: A stored run state may start with this, the offset of the ledger topic's partition
+#: from which the run's entries can be read back, and a newline (see LedgerEntryStore).
+LEDGER_FROM_PREFIX = b"\x00fleetledger-ledger-from:"
 
-    A value larger than ``chunk_bytes`` (a ledger entry of a huge event, a run state
-    holding many events behind a gap) is stored as chunks under keys of their own,
-    followed by a small pointer under the value's key naming their count, size and
+
+def wrap_state(value: bytes, ledger_from: int | None) -> bytes:
+    """A run state as the table stores it: with where its run's entries start, if known."""
+    if ledger_from is None:
+        return value
+    return b"%s%d\n%s" % (LEDGER_FROM_PREFIX, ledger_from, value)
+
+
+def unwrap_state(stored: bytes) -> tuple[int | None, bytes]:
+    """``(ledger_from, state)`` of a stored run state (``ledger_from`` None if unknown)."""
+    if not stored.startswith(LEDGER_FROM_PREFIX):
+        return None, stored
+    head, _, value = stored.partition(b"\n")
+    return int(head[len(LEDGER_FROM_PREFIX) :]), value
+
+
+class TableStateStore:
+    """``StateStore`` port over the run-state Faust table: reads through staged writes,
+    which reach the table and its changelog only in :meth:`flush`, after the outputs they
+    cover are published (a crash in between then reprocesses the input instead of
+    skipping it).
+
+    Keys are run ids (UTF-8).  A value is the run state, prefixed with where the run's
+    ledger entries start (:func:`wrap_state`).  A value larger than ``chunk_bytes`` (a
+    run state holding many events behind a gap) is stored as chunks under keys of their
+    own, followed by a small pointer under the value's key naming their count, size and
     sha256: every changelog record then fits a Kafka record, and a reader of the table
     (recovery included, which sees the chunks before their pointer) gets the whole value.
     """
 
-    def __init__(
-        self,
-        table: Any,
-        encode: Callable[[K], bytes],
-        run_of: Callable[[K], str],
-        chunk_bytes: int,
-    ) -> None:
+    def __init__(self, table: Any, chunk_bytes: int) -> None:
         self._table = table
-        self._encode = encode
-        self._run_of = run_of
         self._chunk_bytes = chunk_bytes
-        self.staged: Staged[K] = Staged(self._read)
+        self.staged: Staged[str] = Staged(self._read)
 
-    def _read(self, key: K) -> bytes | None:
-        return self._read_raw(self._encode(key))
+    def get(self, run_id: str) -> bytes | None:
+        return self.staged.get(run_id)
+
+    def put(self, run_id: str, value: bytes) -> None:
+        self.staged.put(run_id, value)
+
+    def _read(self, run_id: str) -> bytes | None:
+        stored = self._read_raw(run_id.encode())
+        return None if stored is None else unwrap_state(stored)[1]
 
     def _read_raw(self, raw: bytes) -> bytes | None:
         value = table_store(self._table).get(raw)
@@ -200,11 +224,16 @@ class _TableStore(Generic[K]):
         return records
 
     def staged_runs(self) -> set[str]:
-        return {self._run_of(k) for k in self.staged}
+        return set(self.staged)
 
-    async def flush(self, partition_of: Callable[[str], int], batches: RecordBatches) -> None:
-        """Write staged values to the table and add them to ``batches`` for its changelog
-        partition.
+    async def flush(
+        self,
+        partition_of: Callable[[str], int],
+        batches: RecordBatches,
+        ledger_from: Mapping[str, int],
+    ) -> None:
+        """Write staged states (with where their runs' entries start) to the table and
+        add them to ``batches`` for its changelog partition.
 
         The changelog records go through the output producer's batches (acknowledged
         batch by batch once ``batches`` is closed) rather than Faust's one-by-one
@@ -212,74 +241,90 @@ class _TableStore(Generic[K]):
         """
         topic = self._table.changelog_topic.get_topic_name()
         store = table_store(self._table)
-        for key, value in self.staged.take().items():
-            raw = self._encode(key)
-            partition = partition_of(self._run_of(key))
-            for k, v in self._records(raw, value):
+        for run_id, value in self.staged.take().items():
+            raw = run_id.encode()
+            partition = partition_of(run_id)
+            for k, v in self._records(raw, wrap_state(value, ledger_from.get(run_id))):
                 if v is None:
                     store.pop(k, None)
                 else:
                     store[k] = v
                 await batches.add(topic, partition, k, v)
 
-    async def drop(self, keys: Sequence[K], partition: int, batches: RecordBatches) -> None:
-        """Remove keys (and their chunks) from the table and add their changelog
-        tombstones to ``batches``."""
-        topic = self._table.changelog_topic.get_topic_name()
-        store = table_store(self._table)
-        for key in keys:
-            raw = self._encode(key)
-            for k in [*(_chunk_key(raw, i) for i in range(self._chunks_of(raw))), raw]:
-                store.pop(k, None)
-                await batches.add(topic, partition, k, None)
-
-    def open_gap_runs(self, partitions: set[int], partition_of: Callable[[str], int]) -> set[str]:
-        """Runs of ``partitions`` whose stored state has an open sequence gap."""
-        found: set[str] = set()
-        for raw, value in list(table_store(self._table).items()):
-            if is_chunk_key(raw) or not has_open_gap(bytes(value)):
-                continue  # a chunk pointer lacks the mark too: resolved below
+    def stored(
+        self, partitions: set[int], partition_of: Callable[[str], int]
+    ) -> Iterator[tuple[str, bytes]]:
+        """``(run_id, stored value)`` of the table's runs in ``partitions`` (chunks
+        joined; a broken value is logged and left out: its run's next message reports it)."""
+        for raw, _value in list(table_store(self._table).items()):
+            if is_chunk_key(raw):
+                continue
             run_id = raw.decode("utf-8", "replace")
             if partition_of(run_id) not in partitions:
                 continue
             try:
                 full = self._read_raw(raw)
-            except StoreError as exc:  # a broken value: its run's next message reports it
+            except StoreError as exc:
                 log.error("cannot read the state of run %r: %s", run_id, exc)
                 continue
-            if full is not None and has_open_gap(full):
-                found.add(run_id)
-        return found
+            if full is not None:
+                yield run_id, full
+
+    def open_gap_runs(self, partitions: set[int], partition_of: Callable[[str], int]) -> set[str]:
+        """Runs of ``partitions`` whose stored state has an open sequence gap."""
+        return {
+            run_id
+            for run_id, stored in self.stored(partitions, partition_of)
+            if has_open_gap(stored)
+        }
 
 
-class TableStateStore(_TableStore[str]):
-    """``StateStore`` port over the run-state table (keyed by the run id's UTF-8 bytes)."""
+class LedgerEntryStore:
+    """``EntryStore`` port: the ledger entries of open runs, held in memory.
 
-    def __init__(self, table: Any, chunk_bytes: int) -> None:
-        super().__init__(table, str.encode, str, chunk_bytes)
+    Their durable copy is the ledger topic itself (compacted, keyed by ``run_id:seq`` and
+    partitioned like the run's events): an entry is published once, as the worker's
+    output, and a worker that takes over a partition reads its open runs' entries back
+    from there (:meth:`FaustRuntime._load_entries`), starting at the offset stored with
+    each run's state.  Writes are staged until the ledger acknowledged them
+    (:meth:`keep`); a sealed run's entries are dropped from memory (:meth:`drop`), never
+    from the ledger.
+    """
 
-    def get(self, run_id: str) -> bytes | None:
-        return self.staged.get(run_id)
-
-    def put(self, run_id: str, value: bytes) -> None:
-        self.staged.put(run_id, value)
-
-
-def _entry_table_key(key: tuple[str, int]) -> bytes:
-    return entry_key(*key).encode()
-
-
-class TableEntryStore(_TableStore[tuple[str, int]]):
-    """``EntryStore`` port over the ledger-entry table (keyed like the ledger topic)."""
-
-    def __init__(self, table: Any, chunk_bytes: int) -> None:
-        super().__init__(table, _entry_table_key, itemgetter(0), chunk_bytes)
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, int], bytes] = {}
+        self.staged: Staged[tuple[str, int]] = Staged(self._kept.get)
 
     def get(self, run_id: str, seq: int) -> bytes | None:
         return self.staged.get((run_id, seq))
 
     def put(self, run_id: str, seq: int, value: bytes) -> None:
         self.staged.put((run_id, seq), value)
+
+    def staged_runs(self) -> set[str]:
+        return {run_id for run_id, _seq in self.staged}
+
+    def keep(self) -> set[str]:
+        """The staged entries, now acknowledged by the ledger, kept; returns their runs."""
+        staged = self.staged.take()
+        self._kept.update(staged)
+        return {run_id for run_id, _seq in staged}
+
+    def load(self, run_id: str, seq: int, value: bytes) -> bool:
+        """An entry read back from the ledger; False if it was held already."""
+        key = (run_id, seq)
+        if key in self._kept:
+            return False
+        self._kept[key] = value
+        return True
+
+    def drop(self, run_id: str, count: int) -> None:
+        """Forget a sealed run's entries 0..count-1."""
+        for seq in range(count):
+            self._kept.pop((run_id, seq), None)
+
+    def __len__(self) -> int:
+        return len(self._kept)
 
 
 # --------------------------------------------------------------------------- runtime
@@ -304,7 +349,6 @@ class FaustRuntime:
         settings: Settings,
         topics: TopicSet,
         state_table: Any,
-        entry_table: Any,
         pipeline_factory: PipelineFactory,
         archive: ArchiveSink | None = None,
         connection: KafkaConnection | None = None,
@@ -317,7 +361,6 @@ class FaustRuntime:
         self.sink = KafkaSink(settings, topics=topics, bootstrap=self.connection)
         self._factory = pipeline_factory
         self._state_table = state_table
-        self._entry_table = entry_table
         self._lock = asyncio.Lock()
         self._commit_lock = asyncio.Lock()
         self._sink_started = False
@@ -333,7 +376,9 @@ class FaustRuntime:
         self._admin: AIOKafkaAdminClient | None = None
         self._reader: AIOKafkaConsumer | None = None
         self.states: TableStateStore
-        self.entries: TableEntryStore
+        self.entries: LedgerEntryStore
+        #: Per open run: the ledger offset its entries can be read back from.
+        self._ledger_from: dict[str, int] = {}
         self.pipeline: Pipeline
         self.messages = 0
         self.redelivered = 0
@@ -352,14 +397,15 @@ class FaustRuntime:
         self._recovered = {
             tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == events
         }
-        log.info("tables recovered; partitions %s assigned here", sorted(self._recovered))
+        log.info("table recovered; partitions %s assigned here", sorted(self._recovered))
 
     def _maybe_reset(self) -> None:
         if self._reset:
             chunk = self.settings.max_message_bytes
             self.states = TableStateStore(self._state_table, chunk)
-            self.entries = TableEntryStore(self._entry_table, chunk)
+            self.entries = LedgerEntryStore()
             self.pipeline = self._factory(self.states, self.entries)
+            self._ledger_from.clear()
             self._partition_of_run.clear()
             self._prepared.clear()
             self._next.clear()
@@ -440,6 +486,7 @@ class FaustRuntime:
         if partition in self._prepared:
             return
         await self._complete_recovery(partition)
+        await self._load_entries(partition)
         gaps = self.states.open_gap_runs({partition}, self._partition)
         if gaps:
             log.info("partition %d: %d runs with an open sequence gap", partition, len(gaps))
@@ -447,50 +494,120 @@ class FaustRuntime:
         self._prepared.add(partition)
 
     async def _complete_recovery(self, partition: int) -> None:
-        """Apply the tail of both changelogs' ``partition`` that table recovery may miss.
+        """Apply the tail of the run-state changelog's ``partition`` that table recovery
+        may miss.
 
         Recovery reads a changelog up to the high watermark the broker reports.  Some
         Kafka-protocol brokers (Tansu 0.6) report the base offset of the last record batch
         + 1 instead of the last offset + 1, which would leave the rest of that batch
-        unapplied: run state recovered without the ledger entries it refers to.  So the
+        unapplied: run state older than the ledger entries published after it.  So the
         records from the reported end - 1 to the real end are read here (by position, which
         does not depend on the reported end) and applied in order; they are the newest
         records of the partition, so their values win.  Against a correct broker this
         re-applies one record.
         """
         _, reader = await self._clients()
-        for table in (self._state_table, self._entry_table):
-            atp = AIOTopicPartition(table.changelog_topic.get_topic_name(), partition)
-            reader.assign([atp])
-            reported = int((await reader.end_offsets([atp])).get(atp, 0))
-            if reported == 0:
-                continue
-            reader.seek(atp, reported - 1)
-            deadline = asyncio.get_running_loop().time() + GAP_READ_TIMEOUT_S
-            applied = 0
-            # The fetch at ``reported - 1`` returns the whole batch holding it: the last
-            # batch of the partition (no one else writes to it while it is assigned here).
-            while not applied:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise StoreError(
-                        f"changelog {atp.topic}:{partition} could not be read to its end "
-                        f"within {GAP_READ_TIMEOUT_S:g}s; expected the broker to serve it"
-                    )
-                batch = await reader.getmany(atp, timeout_ms=500)
-                for m in batch.get(atp, []):
-                    if m.value is None:
-                        table_store(table).pop(m.key, None)
-                    else:
-                        table_store(table)[m.key] = m.value
-                    applied += 1
-            if applied > 1:
-                log.info(
-                    "%s:%d: applied %d changelog records past the reported end %d",
-                    atp.topic,
-                    partition,
-                    applied - 1,
-                    reported,
+        table = self._state_table
+        atp = AIOTopicPartition(table.changelog_topic.get_topic_name(), partition)
+        reader.assign([atp])
+        reported = int((await reader.end_offsets([atp])).get(atp, 0))
+        if reported == 0:
+            return
+        reader.seek(atp, reported - 1)
+        deadline = asyncio.get_running_loop().time() + GAP_READ_TIMEOUT_S
+        applied = 0
+        # The fetch at ``reported - 1`` returns the whole batch holding it: the last
+        # batch of the partition (no one else writes to it while it is assigned here).
+        while not applied:
+            if asyncio.get_running_loop().time() > deadline:
+                raise StoreError(
+                    f"changelog {atp.topic}:{partition} could not be read to its end "
+                    f"within {GAP_READ_TIMEOUT_S:g}s; expected the broker to serve it"
                 )
+            batch = await reader.getmany(atp, timeout_ms=500)
+            for m in batch.get(atp, []):
+                if m.value is None:
+                    table_store(table).pop(m.key, None)
+                else:
+                    table_store(table)[m.key] = m.value
+                applied += 1
+        if applied > 1:
+            log.info(
+                "%s:%d: applied %d changelog records past the reported end %d",
+                atp.topic,
+                partition,
+                applied - 1,
+                reported,
+            )
+
+    async def _load_entries(self, partition: int) -> None:
+        """Read the ledger entries of ``partition``'s open runs back from the ledger topic.
+
+        Every open run (not sealed, at least one entry) needs its entries 0..next_seq-1
+        for the chain's duplicate checks and its bundle.  Its stored state says from which
+        ledger offset they can be read (:func:`wrap_state`; a state without it is read
+        from the partition's first offset), and the partition is read from the lowest of
+        those until every needed entry was found: by what was found, not by the end
+        offset the broker reports.  Entries at or past a run's ``next_seq`` come from an
+        attempt whose state was never stored; they are left out (they are made again).
+        """
+        needed: dict[str, int] = {}
+        start: int | None = None
+        unknown: list[str] = []
+        for run_id, stored in self.states.stored({partition}, self._partition):
+            ledger_from, value = unwrap_state(stored)
+            if is_sealed(value):
+                continue  # its entries were dropped; the sealed hashes judge redeliveries
+            state = RunState.from_bytes(value)
+            if state.sealed is not None or state.next_seq == 0:
+                continue
+            needed[run_id] = state.next_seq
+            if ledger_from is None:
+                unknown.append(run_id)
+            else:
+                self._ledger_from[run_id] = ledger_from
+                start = ledger_from if start is None else min(start, ledger_from)
+        if not needed:
+            return
+        _, reader = await self._clients()
+        atp = AIOTopicPartition(self.topics.ledger.name, partition)
+        reader.assign([atp])
+        if unknown or start is None:
+            start = int((await reader.beginning_offsets([atp])).get(atp, 0))
+            # Their entries are found from here: a lower bound for their next states.
+            self._ledger_from.update(dict.fromkeys(unknown, start))
+        reader.seek(atp, start)
+        missing = sum(needed.values())
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        deadline = began + GAP_READ_TIMEOUT_S
+        while missing:
+            if loop.time() > deadline:
+                raise StoreError(
+                    f"ledger {atp.topic}:{partition}: {missing} entries of {len(needed)} open "
+                    f"runs not found reading from offset {start} for {GAP_READ_TIMEOUT_S:g}s; "
+                    "expected every entry of an open run in the ledger topic"
+                )
+            batch = await reader.getmany(atp, timeout_ms=500)
+            for m in batch.get(atp, []):
+                if m.key is None or m.value is None:
+                    continue
+                run_id, _, seq_text = m.key.decode("utf-8", "replace").rpartition(":")
+                upto = needed.get(run_id)
+                if upto is None or not seq_text.isdigit():
+                    continue
+                seq = int(seq_text)
+                if seq < upto and self.entries.load(run_id, seq, resolve_entry(m.value)):
+                    missing -= 1
+        log.info(
+            "%s:%d: read back %d entries of %d open runs from offset %d in %.2fs",
+            atp.topic,
+            partition,
+            sum(needed.values()),
+            len(needed),
+            start,
+            loop.time() - began,
+        )
 
     async def _read_missing(self, tp: TP, start: int, stop: int) -> list[tuple[int, bytes]]:
         """Messages ``start <= offset < stop`` of ``tp``, read directly from the broker."""
@@ -544,13 +661,12 @@ class FaustRuntime:
             found = partition_for(run_id, self.topics.events.partitions)
         return found
 
-    async def _publish(self, outputs: Outputs) -> None:
+    async def _publish(self, outputs: Outputs) -> Published:
         delay = 0.2
         for attempt in range(1, PUBLISH_ATTEMPTS + 1):
             try:
                 await self._ensure_sink()
-                await self.sink.publish(outputs)
-                return
+                return await self.sink.publish(outputs)
             except (StoreError, KafkaError) as exc:
                 if attempt == PUBLISH_ATTEMPTS:
                     raise StoreError(
@@ -560,6 +676,7 @@ class FaustRuntime:
                 log.warning("publishing outputs failed (attempt %d): %s", attempt, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable: the last attempt raises")
 
     def _remember(self, partition: int) -> None:
         """Runs staged for the first time live in ``partition`` (their events' partition)."""
@@ -657,33 +774,34 @@ class FaustRuntime:
         """Archive, publish and persist one step's outputs, in crash-safe order.
 
         Bundles are archived (write-once, atomic) before anything is published, as in the
-        embedded runtime; ledger entries reach their changelog (and the outputs their
-        topics) before the run state that refers to them is sent; a sealed run's entries
-        are dropped only once the state that seals it is acknowledged.
+        embedded runtime; ledger entries (and every other output) are acknowledged before
+        the run state that refers to them is sent, with, for a run whose first entries
+        these are, the ledger offset they start from (where a worker that takes over the
+        partition reads them back).  A sealed run's entries leave memory only: the ledger
+        keeps them.
         """
         try:
             await self._ensure_sink()
             if self.archive is not None and outputs.bundles:
                 await asyncio.to_thread(self._archive_all, outputs)
-            entries = self.sink.batches()
-            await self.entries.flush(self._partition, entries)
-            entries_sent = await entries.close()
-            await self._publish(outputs)
-            if entries_sent:
-                await asyncio.gather(*entries_sent)
+            published = await self._publish(outputs)
         except BaseException:
             self._abandon()
             raise
+        ledger = self.topics.ledger
+        for run_id in self.entries.keep():
+            if run_id not in self._ledger_from:
+                where = (ledger.name, partition_for(run_id, ledger.partitions))
+                first = published.first_offsets.get(where)
+                if first is not None:
+                    self._ledger_from[run_id] = first
         states = self.sink.batches()
-        await self.states.flush(self._partition, states)
-        states_sent = await states.close()
+        await self.states.flush(self._partition, states, self._ledger_from)
+        await states.close()
         if outputs.sealed:
-            await asyncio.gather(*states_sent)
-            tombstones = self.sink.batches()
             for run_id, count in outputs.sealed:
-                keys = [(run_id, seq) for seq in range(count)]
-                await self.entries.drop(keys, self._partition(run_id), tombstones)
-            await tombstones.close()
+                self.entries.drop(run_id, count)
+                self._ledger_from.pop(run_id, None)
             await self.heap.dropped(sum(count for _run, count in outputs.sealed))
 
     def _archive_all(self, outputs: Outputs) -> None:
@@ -796,7 +914,7 @@ def build_app(
     conn = connection or _ensure_kafka(settings)
     factory = pipeline_factory or default_pipeline_factory(settings)
     topics = topic_specs(settings)
-    state_spec, entries_spec = worker_state_specs(settings)
+    (state_spec,) = worker_state_specs(settings)
     app = faust.App(settings.group_id, **_faust_options(settings, conn, datadir))
 
     events = app.topic(
@@ -838,10 +956,7 @@ def build_app(
         )
 
     state_table = table("runstate", state_spec)
-    entry_table = table("entries", entries_spec)
-    runtime = FaustRuntime(
-        app, settings, topics, state_table, entry_table, factory, archive, connection=conn
-    )
+    runtime = FaustRuntime(app, settings, topics, state_table, factory, archive, connection=conn)
     app.fleetledger_runtime = runtime  # type: ignore[attr-defined]
 
     async def recovered() -> None:
@@ -945,7 +1060,7 @@ def run_worker(
     """Run the worker until SIGTERM/SIGINT (clean shutdown: offsets of finished messages
     committed, producers flushed).
 
-    Topics and the tables' changelogs are created first (with their configs); a broker
+    Topics and the table's changelog are created first (with their configs); a broker
     that does not answer within ``connect_timeout_s`` raises :class:`StoreError`.
     A crash of the processing loop raises :class:`ProcessorError`.
     """

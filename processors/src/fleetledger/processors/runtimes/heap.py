@@ -1,7 +1,7 @@
 """Giving the memory of finished runs back to the system.
 
-A worker keeps the ledger entries of open runs in memory (its entries table) and drops
-them once a run is sealed.  Entries are ~1 KB each, above the size CPython's small-object
+A worker keeps the ledger entries of open runs in memory (``LedgerEntryStore``) and
+drops them once a run is sealed.  Entries are ~1 KB each, above the size CPython's small-object
 allocator serves, so they come from the C allocator's heap, interleaved with everything
 else allocated meanwhile: freed, they leave holes that glibc keeps resident, and the
 worker's RSS stays at its peak long after its runs finished.  ``malloc_trim`` returns

@@ -153,22 +153,22 @@ def topic_specs(settings: Settings) -> TopicSet:
 def worker_state_specs(settings: Settings) -> tuple[TopicSpec, ...]:
     """Changelog topics of the worker's tables (compacted, co-partitioned with events).
 
-    Named ``<prefix>.<group_id>.runstate-changelog`` and ``<prefix>.<group_id>.entries-changelog``:
-    each consumer group keeps its own state.
+    One: ``<prefix>.<group_id>.runstate-changelog`` (each consumer group keeps its own run
+    state).  The ledger entries of open runs need no changelog of their own: the ledger
+    topic, keyed and partitioned like them, is where a worker reads them back.
     """
     base = f"{settings.topic_prefix}.{settings.group_id}"
-    return tuple(
+    return (
         TopicSpec(
-            role=f"{table}-changelog",
-            name=f"{base}.{table}-changelog",
+            role="runstate-changelog",
+            name=f"{base}.runstate-changelog",
             partitions=settings.partitions,
             replication_factor=settings.replication_factor,
             configs=MappingProxyType(
                 {"cleanup.policy": "compact", "max.message.bytes": str(max_record_bytes(settings))}
             ),
-            key=key,
-        )
-        for table, key in (("runstate", "run_id"), ("entries", "run_id:seq"))
+            key="run_id",
+        ),
     )
 
 
@@ -366,6 +366,18 @@ def resolve_output(value: bytes) -> bytes:
     return load_archived_bundle(value) if is_output_manifest(value) else value
 
 
+#: Every output manifest holds these bytes (compact JSON, sorted keys); a value without
+#: them is not one, which spares parsing every ledger entry to find out.
+OUTPUT_MANIFEST_MARK = b'"kind":"output-manifest"'
+
+
+def resolve_entry(value: bytes) -> bytes:
+    """A ledger record's entry: the value, or the archived entry its manifest points at."""
+    if OUTPUT_MANIFEST_MARK in value and is_output_manifest(value):
+        return load_archived_bundle(value)
+    return value
+
+
 def deadletter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
     p = dl.position
     error = dl.error.encode("utf-8", "replace")
@@ -432,6 +444,15 @@ class RecordBatches:
         for where, batch in open_batches.items():
             await self._send(where, batch)
         return self.futures
+
+
+@dataclass(frozen=True)
+class Published:
+    """What one :meth:`KafkaSink.publish` sent, acknowledged: how many records, and per
+    ``(topic, partition)`` the offset of the first of them there (where the broker said)."""
+
+    records: int
+    first_offsets: Mapping[tuple[str, int], int]
 
 
 class KafkaSink:
@@ -509,8 +530,8 @@ class KafkaSink:
         if self._producer is not None:
             await self._producer.flush()
 
-    async def publish(self, outputs: Outputs) -> int:
-        """Send every output record; return how many were sent once all are acknowledged."""
+    async def publish(self, outputs: Outputs) -> Published:
+        """Send every output record; return what was sent once all are acknowledged."""
         producer = self._producer
         if producer is None:
             raise StoreError("Kafka sink is not started; expected start() before publish()")
@@ -548,13 +569,17 @@ class KafkaSink:
                         t.deadletter.name, value=value, key=d.key.encode(), headers=headers
                     )
                 )
-            if futures:
-                await asyncio.gather(*futures)
+            acknowledged = await asyncio.gather(*futures) if futures else []
         except KafkaError as exc:
             raise StoreError(
                 f"cannot publish outputs to Kafka at {self._bootstrap}: {exc}"
             ) from exc
-        return batches.records + len(outputs.deadletters)
+        first: dict[tuple[str, int], int] = {}
+        for meta in acknowledged:
+            if meta is not None and meta.offset is not None:
+                where = (meta.topic, meta.partition)
+                first[where] = min(meta.offset, first.get(where, meta.offset))
+        return Published(batches.records + len(outputs.deadletters), first)
 
     async def _fit(self, role: str, key: str, value: bytes, headers_bytes: int = 0) -> bytes:
         """The value to publish: itself when the record fits, else an archive manifest.
@@ -833,6 +858,7 @@ __all__ = [
     "KafkaOutputReader",
     "KafkaRecord",
     "KafkaSink",
+    "Published",
     "TopicSet",
     "TopicSpec",
     "TopicTemplate",
@@ -850,6 +876,7 @@ __all__ = [
     "read_compacted",
     "read_compacted_sync",
     "record_fits",
+    "resolve_entry",
     "resolve_output",
     "topic_name",
     "topic_specs",
