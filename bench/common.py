@@ -454,7 +454,7 @@ def partition_of(key: str, partitions: int) -> int:
     return partition_for(key, partitions)
 
 
-def bench_producer(bootstrap: str, compression: str | None = "lz4") -> AIOKafkaProducer:
+def bench_producer(bootstrap: str, compression: str | None = "zstd") -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
@@ -472,7 +472,7 @@ async def produce_raw(
     messages: Sequence[tuple[str, bytes]],
     partitions: int,
     *,
-    compression: str | None = "lz4",
+    compression: str | None = "zstd",
 ) -> float:
     """Publish pre-encoded messages (key = run id) with ``create_batch``/``send_batch``,
     each to the run's partition; return the seconds it took (acknowledged, acks=all)."""
@@ -759,7 +759,7 @@ class Target:
     group: str
     written_topics: tuple[str, ...] = ()  # every topic it writes (records per event)
     partitions: int = PARTITIONS
-    compression: str | None = "lz4"
+    compression: str | None = "zstd"
     members: int = 1
     extra: list[Proc] = field(default_factory=list)  # more processes of the same group
 

@@ -68,7 +68,7 @@ def build_app(bootstrap: str, events_topic: str, output_topic: str, group: str) 
                     bootstrap_servers=bootstrap,
                     acks="all",
                     enable_idempotence=False,
-                    compression_type="lz4",
+                    compression_type=os.environ.get("BENCH_COMPRESSION") or None,
                     max_request_size=2_000_000,
                     max_batch_size=1_000_000,
                     linger_ms=0,

@@ -120,6 +120,7 @@ async def floor_target(broker: Broker, archive: Path) -> Target:
             "BENCH_OUTPUT_TOPIC": topics.ledger.name,
             "BENCH_GROUP": group,
             "BENCH_SESSION_TIMEOUT_S": str(session_timeout()),
+            "BENCH_COMPRESSION": kafka_compression(settings) or "",
         },
         "faust-floor",
     )

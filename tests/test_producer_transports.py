@@ -117,7 +117,7 @@ def test_make_transport_follows_the_broker_url(tmp_path: Path) -> None:
     assert kafka.bootstrap_servers == "h1:9092,h2:9093"
     assert kafka.topic == "acme.events"
     assert kafka.enable_idempotence is False
-    assert kafka.compression_type == "lz4"
+    assert kafka.compression_type == "zstd"
     with pytest.raises(ConfigError, match="scheme"):
         make_transport(load_settings(broker="redis://x:1"))
 

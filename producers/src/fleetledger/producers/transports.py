@@ -331,7 +331,7 @@ class KafkaTransport:
         topic: str,
         *,
         enable_idempotence: bool = True,
-        compression: str = "lz4",
+        compression: str = "zstd",
         linger_ms: int = 5,
         max_request_size: int = 1_048_576,
         request_timeout_ms: int = 30_000,

@@ -164,7 +164,7 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1, description="replication factor of created topics")
     enable_idempotence: bool = Field(True, description="idempotent Kafka producer")
     compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field(
-        "lz4", description="Kafka producer compression (SDK and worker outputs)"
+        "zstd", description="Kafka producer compression (SDK and worker outputs)"
     )
     max_message_bytes: int = Field(
         900_000, ge=10_000, description="larger bundles go to the archive with a manifest"
