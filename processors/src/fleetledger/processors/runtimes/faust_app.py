@@ -53,6 +53,7 @@ from fleetledger.kernel.errors import ConfigError, ProcessorError, StoreError
 from fleetledger.kernel.kafka import KafkaConnection, kafka_connection
 from fleetledger.processors.core import RunState, has_open_gap, is_sealed
 from fleetledger.processors.pipeline import Staged
+from fleetledger.processors.runtimes.entries import LedgerEntryStore
 from fleetledger.processors.runtimes.faust_private import commit_offsets, table_store
 from fleetledger.processors.runtimes.heap import HeapTrimmer
 from fleetledger.processors.runtimes.kafka_io import (
@@ -277,54 +278,6 @@ class TableStateStore:
             for run_id, stored in self.stored(partitions, partition_of)
             if has_open_gap(stored)
         }
-
-
-class LedgerEntryStore:
-    """``EntryStore`` port: the ledger entries of open runs, held in memory.
-
-    Their durable copy is the ledger topic itself (compacted, keyed by ``run_id:seq`` and
-    partitioned like the run's events): an entry is published once, as the worker's
-    output, and a worker that takes over a partition reads its open runs' entries back
-    from there (:meth:`FaustRuntime._load_entries`), starting at the offset stored with
-    each run's state.  Writes are staged until the ledger acknowledged them
-    (:meth:`keep`); a sealed run's entries are dropped from memory (:meth:`drop`), never
-    from the ledger.
-    """
-
-    def __init__(self) -> None:
-        self._kept: dict[tuple[str, int], bytes] = {}
-        self.staged: Staged[tuple[str, int]] = Staged(self._kept.get)
-
-    def get(self, run_id: str, seq: int) -> bytes | None:
-        return self.staged.get((run_id, seq))
-
-    def put(self, run_id: str, seq: int, value: bytes) -> None:
-        self.staged.put((run_id, seq), value)
-
-    def staged_runs(self) -> set[str]:
-        return {run_id for run_id, _seq in self.staged}
-
-    def keep(self) -> set[str]:
-        """The staged entries, now acknowledged by the ledger, kept; returns their runs."""
-        staged = self.staged.take()
-        self._kept.update(staged)
-        return {run_id for run_id, _seq in staged}
-
-    def load(self, run_id: str, seq: int, value: bytes) -> bool:
-        """An entry read back from the ledger; False if it was held already."""
-        key = (run_id, seq)
-        if key in self._kept:
-            return False
-        self._kept[key] = value
-        return True
-
-    def drop(self, run_id: str, count: int) -> None:
-        """Forget a sealed run's entries 0..count-1."""
-        for seq in range(count):
-            self._kept.pop((run_id, seq), None)
-
-    def __len__(self) -> int:
-        return len(self._kept)
 
 
 # --------------------------------------------------------------------------- runtime
@@ -799,8 +752,8 @@ class FaustRuntime:
         await self.states.flush(self._partition, states, self._ledger_from)
         await states.close()
         if outputs.sealed:
-            for run_id, count in outputs.sealed:
-                self.entries.drop(run_id, count)
+            for run_id, _count in outputs.sealed:
+                self.entries.drop(run_id)
                 self._ledger_from.pop(run_id, None)
             await self.heap.dropped(sum(count for _run, count in outputs.sealed))
 
