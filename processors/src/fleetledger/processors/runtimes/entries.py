@@ -74,7 +74,7 @@ class RunEntries:
 class LedgerEntryStore:
     """``EntryStore`` port: the ledger entries of open runs, held in memory.
 
-    Their durable copy is the ledger topic itself (compacted, keyed by ``run_id:seq`` and
+    Their durable copy is the ledger topic itself (kept forever, keyed by ``run_id:seq`` and
     partitioned like the run's events): an entry is published once, as the worker's
     output, and a worker that takes over a partition reads its open runs' entries back
     from there (``FaustRuntime._load_entries``), starting at the offset stored with each
