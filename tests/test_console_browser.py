@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from fleetledger.console.app import ConsoleApp, ConsoleConfig
 from fleetledger.console.server import ConsoleServer, EmbeddedWorker, console, prepare
@@ -86,6 +87,26 @@ def _wait(cond: Any, what: str, timeout: float = 15.0) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _until(page: Any, predicate: str, arg: Any = None) -> Any:
+    """Wait until ``predicate`` (a JS expression or function of ``arg``) holds in the page.
+
+    Polled from here with one ``page.evaluate`` per check rather than with
+    ``page.wait_for_function``: under the console's CSP (``script-src 'self'``, no
+    ``unsafe-eval``), Playwright's in-page polling can hit its own eval and log a CSP
+    violation, which the error check below would then blame on the console.
+    """
+
+    def check() -> Any:
+        try:
+            return page.evaluate(predicate, arg)
+        except PlaywrightError as exc:  # a navigation replaced the page meanwhile: retry
+            if "Execution context was destroyed" in str(exc):
+                return None
+            raise
+
+    return _wait(check, predicate, TIMEOUT_MS / 1000)
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -104,7 +125,8 @@ def test_filters_drive_the_url_the_list_and_the_summary(
     page.select_option("#f-status", "failed")
     page.wait_for_url(re.compile(r"status=failed"))
     failed = _api(srv, "/api/runs", status="failed", limit=1000)
-    page.wait_for_function(
+    _until(
+        page,
         "n => document.querySelector('#sum-runs')?.textContent === String(n)",
         arg=failed["summary"]["runs"],
     )
@@ -121,7 +143,8 @@ def test_filters_drive_the_url_the_list_and_the_summary(
     page.fill("#f-min-cost", "0.05")
     page.wait_for_url(re.compile(r"min_cost=0.05"))
     expensive = _api(srv, "/api/runs", min_cost="0.05", limit=1000)
-    page.wait_for_function(
+    _until(
+        page,
         "n => document.querySelector('#sum-runs')?.textContent === String(n)",
         arg=expensive["summary"]["runs"],
     )
@@ -129,7 +152,8 @@ def test_filters_drive_the_url_the_list_and_the_summary(
 
     page.select_option("#f-sort", "cost")
     page.wait_for_url(re.compile(r"sort=cost"))
-    page.wait_for_function(
+    _until(
+        page,
         "id => document.querySelector('#runs li.card')?.dataset.runId === id",
         arg=_api(srv, "/api/runs", min_cost="0.05", sort="cost")["runs"][0]["run_id"],
     )
@@ -138,7 +162,7 @@ def test_filters_drive_the_url_the_list_and_the_summary(
     page.go_back()
     page.wait_for_url(re.compile(r"min_cost=0.05(?!.*sort=cost)"))
     # the URL changes on popstate; the restored form follows once the page is swapped back
-    page.wait_for_function("document.querySelector('#f-sort')?.value === 'recent'")
+    _until(page, "document.querySelector('#f-sort')?.value === 'recent'")
     assert page.input_value("#f-sort") == "recent"
     assert page.input_value("#f-min-cost") == "0.05"
 
@@ -148,7 +172,8 @@ def test_filters_drive_the_url_the_list_and_the_summary(
     page.keyboard.press("/")
     assert page.evaluate("document.activeElement.id") == "f-agent"
     page.keyboard.type(agent[:3])
-    page.wait_for_function(
+    _until(
+        page,
         "a => [...document.querySelectorAll('#agents option')].some(o => o.value === a)",
         arg=agent,
     )
@@ -157,7 +182,8 @@ def test_filters_drive_the_url_the_list_and_the_summary(
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"agent=" + re.escape(agent)))
     mine = _api(srv, "/api/runs", agent=agent, limit=1000)
-    page.wait_for_function(
+    _until(
+        page,
         "n => document.querySelector('#sum-runs')?.textContent === String(n)",
         arg=mine["summary"]["runs"],
     )
@@ -173,7 +199,7 @@ def test_keyset_paging_loads_the_next_page(
     page.goto(srv.url + "/?limit=10")
     assert page.locator("#runs li.card").count() == 10
     page.click("#more a")
-    page.wait_for_function("() => document.querySelectorAll('#runs li.card').length === 20")
+    _until(page, "() => document.querySelectorAll('#runs li.card').length === 20")
     ids = page.eval_on_selector_all("#runs li.card", "els => els.map(e => e.dataset.runId)")
     expected = [r["run_id"] for r in _api(srv, "/api/runs", limit=20)["runs"]]
     assert ids == expected
@@ -244,16 +270,15 @@ def test_open_a_run_expand_an_action_and_inspect_it(
     page.keyboard.press("/")
     assert page.evaluate("document.activeElement.id") == "q"
     page.keyboard.type("model_io")
-    page.wait_for_function(
+    _until(
+        page,
         "n => document.querySelectorAll('#actions li.action').length === n",
         arg=sum(1 for a in actions if a["type"] == "model_io"),
     )
     page.fill("#q", "")
     page.select_option("#outcome", "success")
     ok = [a for a in actions if a["outcome"] in ("success", "fallback", "approve", "edit")]
-    page.wait_for_function(
-        "n => document.querySelectorAll('#actions li.action').length === n", arg=len(ok)
-    )
+    _until(page, "n => document.querySelectorAll('#actions li.action').length === n", arg=len(ok))
     # t: the telemetry tab
     page.keyboard.press("Escape")
     page.keyboard.press("t")
