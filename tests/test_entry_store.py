@@ -8,6 +8,7 @@ import tracemalloc
 from datetime import UTC, datetime
 
 from fleetledger.processors.core import CoreConfig
+from fleetledger.processors.memory import MemoryStates
 from fleetledger.processors.pipeline import Pipeline, SourcePosition
 from fleetledger.processors.runtimes.entries import BLOCK, LedgerEntryStore
 from fleetledger.schemas.codec import Codec
@@ -16,22 +17,9 @@ from . import eventdicts as ev
 from .faultkit import encode
 
 
-class _States:
-    """A plain in-memory ``StateStore``."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, bytes] = {}
-
-    def get(self, run_id: str) -> bytes | None:
-        return self.values.get(run_id)
-
-    def put(self, run_id: str, value: bytes) -> None:
-        self.values[run_id] = value
-
-
 def _entries(runs: int, calls: int) -> dict[str, list[bytes]]:
     """Real ledger entries (the pipeline's bytes) of ``runs`` runs."""
-    pipeline = Pipeline(Codec(), CoreConfig(), _States(), LedgerEntryStore())
+    pipeline = Pipeline(Codec(), CoreConfig(), MemoryStates(), LedgerEntryStore())
     messages = [
         (encode(ev.simple_run(f"run-{i}", n_calls=calls)[:-1]), SourcePosition("t", 0, i))
         for i in range(runs)

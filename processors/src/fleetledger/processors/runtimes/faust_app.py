@@ -63,7 +63,7 @@ from fleetledger.processors.runtimes.kafka_io import (
     TopicSet,
     ensure_topics,
     partition_for,
-    resolve_entry,
+    resolve_output,
     topic_specs,
     worker_state_specs,
 )
@@ -271,14 +271,6 @@ class TableStateStore:
             if full is not None:
                 yield run_id, full
 
-    def open_gap_runs(self, partitions: set[int], partition_of: Callable[[str], int]) -> set[str]:
-        """Runs of ``partitions`` whose stored state has an open sequence gap."""
-        return {
-            run_id
-            for run_id, stored in self.stored(partitions, partition_of)
-            if has_open_gap(stored)
-        }
-
 
 # --------------------------------------------------------------------------- runtime
 
@@ -439,8 +431,18 @@ class FaustRuntime:
         if partition in self._prepared:
             return
         await self._complete_recovery(partition)
-        await self._load_entries(partition)
-        gaps = self.states.open_gap_runs({partition}, self._partition)
+        gaps: set[str] = set()
+        open_runs: dict[str, tuple[int, int | None]] = {}
+        for run_id, stored in self.states.stored({partition}, self._partition):
+            if has_open_gap(stored):
+                gaps.add(run_id)
+            ledger_from, value = unwrap_state(stored)
+            if is_sealed(value):
+                continue  # its entries were dropped; the sealed hashes judge redeliveries
+            next_seq = RunState.from_bytes(value).next_seq
+            if next_seq:
+                open_runs[run_id] = (next_seq, ledger_from)
+        await self._load_entries(partition, open_runs)
         if gaps:
             log.info("partition %d: %d runs with an open sequence gap", partition, len(gaps))
             self.pipeline.watch_gaps(gaps)
@@ -471,14 +473,9 @@ class FaustRuntime:
         applied = 0
         # The fetch at ``reported - 1`` returns the whole batch holding it: the last
         # batch of the partition (no one else writes to it while it is assigned here).
+        failed = f"changelog {atp.topic}:{partition} could not be read to its end"
         while not applied:
-            if asyncio.get_running_loop().time() > deadline:
-                raise StoreError(
-                    f"changelog {atp.topic}:{partition} could not be read to its end "
-                    f"within {GAP_READ_TIMEOUT_S:g}s; expected the broker to serve it"
-                )
-            batch = await reader.getmany(atp, timeout_ms=500)
-            for m in batch.get(atp, []):
+            for m in await self._fetch(reader, atp, deadline, failed):
                 if m.value is None:
                     table_store(table).pop(m.key, None)
                 else:
@@ -493,35 +490,27 @@ class FaustRuntime:
                 reported,
             )
 
-    async def _load_entries(self, partition: int) -> None:
+    async def _load_entries(
+        self, partition: int, open_runs: Mapping[str, tuple[int, int | None]]
+    ) -> None:
         """Read the ledger entries of ``partition``'s open runs back from the ledger topic.
 
-        Every open run (not sealed, at least one entry) needs its entries 0..next_seq-1
-        for the chain's duplicate checks and its bundle.  Its stored state says from which
-        ledger offset they can be read (:func:`wrap_state`; a state without it is read
-        from the partition's first offset), and the partition is read from the lowest of
-        those until every needed entry was found: by what was found, not by the end
-        offset the broker reports.  Entries at or past a run's ``next_seq`` come from an
-        attempt whose state was never stored; they are left out (they are made again).
+        ``open_runs``: ``run_id -> (next_seq, ledger_from)`` of every run not sealed with
+        at least one entry; each needs its entries 0..next_seq-1 for the chain's duplicate
+        checks and its bundle.  ``ledger_from`` (from :func:`wrap_state`; None: read from
+        the partition's first offset) says where they can be read, and the partition is
+        read from the lowest of those until every needed entry was found: by what was
+        found, not by the end offset the broker reports.  Entries at or past a run's
+        ``next_seq`` come from an attempt whose state was never stored; they are left out
+        (they are made again).
         """
-        needed: dict[str, int] = {}
-        start: int | None = None
-        unknown: list[str] = []
-        for run_id, stored in self.states.stored({partition}, self._partition):
-            ledger_from, value = unwrap_state(stored)
-            if is_sealed(value):
-                continue  # its entries were dropped; the sealed hashes judge redeliveries
-            state = RunState.from_bytes(value)
-            if state.sealed is not None or state.next_seq == 0:
-                continue
-            needed[run_id] = state.next_seq
-            if ledger_from is None:
-                unknown.append(run_id)
-            else:
-                self._ledger_from[run_id] = ledger_from
-                start = ledger_from if start is None else min(start, ledger_from)
-        if not needed:
+        if not open_runs:
             return
+        needed = {run_id: next_seq for run_id, (next_seq, _) in open_runs.items()}
+        known = {r: lf for r, (_, lf) in open_runs.items() if lf is not None}
+        unknown = [r for r, (_, lf) in open_runs.items() if lf is None]
+        self._ledger_from.update(known)
+        start = min(known.values()) if known else None
         _, reader = await self._clients()
         atp = AIOTopicPartition(self.topics.ledger.name, partition)
         reader.assign([atp])
@@ -535,14 +524,11 @@ class FaustRuntime:
         began = loop.time()
         deadline = began + GAP_READ_TIMEOUT_S
         while missing:
-            if loop.time() > deadline:
-                raise StoreError(
-                    f"ledger {atp.topic}:{partition}: {missing} entries of {len(needed)} open "
-                    f"runs not found reading from offset {start} for {GAP_READ_TIMEOUT_S:g}s; "
-                    "expected every entry of an open run in the ledger topic"
-                )
-            batch = await reader.getmany(atp, timeout_ms=500)
-            for m in batch.get(atp, []):
+            failed = (
+                f"ledger {atp.topic}:{partition}: {missing} entries of {len(needed)} open "
+                f"runs were not found reading from offset {start}"
+            )
+            for m in await self._fetch(reader, atp, deadline, failed):
                 if m.key is None or m.value is None:
                     continue
                 run_id, _, seq_text = m.key.decode("utf-8", "replace").rpartition(":")
@@ -550,7 +536,7 @@ class FaustRuntime:
                 if upto is None or not seq_text.isdigit():
                     continue
                 seq = int(seq_text)
-                if seq < upto and self.entries.load(run_id, seq, resolve_entry(m.value)):
+                if seq < upto and self.entries.load(run_id, seq, resolve_output(m.value)):
                     missing -= 1
         log.info(
             "%s:%d: read back %d entries of %d open runs from offset %d in %.2fs",
@@ -561,6 +547,18 @@ class FaustRuntime:
             start,
             loop.time() - began,
         )
+
+    async def _fetch(
+        self, reader: AIOKafkaConsumer, atp: AIOTopicPartition, deadline: float, failed: str
+    ) -> list[Any]:
+        """One fetch of ``atp`` by the group-less reader; past ``deadline`` (loop time) a
+        :class:`StoreError` saying ``failed`` and how long was waited."""
+        if asyncio.get_running_loop().time() > deadline:
+            raise StoreError(
+                f"{failed} within {GAP_READ_TIMEOUT_S:g}s; expected the broker to serve it"
+            )
+        batch = await reader.getmany(atp, timeout_ms=500)
+        return list(batch.get(atp, []))
 
     async def _read_missing(self, tp: TP, start: int, stop: int) -> list[tuple[int, bytes]]:
         """Messages ``start <= offset < stop`` of ``tp``, read directly from the broker."""
@@ -580,15 +578,12 @@ class FaustRuntime:
         reader.seek(atp, start)
         found: list[tuple[int, bytes]] = []
         deadline = asyncio.get_running_loop().time() + GAP_READ_TIMEOUT_S
+        failed = (
+            f"{tp.topic}:{tp.partition}: offsets {start}..{stop - 1} were not delivered "
+            "and could not be read"
+        )
         while await reader.position(atp) < stop:
-            if asyncio.get_running_loop().time() > deadline:
-                raise StoreError(
-                    f"{tp.topic}:{tp.partition}: offsets {start}..{stop - 1} were not delivered "
-                    f"and could not be read within {GAP_READ_TIMEOUT_S:g}s; expected them "
-                    "readable from the broker"
-                )
-            batch = await reader.getmany(atp, timeout_ms=500)
-            for m in batch.get(atp, []):
+            for m in await self._fetch(reader, atp, deadline, failed):
                 if start <= m.offset < stop:
                     found.append((m.offset, m.value or b""))
         return found

@@ -350,9 +350,14 @@ def record_fits(
     return size <= max_record_bytes(settings)
 
 
+#: Every output manifest holds these bytes (compact JSON, sorted keys): a value without
+#: them is not one, which spares parsing every small output to find out.
+OUTPUT_MANIFEST_MARK = b'"kind":"output-manifest"'
+
+
 def is_output_manifest(value: bytes) -> bool:
     """Whether an output value is an archive manifest of an oversized record (9.3)."""
-    if len(value) > 4096 or not value.startswith(b"{"):
+    if len(value) > 4096 or not value.startswith(b"{") or OUTPUT_MANIFEST_MARK not in value:
         return False
     try:
         obj = json.loads(value)
@@ -364,18 +369,6 @@ def is_output_manifest(value: bytes) -> bool:
 def resolve_output(value: bytes) -> bytes:
     """An output value as published, or the archived record its manifest points at."""
     return load_archived_bundle(value) if is_output_manifest(value) else value
-
-
-#: Every output manifest holds these bytes (compact JSON, sorted keys); a value without
-#: them is not one, which spares parsing every ledger entry to find out.
-OUTPUT_MANIFEST_MARK = b'"kind":"output-manifest"'
-
-
-def resolve_entry(value: bytes) -> bytes:
-    """A ledger record's entry: the value, or the archived entry its manifest points at."""
-    if OUTPUT_MANIFEST_MARK in value and is_output_manifest(value):
-        return load_archived_bundle(value)
-    return value
 
 
 def deadletter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
@@ -876,7 +869,6 @@ __all__ = [
     "read_compacted",
     "read_compacted_sync",
     "record_fits",
-    "resolve_entry",
     "resolve_output",
     "topic_name",
     "topic_specs",
