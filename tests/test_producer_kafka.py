@@ -140,3 +140,42 @@ async def test_a_broker_that_goes_away_surfaces_as_delivery_error() -> None:
             await asyncio.wait_for(rec.close(), timeout=60)
     finally:
         broker.cleanup()
+
+
+async def test_messages_go_in_batches_to_the_default_partitioners_partition_in_order(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """Messages sent within a linger share one batch per partition, each lands in the
+    partition any Kafka client's default partitioner picks for its key (the worker's
+    ``partition_for``), and every key's messages are read back in the order sent."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from fleetledger.processors.runtimes.kafka_io import partition_for
+
+    topic = f"{topic_prefix}.events"
+    await ensure_topic(kafka_bootstrap, topic, partitions=3)
+    transport = KafkaTransport(kafka_bootstrap, topic, enable_idempotence=False, linger_ms=50)
+    await transport.start()
+    keys = [f"run-{i:04x}" for i in range(12)]
+    sent = [(keys[n % len(keys)], f"{n}".encode()) for n in range(600)]
+    try:
+        for key, value in sent:
+            await transport.send(key, value)
+        await transport.flush()
+        assert transport.batches_sent < len(sent) / 10  # many messages per batch
+        with pytest.raises(DeliveryError, match=r"Kafka refused a message.*run-big"):
+            await transport.send("run-big", b"x" * (transport.max_request_size + 1))
+    finally:
+        await transport.close()
+
+    records = await read_all(kafka_bootstrap, topic, 3, len(sent))
+    default = DefaultPartitioner()
+    order: dict[str, list[bytes]] = {}
+    for partition, recs in records.items():
+        for record in recs:
+            key = record.key.decode()
+            assert partition == partition_for(key, 3)
+            assert partition == default(record.key, [0, 1, 2], [0, 1, 2])
+            order.setdefault(key, []).append(record.value)
+    assert order == {k: [v for key, v in sent if key == k] for k in keys}
+    assert len({partition_for(k, 3) for k in keys}) == 3

@@ -319,10 +319,19 @@ class KafkaTransport:
     """Publishes messages with aiokafka (``acks="all"``, key = run id).
 
     The key keeps every message of a run in one partition, so a run's batches are
-    read in the order they were sent.  ``send`` returns once aiokafka has queued the
-    message; delivery failures surface on the next ``send`` or on ``flush``.
+    read in the order they were sent.  ``send`` returns once the message is queued;
+    delivery failures surface on the next ``send`` or on ``flush``.
     ``bootstrap_servers`` is a plaintext ``host:port[,host:port]`` string or a
     :class:`~fleetledger.kernel.kafka.KafkaConnection` (TLS, SASL).
+
+    Messages are appended to one open aiokafka batch per partition, handed to the
+    client with ``send_batch`` when it is opened: the client lingers it ``linger_ms`` as
+    it would its own, and drains it with the next produce request.  ``producer.send``
+    costs ~30 us of Python per message (a future per message, the pure-Python partitioner,
+    the accumulator's bookkeeping, a result per message on delivery): at about one event
+    per message, a third of the recording process's CPU.  A batch's messages stay in the
+    order they were sent, and batches of a partition are delivered in order.  The
+    partition is the one the Java/aiokafka default partitioner picks for the key.
     """
 
     def __init__(
@@ -355,9 +364,16 @@ class KafkaTransport:
         self.replication_factor = replication_factor
         self.max_outstanding = max_outstanding
         self._producer: Any = None
-        self._outstanding: set[asyncio.Future[Any]] = set()
+        self._partitioner = kafka.KeyPartitioner()
+        #: per partition: the batch messages are appended to, and its delivery future
+        self._open: dict[int, tuple[Any, asyncio.Future[Any]]] = {}
+        #: undelivered batches and how many messages each holds
+        self._outstanding: dict[asyncio.Future[Any], int] = {}
+        self._queued = 0
         self._error: BaseException | None = None
         self._closed = False
+        #: how many batches were handed to the client (each one produce-request entry)
+        self.batches_sent = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, *, create_topic: bool = True) -> KafkaTransport:
@@ -394,10 +410,13 @@ class KafkaTransport:
             compression_type=self.compression_type,
             linger_ms=self.linger_ms,
             max_request_size=self.max_request_size,
+            # a partition's batches go one per produce request: room for a linger's worth
+            max_batch_size=self.max_request_size,
             request_timeout_ms=self.request_timeout_ms,
         )
         try:
             await producer.start()
+            await producer.partitions_for(self.topic)
         except (KafkaConnectionError, OSError, KeyError, ValueError) as exc:
             # (an SASL exchange the broker ends with an error may surface as KeyError/ValueError)
             await producer.stop()
@@ -419,7 +438,7 @@ class KafkaTransport:
             ) from exc
 
     def _done(self, fut: asyncio.Future[Any]) -> None:
-        self._outstanding.discard(fut)
+        self._queued -= self._outstanding.pop(fut, 0)
         if fut.cancelled():
             if self._error is None:
                 self._error = asyncio.CancelledError("delivery cancelled")
@@ -428,6 +447,10 @@ class KafkaTransport:
         if exc is not None and self._error is None:
             self._error = exc
 
+    def _partition(self, key: str) -> int:
+        known = self._producer.client.cluster.partitions_for_topic(self.topic)
+        return self._partitioner(key, len(known) if known else self.partitions)
+
     async def send(self, key: str, value: bytes) -> None:
         self._raise_pending_error()
         if self._producer is None or self._closed:
@@ -435,20 +458,45 @@ class KafkaTransport:
                 f"Kafka transport for {self.topic!r} is not running; "
                 "found a send outside start()/close(), expected start() first"
             )
-        from aiokafka.errors import KafkaError
-
-        if len(self._outstanding) >= self.max_outstanding:
+        if self._queued >= self.max_outstanding:
             await asyncio.wait(list(self._outstanding), return_when=asyncio.FIRST_COMPLETED)
             self._raise_pending_error()
+        raw_key = key.encode("utf-8")
+        partition = self._partition(key)
+        current = self._open.get(partition)
+        if current is not None:
+            batch, fut = current
+            if not fut.done() and batch.append(timestamp=None, key=raw_key, value=value):
+                self._outstanding[fut] += 1
+                self._queued += 1
+                return  # still lingering in the client: delivered with that batch
+        await self._send_new_batch(partition, key, raw_key, value)
+
+    async def _send_new_batch(self, partition: int, key: str, raw_key: bytes, value: bytes) -> None:
+        from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+        from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+        self._open.pop(partition, None)
         try:
-            fut = await self._producer.send(self.topic, value=value, key=key.encode("utf-8"))
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(raw_key, value, [])
+            if size > self.max_request_size:
+                raise MessageSizeTooLargeError(
+                    f"the message is {size} bytes when serialized, larger than the "
+                    f"max_request_size of {self.max_request_size}"
+                )
+            batch = self._producer.create_batch()
+            batch.append(timestamp=None, key=raw_key, value=value)  # a first record always fits
+            fut = await self._producer.send_batch(batch, self.topic, partition=partition)
         except KafkaError as exc:
             raise DeliveryError(
                 f"Kafka refused a message for {self.topic!r} (key {key!r}, {len(value)} bytes): "
                 f"{_describe(exc)}"
             ) from exc
-        self._outstanding.add(fut)
+        self._outstanding[fut] = 1
+        self._queued += 1
+        self.batches_sent += 1
         fut.add_done_callback(self._done)
+        self._open[partition] = (batch, fut)
 
     async def flush(self) -> None:
         if self._producer is not None and self._outstanding:
@@ -466,6 +514,7 @@ class KafkaTransport:
             if self._outstanding:
                 await asyncio.wait(list(self._outstanding))
         finally:
+            self._open.clear()
             await producer.stop()
         self._raise_pending_error()
 

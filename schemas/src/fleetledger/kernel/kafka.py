@@ -11,9 +11,11 @@ into Faust's broker credentials, so Faust's own clients connect the same way.
 
 This module is also the one home of the compression mapping (:func:`compression_type`)
 and of the message-size formulas (:func:`events_request_bytes`, :func:`max_record_bytes`)
-that the producers and the topic configs share.
+that the producers and the topic configs share, and of the key partitioner
+(:class:`KeyPartitioner`) the SDK and the worker both pick partitions with.
 
-It imports no Kafka library: options are plain values (strings, an :class:`ssl.SSLContext`,
+It imports no Kafka library at import time (the partitioner borrows aiokafka's ``murmur2``
+when one is made): options are plain values (strings, an :class:`ssl.SSLContext`,
 the token provider object the settings name).  When a client cannot connect,
 :func:`connect_failure` turns what went wrong into one line (wrong CA, hostname mismatch,
 a plaintext listener, rejected credentials, a mechanism the broker does not offer...).
@@ -132,6 +134,32 @@ def output_producer_options(settings: Settings) -> dict[str, Any]:
         "max_batch_size": max_record_bytes(settings),
         "linger_ms": 0,
     }
+
+
+class KeyPartitioner:
+    """The partition of a record key under the Java/aiokafka default partitioner, memoized.
+
+    ``murmur2(key) & 0x7fffffff`` modulo the partition count: the partition every Kafka
+    client's default partitioner picks for the key, so a run's messages and outputs land
+    where any other client would put them.  aiokafka's ``murmur2`` is pure Python (~4 us
+    for a run id) and every record of a run has the same key, so hashes are kept per key,
+    at most ``limit`` of them (the memo starts over when full).
+    """
+
+    def __init__(self, limit: int = 65_536) -> None:
+        from aiokafka.partitioner import murmur2
+
+        self._murmur2 = murmur2
+        self._limit = limit
+        self._hashes: dict[str, int] = {}
+
+    def __call__(self, key: str, partitions: int) -> int:
+        h = self._hashes.get(key)
+        if h is None:
+            if len(self._hashes) >= self._limit:
+                self._hashes.clear()
+            h = self._hashes[key] = int(self._murmur2(key.encode())) & 0x7FFFFFFF
+        return h % partitions
 
 
 # --------------------------------------------------------------------------- connection
@@ -708,6 +736,7 @@ __all__ = [
     "SASL_MECHANISMS",
     "SECURITY_PROTOCOLS",
     "KafkaConnection",
+    "KeyPartitioner",
     "SaslMechanism",
     "SecurityProtocol",
     "as_connection",

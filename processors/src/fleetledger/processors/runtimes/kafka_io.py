@@ -41,6 +41,7 @@ from fleetledger.kernel.errors import StoreError
 from fleetledger.kernel.kafka import (
     MESSAGE_OVERHEAD_BYTES,
     KafkaConnection,
+    KeyPartitioner,
     as_connection,
     kafka_connection,
     max_record_bytes,
@@ -470,6 +471,7 @@ class KafkaSink:
         self._topics = topics or topic_specs(settings)
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, int] = {}
+        self._partitioner = KeyPartitioner()
 
     @property
     def topics(self) -> TopicSet:
@@ -509,7 +511,7 @@ class KafkaSink:
         await self.stop()
 
     def _partition(self, topic: str, run_id: str) -> int:
-        return partition_for(run_id, self._partitions[topic])
+        return self._partitioner(run_id, self._partitions[topic])
 
     def batches(self) -> RecordBatches:
         """A new set of per-partition batches on this sink's producer."""
