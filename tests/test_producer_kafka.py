@@ -179,3 +179,25 @@ async def test_messages_go_in_batches_to_the_default_partitioners_partition_in_o
             order.setdefault(key, []).append(record.value)
     assert order == {k: [v for key, v in sent if key == k] for k in keys}
     assert len({partition_for(k, 3) for k in keys}) == 3
+
+
+async def test_send_waits_while_max_outstanding_messages_are_undelivered(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The transport's queue is bounded in messages: a send past ``max_outstanding``
+    waits for a delivery, so no batch ever holds more than the bound."""
+    topic = f"{topic_prefix}.events"
+    await ensure_topic(kafka_bootstrap, topic, partitions=1)
+    transport = KafkaTransport(
+        kafka_bootstrap, topic, enable_idempotence=False, linger_ms=200, max_outstanding=5
+    )
+    await transport.start()
+    try:
+        for n in range(20):
+            await transport.send("one-run", f"{n}".encode())
+        await transport.flush()
+        assert transport.batches_sent >= 4  # unbounded, one 200 ms linger holds all 20
+    finally:
+        await transport.close()
+    records = await read_all(kafka_bootstrap, topic, 1, 20)
+    assert [r.value for r in records[0]] == [f"{n}".encode() for n in range(20)]
