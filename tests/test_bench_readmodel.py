@@ -29,3 +29,18 @@ def test_the_registry_benchmark_measures_both_engines(tmp_path: Path) -> None:
             assert engine[figure]["median"] > 0, figure
     table = (tmp_path / "readmodel-results.md").read_text()
     assert "| sqlite | 3,000 |" in table and "| postgresql | 3,000 |" in table
+
+
+def test_the_history_benchmark_applies_the_same_outputs_to_both_read_models() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.readmodel_history", "--rows", "5000", "--runs", "4",
+         "--reps", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = done.stdout.splitlines()
+    assert lines[1].startswith("empty read model:") and lines[2].startswith("5,000 actions")
+    assert lines[3].startswith("ratio ")

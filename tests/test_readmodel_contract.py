@@ -8,6 +8,7 @@ duplicate once the consumer resumes; and the queries answer the same on both eng
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -310,3 +311,25 @@ def test_a_reader_refuses_what_is_not_a_read_model(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no such file"):
         ReadStore.open(parse_read_db_url(f"sqlite:///{tmp_path / 'none.db'}"), create=False)
     assert not (tmp_path / "none.db").exists()
+
+
+def test_known_actions_are_found_by_primary_key_lookups(store: ReadStore) -> None:
+    """The stored-action check of every batch reads the wanted keys by primary key (on
+    SQLite a row-value IN list scanned the whole actions table, so a batch cost time in
+    proportion to every action ever projected) and finds exactly the stored ones."""
+    from fleetledger.processors.readstore.store import known_actions_sql
+
+    records = output_stream(8, 21)
+    store.apply(CONSUMER, tracked(records))
+    stored = sorted(project(records).actions)
+    wanted = [*stored[::3], (stored[0][0], 10_000), ("no-such-run", 0)]
+    params = tuple(value for key in wanted for value in key)
+    with store._engine.connect() as conn:
+        sql = known_actions_sql(len(wanted), conn.dialect.paramstyle)
+        found = {(run_id, seq) for run_id, seq in conn.exec_driver_sql(sql, params)}
+        assert found == set(stored[::3])
+        if store._engine.dialect.name == "sqlite":
+            explain = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)
+            plan = " | ".join(row[-1] for row in explain)
+            table = r"(a|rm_actions)\b"
+            assert re.search(f"SEARCH {table}", plan) and not re.search(f"SCAN {table}", plan), plan

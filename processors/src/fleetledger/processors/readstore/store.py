@@ -126,6 +126,26 @@ def _chunks(items: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
         yield items[i : i + n]
 
 
+def known_actions_sql(count: int, paramstyle: str) -> str:
+    """The stored actions among ``count`` (run id, seq) keys, as the driver's SQL: one
+    primary-key lookup per key.
+
+    The wanted keys are a ``VALUES`` list joined on the primary key.  A row-value
+    ``(run_id, seq) IN (...)`` reads the same rows, but SQLite answers it by scanning the
+    whole actions table for every chunk of keys, so each batch cost time in proportion to
+    every action ever projected.  Driver SQL (positional parameters, flattened keys):
+    SQLAlchemy compiles a ``VALUES`` list or a text clause of 1,000 parameters anew for
+    every chunk, more than the lookups themselves cost.
+    """
+    mark = "?" if paramstyle == "qmark" else "%s"  # SQLite; psycopg (format / pyformat)
+    rows = ", ".join([f"({mark}, {mark})"] * count)
+    return (
+        f"WITH wanted (run_id, seq) AS (VALUES {rows}) "
+        f"SELECT a.run_id, a.seq FROM {s.actions.name} AS a "
+        "JOIN wanted ON a.run_id = wanted.run_id AND a.seq = wanted.seq"
+    )
+
+
 class _Borrowed:
     """A DBAPI connection lent by the embedded runtime: its transaction is the runtime's.
 
@@ -586,14 +606,13 @@ class ReadStore:
     ) -> list[ActionRow]:
         if not actions:
             return []
-        a = s.actions
         keys = sorted(actions)
         known: set[tuple[str, int]] = set()
         for chunk in _chunks(keys):
-            for row in conn.execute(
-                select(a.c.run_id, a.c.seq).where(tuple_(a.c.run_id, a.c.seq).in_(list(chunk)))
-            ):
-                known.add((row.run_id, row.seq))
+            sql = known_actions_sql(len(chunk), conn.dialect.paramstyle)
+            flat = tuple(value for key in chunk for value in key)
+            for run_id, seq in conn.exec_driver_sql(sql, flat):
+                known.add((run_id, seq))
         return [actions[k] for k in keys if k not in known]
 
     # ------------------------------------------------------------------ retention
