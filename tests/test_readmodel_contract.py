@@ -333,3 +333,43 @@ def test_known_actions_are_found_by_primary_key_lookups(store: ReadStore) -> Non
             plan = " | ".join(row[-1] for row in explain)
             table = r"(a|rm_actions)\b"
             assert re.search(f"SEARCH {table}", plan) and not re.search(f"SCAN {table}", plan), plan
+
+
+def test_an_amount_a_column_cannot_hold_is_stored_as_the_nearest_one_and_projection_goes_on(
+    store: ReadStore,
+) -> None:
+    """More fractional digits than the columns keep, or more than the engine's range:
+    the row is stored with the nearest amount the column holds (the projection never
+    stops on one amount), while the action's recorded event keeps the exact one."""
+    from sqlalchemy import select as sql_select
+
+    from fleetledger.processors.readstore import schema
+
+    from . import eventdicts as ev
+
+    tiny, huge = "0.000000000015", "2" + "0" * 30
+    pipe = memory_pipeline()
+    events = [
+        ev.started("run-odd"),
+        ev.model_io("run-odd", 1, tiny),
+        ev.model_io("run-odd", 2, huge),
+        ev.completed("run-odd", 3),
+    ]
+    out = pipe._apply_all(events, datetime(2027, 1, 1, tzinfo=UTC))
+    store.apply(CONSUMER, tracked(records_of(out)))
+    pg = store._engine.dialect.name == "postgresql"
+    limit = Decimal(f"{10**28 - 1}.9999999999") if pg else Decimal("922337203.6854775807")
+    a, r = schema.actions, schema.runs
+    with store._engine.connect() as conn:
+        rows = conn.execute(
+            sql_select(a.c.seq, a.c.cost, a.c.event)
+            .where(a.c.run_id == "run-odd")
+            .order_by(a.c.seq)
+        ).all()
+        run_cost = conn.execute(sql_select(r.c.cost).where(r.c.run_id == "run-odd")).scalar_one()
+    costs = {row.seq: row.cost for row in rows}
+    assert costs[1] == 0 and costs[2] == limit
+    assert run_cost == limit
+    recorded = {row.seq: orjson.loads(row.event) for row in rows}
+    assert recorded[1]["payload"]["cost"]["amount"] == tiny
+    assert recorded[2]["payload"]["cost"]["amount"] == huge

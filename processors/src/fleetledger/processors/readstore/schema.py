@@ -1,15 +1,20 @@
 """The read model's tables (SQLAlchemy Core), the same on SQLite and PostgreSQL.
 
-Money is exact on both engines: ``NUMERIC(38, 10)`` on PostgreSQL; on SQLite, which has
-no decimal type, an integer count of 10^-10 units (so sums, comparisons and indexes
-stay exact and fast; amounts beyond +-922,337,203.6854775807 are refused there).  Time
-is aware UTC: ``TIMESTAMP WITH TIME ZONE`` on PostgreSQL, UTC text on SQLite.
+Money is exact to 10 fractional digits on both engines: ``NUMERIC(38, 10)`` on
+PostgreSQL; on SQLite, which has no decimal type, an integer count of 10^-10 units (so
+sums, comparisons and indexes stay exact and fast).  An amount the column cannot hold
+(more fractional digits, or beyond +-922,337,203.6854775807 on SQLite and 10^28 on
+PostgreSQL) is stored as the nearest one it can, with a warning: the read model is a view
+for the console and the CLI, the ledger, totals and bundles keep every amount exact, and
+one unusual amount must not stop the projection.  Time is aware UTC: ``TIMESTAMP WITH
+TIME ZONE`` on PostgreSQL, UTC text on SQLite.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -32,7 +37,30 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from fleetledger.kernel.errors import StoreError
 
 MONEY_SCALE = 10
+
+log = logging.getLogger(__name__)
 _INT64 = 2**63
+
+
+#: The largest amount a Money column holds: scaled int64 on SQLite, NUMERIC(38, 10).
+#: (``_MONEY_CONTEXT`` has room for any amount up to them at MONEY_SCALE digits.)
+_MONEY_CONTEXT = Context(prec=60, rounding=ROUND_HALF_EVEN)
+_SQLITE_MONEY_MAX = Decimal(_INT64 - 1).scaleb(-MONEY_SCALE, context=_MONEY_CONTEXT)
+_PG_MONEY_MAX = Decimal(10**38 - 1).scaleb(-MONEY_SCALE, context=_MONEY_CONTEXT)
+_MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+
+
+def fit_amount(value: Decimal, limit: Decimal) -> Decimal:
+    """The amount a Money column stores for ``value``: itself when it fits, else the
+    nearest amount of at most :data:`MONEY_SCALE` fractional digits within +-``limit``
+    (half to even)."""
+    if value.copy_abs() > limit:
+        return limit.copy_sign(value)
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent >= -MONEY_SCALE:
+        return value
+    rounded = value.quantize(_MONEY_QUANTUM, context=_MONEY_CONTEXT)
+    return limit.copy_sign(value) if rounded.copy_abs() > limit else rounded
 
 
 class Money(TypeDecorator[Decimal]):
@@ -51,17 +79,19 @@ class Money(TypeDecorator[Decimal]):
             return None
         if not isinstance(value, Decimal):
             value = Decimal(value)
-        if dialect.name == "postgresql":
-            return value
-        scaled = value.scaleb(MONEY_SCALE)
-        units = int(scaled)
-        if units != scaled or not -_INT64 <= units < _INT64:
-            raise StoreError(
-                f"amount {value} does not fit the SQLite read model (at most {MONEY_SCALE} "
-                "fractional digits and +-922337203.6854775807); expected a smaller amount "
-                "or FLEETLEDGER_READ_DB=postgresql://..."
+        pg = dialect.name == "postgresql"
+        stored = fit_amount(value, _PG_MONEY_MAX if pg else _SQLITE_MONEY_MAX)
+        if stored != value:
+            log.warning(
+                "amount %s does not fit the %s read model (%d fractional digits, at most %s): "
+                "stored as %s; the ledger, totals and bundles keep it exact",
+                value,
+                dialect.name,
+                MONEY_SCALE,
+                _PG_MONEY_MAX if pg else _SQLITE_MONEY_MAX,
+                stored,
             )
-        return units
+        return stored if pg else int(stored.scaleb(MONEY_SCALE))
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
