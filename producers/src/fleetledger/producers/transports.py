@@ -466,7 +466,8 @@ class KafkaTransport:
         current = self._open.get(partition)
         if current is not None:
             batch, fut = current
-            if not fut.done() and batch.append(timestamp=None, key=raw_key, value=value):
+            lingering = not fut.done()  # (a drained batch is closed: append returns None)
+            if lingering and batch.append(timestamp=None, key=raw_key, value=value) is not None:
                 self._outstanding[fut] += 1
                 self._queued += 1
                 return  # still lingering in the client: delivered with that batch
