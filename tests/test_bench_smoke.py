@@ -82,11 +82,15 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
         if key.endswith(".overhead"):  # a difference of two timings: noise may make it <= 0
             assert fig["median"] == fig["median"], key  # a number, not NaN
             continue
+        # CPU time is read from /proc in clock ticks (10 ms): at smoke sizes the Faust
+        # floor (~5 us per few-busy event) can spend less than one tick, so 0 is a reading
+        floor = key.endswith("floor_cpu_us")
         for stat in ("median", "min", "max"):
-            assert fig[stat] > 0, (key, stat, fig[stat])
+            assert fig[stat] > 0 or (floor and fig[stat] == 0), (key, stat, fig[stat])
         if "baseline" in fig:
             assert fig["baseline"]["median"] > 0, key
-            assert fig["ratio"]["median"] > 0, key
+            ratio = fig["ratio"]["median"]
+            assert ratio > 0 or (floor and ratio == 0), key
     table = (tmp_path / "results.md").read_text()
     for fig in measured.values():
         assert fig["title"] in table
