@@ -201,3 +201,29 @@ async def test_send_waits_while_max_outstanding_messages_are_undelivered(
         await transport.close()
     records = await read_all(kafka_bootstrap, topic, 1, 20)
     assert [r.value for r in records[0]] == [f"{n}".encode() for n in range(20)]
+
+
+async def test_a_send_without_topic_metadata_waits_for_it_and_lands_in_the_right_partition(
+    kafka_bootstrap: str, topic_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the client holds no metadata for the topic at a send (it was fetched at
+    start; the cluster can drop it), the transport waits for it instead of guessing."""
+    from fleetledger.processors.runtimes.kafka_io import partition_for
+
+    topic = f"{topic_prefix}.events"
+    await ensure_topic(kafka_bootstrap, topic, partitions=3)
+    transport = KafkaTransport(kafka_bootstrap, topic, enable_idempotence=False, partitions=8)
+    await transport.start()
+    try:
+        cluster = transport._producer.client.cluster
+        real = cluster.partitions_for_topic
+        answers = iter([None])
+        monkeypatch.setattr(
+            cluster, "partitions_for_topic", lambda t: next(answers, None) or real(t)
+        )
+        await transport.send("run-0007", b"v")
+        await transport.flush()
+    finally:
+        await transport.close()
+    records = await read_all(kafka_bootstrap, topic, 3, 1)
+    assert [p for p, recs in records.items() for _ in recs] == [partition_for("run-0007", 3)]

@@ -447,9 +447,19 @@ class KafkaTransport:
         if exc is not None and self._error is None:
             self._error = exc
 
-    def _partition(self, key: str) -> int:
+    async def _partition(self, key: str) -> int:
         known = self._producer.client.cluster.partitions_for_topic(self.topic)
-        return self._partitioner(key, len(known) if known else self.partitions)
+        if not known:  # no metadata for the topic now (start() fetched it): wait for it
+            from aiokafka.errors import KafkaError
+
+            try:
+                known = await self._producer.partitions_for(self.topic)
+            except KafkaError as exc:
+                raise DeliveryError(
+                    f"Kafka has no partitions for {self.topic!r} on {self.bootstrap_servers}: "
+                    f"{_describe(exc)}"
+                ) from exc
+        return self._partitioner(key, len(known))
 
     async def send(self, key: str, value: bytes) -> None:
         self._raise_pending_error()
@@ -462,7 +472,7 @@ class KafkaTransport:
             await asyncio.wait(list(self._outstanding), return_when=asyncio.FIRST_COMPLETED)
             self._raise_pending_error()
         raw_key = key.encode("utf-8")
-        partition = self._partition(key)
+        partition = await self._partition(key)
         current = self._open.get(partition)
         if current is not None:
             batch, fut = current
