@@ -11,16 +11,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_the_registry_benchmark_measures_both_engines(tmp_path: Path) -> None:
+def run_bench(module: str, *args: str) -> str:
+    """Stdout of ``python -m <module> <args>``, which must succeed."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench.readmodel", "--runs", "3000", "--rounds", "1",
-         "--out", str(tmp_path)],
+        [sys.executable, "-m", module, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=600,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout
+
+
+def test_the_registry_benchmark_measures_both_engines(tmp_path: Path) -> None:
+    run_bench("bench.readmodel", "--runs", "3000", "--rounds", "1", "--out", str(tmp_path))
     results = json.loads((tmp_path / "readmodel-results.json").read_text())
     assert set(results["engines"]) == {"sqlite", "postgresql"}
     for engine in results["engines"].values():
@@ -32,15 +37,7 @@ def test_the_registry_benchmark_measures_both_engines(tmp_path: Path) -> None:
 
 
 def test_the_history_benchmark_applies_the_same_outputs_to_both_read_models() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.readmodel_history", "--rows", "5000", "--runs", "4",
-         "--reps", "1"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-4000:]
-    lines = done.stdout.splitlines()
+    stdout = run_bench("bench.readmodel_history", "--rows", "5000", "--runs", "4", "--reps", "1")
+    lines = stdout.splitlines()
     assert lines[1].startswith("empty read model:") and lines[2].startswith("5,000 actions")
     assert lines[3].startswith("ratio ")

@@ -11,11 +11,11 @@ into Faust's broker credentials, so Faust's own clients connect the same way.
 
 This module is also the one home of the compression mapping (:func:`compression_type`)
 and of the message-size formulas (:func:`events_request_bytes`, :func:`max_record_bytes`)
-that the producers and the topic configs share, and of the key partitioner
-(:class:`KeyPartitioner`) the SDK and the worker both pick partitions with.
+that the producers and the topic configs share, and of the key partitioning
+(:func:`partition_for`, :class:`KeyPartitioner`) the SDK and the worker both use.
 
-It imports no Kafka library at import time (the partitioner borrows aiokafka's ``murmur2``
-when one is made): options are plain values (strings, an :class:`ssl.SSLContext`,
+It imports no Kafka library at import time (:func:`key_hash` borrows aiokafka's
+``murmur2`` when called): options are plain values (strings, an :class:`ssl.SSLContext`,
 the token provider object the settings name).  When a client cannot connect,
 :func:`connect_failure` turns what went wrong into one line (wrong CA, hostname mismatch,
 a plaintext listener, rejected credentials, a mechanism the broker does not offer...).
@@ -136,20 +136,26 @@ def output_producer_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-class KeyPartitioner:
-    """The partition of a record key under the Java/aiokafka default partitioner, memoized.
+def key_hash(key: str) -> int:
+    """``murmur2(UTF-8 key) & 0x7fffffff``: what the Java/aiokafka default partitioner
+    takes modulo the partition count, so a run's messages and outputs land where any other
+    client would put them (SPEC 9.1, "Partitioning")."""
+    from aiokafka.partitioner import murmur2
 
-    ``murmur2(key) & 0x7fffffff`` modulo the partition count: the partition every Kafka
-    client's default partitioner picks for the key, so a run's messages and outputs land
-    where any other client would put them.  aiokafka's ``murmur2`` is pure Python (~4 us
-    for a run id) and every record of a run has the same key, so hashes are kept per key,
-    at most ``limit`` of them (the memo starts over when full).
-    """
+    return int(murmur2(key.encode())) & 0x7FFFFFFF
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition of ``key`` under the default partitioner."""
+    return key_hash(key) % partitions
+
+
+class KeyPartitioner:
+    """:func:`partition_for`, memoized: aiokafka's ``murmur2`` is pure Python (~4 us for a
+    run id) and every record of a run has the same key, so hashes are kept per key, at most
+    ``limit`` of them (the memo starts over when full)."""
 
     def __init__(self, limit: int = 65_536) -> None:
-        from aiokafka.partitioner import murmur2
-
-        self._murmur2 = murmur2
         self._limit = limit
         self._hashes: dict[str, int] = {}
 
@@ -158,7 +164,7 @@ class KeyPartitioner:
         if h is None:
             if len(self._hashes) >= self._limit:
                 self._hashes.clear()
-            h = self._hashes[key] = int(self._murmur2(key.encode())) & 0x7FFFFFFF
+            h = self._hashes[key] = key_hash(key)
         return h % partitions
 
 
@@ -746,9 +752,11 @@ __all__ = [
     "events_request_bytes",
     "explain",
     "kafka_connection",
+    "key_hash",
     "load_token_provider",
     "max_record_bytes",
     "output_producer_options",
+    "partition_for",
     "redact_client_logs",
     "tls_context",
     "unreachable",

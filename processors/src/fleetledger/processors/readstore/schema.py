@@ -80,7 +80,8 @@ class Money(TypeDecorator[Decimal]):
         if not isinstance(value, Decimal):
             value = Decimal(value)
         pg = dialect.name == "postgresql"
-        stored = fit_amount(value, _PG_MONEY_MAX if pg else _SQLITE_MONEY_MAX)
+        limit = _PG_MONEY_MAX if pg else _SQLITE_MONEY_MAX
+        stored = fit_amount(value, limit)
         if stored != value:
             log.warning(
                 "amount %s does not fit the %s read model (%d fractional digits, at most %s): "
@@ -88,7 +89,7 @@ class Money(TypeDecorator[Decimal]):
                 value,
                 dialect.name,
                 MONEY_SCALE,
-                _PG_MONEY_MAX if pg else _SQLITE_MONEY_MAX,
+                limit,
                 stored,
             )
         return stored if pg else int(stored.scaleb(MONEY_SCALE))

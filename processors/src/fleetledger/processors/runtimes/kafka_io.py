@@ -33,7 +33,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 
 from fleetledger.kernel import kafka
 from fleetledger.kernel.config import Settings
@@ -45,6 +44,7 @@ from fleetledger.kernel.kafka import (
     as_connection,
     kafka_connection,
     max_record_bytes,
+    partition_for,
 )
 from fleetledger.kernel.topics import MANIFEST_KIND, ROLES, TOPIC_LAYOUT, TopicTemplate, topic_name
 from fleetledger.processors.archive import load_archived_bundle, write_atomic
@@ -171,11 +171,6 @@ def worker_state_specs(settings: Settings) -> tuple[TopicSpec, ...]:
             key="run_id",
         ),
     )
-
-
-def partition_for(run_id: str, partitions: int) -> int:
-    """The partition of a run: the Java/aiokafka default partitioner applied to ``run_id``."""
-    return (int(murmur2(run_id.encode())) & 0x7FFFFFFF) % partitions
 
 
 def _admin(conn: KafkaConnection, timeout_s: float) -> AIOKafkaAdminClient:
