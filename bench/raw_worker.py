@@ -64,7 +64,12 @@ class RawLoop:
         self.undecodable = 0
 
     def handle(self, value: bytes, out: dict[int, list[tuple[bytes, bytes]]]) -> None:
-        """One message: decode, drop duplicates, chain, total, queue one record per event."""
+        """One record: split a pack into its messages; per message decode, drop duplicates,
+        chain, total, queue one record per event."""
+        if self.codec.is_pack(value):
+            for message in self.codec.unpack(value):
+                self.handle(message, out)
+            return
         try:
             objs = self.codec.decode_objs(value)
         except FleetLedgerError:

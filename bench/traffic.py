@@ -61,7 +61,9 @@ class Traffic:
     def records(self, codec: Codec) -> list[tuple[str, list[dict[str, Any]]]]:
         """Each message's event records (fastavro dicts), decoded once and cached."""
         if self._records is None:
-            self._records = [(k, codec.decode_records(v)) for k, v in self.messages]
+            self._records = [
+                (k, codec.decode_records(m)) for k, v in self.messages for m in codec.messages_of(v)
+            ]
         return self._records
 
     def describe(self) -> dict[str, Any]:
@@ -73,6 +75,45 @@ class Traffic:
             "events_per_message": round(self.events_per_message, 2),
             "mean_message_bytes": round(self.bytes / max(1, len(self.messages))),
         }
+
+
+def packed(
+    traffic: Traffic,
+    codec: Codec,
+    *,
+    events_per_s: float,
+    linger_ms: float,
+    partitions: int,
+    max_pack_bytes: int = 900_000,
+) -> Traffic:
+    """``traffic`` as the SDK's Kafka transport packs it when one process records it at
+    ``events_per_s``: messages are handed over evenly spaced in publish order, and per
+    partition the messages within ``linger_ms`` of a pack's first one (up to
+    ``max_pack_bytes``) form one record (a window with one message sends it as it is)."""
+    from fleetledger.kernel.kafka import partition_for
+
+    out: list[tuple[str, bytes]] = []
+    events_per_message = traffic.events / max(1, len(traffic.messages))
+    spacing = events_per_message / events_per_s  # seconds between two handed-over messages
+    window = linger_ms / 1000
+    open_packs: dict[int, tuple[float, str, list[bytes], int]] = {}
+
+    def seal(p: int) -> None:
+        _t0, key, values, _size = open_packs.pop(p)
+        out.append((key, values[0] if len(values) == 1 else codec.encode_pack(values)))
+
+    for i, (key, value) in enumerate(traffic.messages):
+        t = i * spacing
+        for p in [p for p, (t0, *_rest) in open_packs.items() if t >= t0 + window]:
+            seal(p)
+        p = partition_for(key, partitions)
+        if p in open_packs and open_packs[p][3] + len(value) > max_pack_bytes:
+            seal(p)
+        t0, first, values, size = open_packs.get(p, (t, key, [], 0))
+        open_packs[p] = (t0, first, [*values, value], size + len(value))
+    for p in sorted(open_packs, key=lambda p: open_packs[p][0]):
+        seal(p)
+    return Traffic(f"{traffic.shape}_packed", traffic.runs, traffic.events, out, traffic.seconds)
 
 
 def simulate_kwargs(shape: str) -> dict[str, Any]:

@@ -112,6 +112,80 @@ def test_corrupt_messages_go_to_dead_letter_and_processing_continues(tmp_path: P
     assert snapshot(db) == reference(tmp_path)
 
 
+def packed(rows: list[tuple[str, bytes]], size: int) -> list[tuple[str, bytes]]:
+    """``rows`` as EventPack records of ``size`` messages each (the last may hold fewer)."""
+    return [
+        (rows[i][0], CODEC.encode_pack([v for _, v in rows[i : i + size]]))
+        for i in range(0, len(rows), size)
+    ]
+
+
+def test_a_pack_gives_what_its_messages_give_one_by_one(tmp_path: Path) -> None:
+    rows = fleet()
+    db = tmp_path / "packed.db"
+    process(db, packed(rows, 3), batch_size=2).close()
+    with EmbeddedReader(db) as r:
+        assert r.deadletters() == []
+        ledger = r.ledger("run-3")
+    assert snapshot(db) == reference(tmp_path)
+    with EmbeddedReader(tmp_path / "reference.db") as r:
+        assert r.ledger("run-3") == ledger
+
+
+def test_a_bad_message_in_a_pack_is_dead_lettered_alone_with_its_index(tmp_path: Path) -> None:
+    """Nothing else of the pack is lost; the dead letter holds the message's own bytes
+    and is keyed by the pack's position and the message's index in it."""
+    rows = fleet()
+    good = rows[3][1]
+    bad = [b"not avro at all", good[: len(good) // 2], CODEC.encode_pack([good])]
+    pack = CODEC.encode_pack(
+        [rows[0][1], bad[0], rows[1][1], bad[1], bad[2], rows[2][1]], check=False
+    )
+    unreadable = CODEC.encode_pack([good])[:-3]  # cut short: the pack itself is unreadable
+    db = tmp_path / "l.db"
+    process(db, [("k", pack), ("u", unreadable), *rows[3:]]).close()
+    with EmbeddedReader(db) as r:
+        dead = r.deadletters()
+    assert [(d.position.offset, d.position.index, d.value) for d in dead] == [
+        (1, 1, bad[0]),
+        (1, 3, bad[1]),
+        (1, 4, bad[2]),
+        (2, None, unreadable),
+    ]
+    assert [d.key for d in dead] == [
+        "event_log:0:1:1",
+        "event_log:0:1:3",
+        "event_log:0:1:4",
+        "event_log:0:2",
+    ]
+    assert "packs do not nest" in dead[2].error
+    assert "EventPack" in dead[3].error
+    assert snapshot(db) == reference(tmp_path)
+
+
+def test_an_older_store_gains_the_dead_letter_index_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "CREATE TABLE deadletter (key TEXT PRIMARY KEY, topic TEXT NOT NULL, partition INTEGER "
+        'NOT NULL, "offset" INTEGER NOT NULL, error TEXT NOT NULL, value BLOB NOT NULL)'
+    )
+    conn.execute("INSERT INTO deadletter VALUES ('event_log:0:7', 'event_log', 0, 7, 'bad', x'00')")
+    conn.commit()
+    conn.close()
+    rows = fleet()
+    pack = CODEC.encode_pack([rows[0][1], b"bad"], check=False)
+    process(db, [("k", pack)]).close()
+    with EmbeddedReader(db) as r:
+        dead = r.deadletters()
+    assert [(d.key, d.position.index) for d in dead] == [
+        ("event_log:0:1:1", 1),
+        ("event_log:0:7", None),
+    ]
+
+
 def reference(tmp_path: Path) -> tuple[dict[str, str], list[TotalsDoc], list[str]]:
     ref = tmp_path / "reference.db"
     process(ref, fleet()).close()

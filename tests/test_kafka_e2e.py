@@ -222,7 +222,8 @@ class Scenario:
     holder: list[Worker]
     bootstrap: str
     run_ids: list[str]
-    corrupt: list[tuple[int, bytes]]
+    corrupt: list[tuple[int, bytes]]  # (partition, bytes) of every expected dead letter
+    bad_records: list[tuple[int, bytes]]  # the records that carry them
     totals: dict[str, bytes]
     bundles: dict[str, bytes]
     ledger: list[KafkaRecord]
@@ -278,7 +279,16 @@ async def scenario(kafka_bootstrap: str, scenario_dir: Path) -> AsyncIterator[Sc
         real = next(r.value for r in events if r.value is not None and len(r.value) > 40)
         corrupt = [(p, b"\x00garbage, not a fleetledger message") for p in range(PARTITIONS)]
         corrupt += [(p, real[: len(real) // 2]) for p in range(PARTITIONS)]
-        await produce(kafka_bootstrap, topics.events.name, [(b"bad", v, p) for p, v in corrupt])
+        bad_records = list(corrupt)
+        # ... and a pack whose second and third messages are bad: only those are dead letters
+        codec = Codec()
+        good = codec.messages_of(real)[0]
+        bad_items = [b"\xc3\x01 truncated", good[:-1]]
+        for p in range(PARTITIONS):
+            pack = codec.encode_pack([good, *bad_items], check=False)
+            bad_records.append((p, pack))
+            corrupt += [(p, item) for item in bad_items]
+        await produce(kafka_bootstrap, topics.events.name, [(b"bad", v, p) for p, v in bad_records])
 
         # Traffic after the corrupt messages, on the same partitions.
         run_ids += await record_fleet(settings, RUNS_AFTER, seed=12)
@@ -301,6 +311,7 @@ async def scenario(kafka_bootstrap: str, scenario_dir: Path) -> AsyncIterator[Sc
             bootstrap=kafka_bootstrap,
             run_ids=run_ids,
             corrupt=corrupt,
+            bad_records=bad_records,
             totals=await read_compacted(kafka_bootstrap, topics.totals.name),
             bundles=await read_compacted(kafka_bootstrap, topics.bundles.name),
             ledger=await read_all(kafka_bootstrap, topics.ledger.name),
@@ -375,16 +386,25 @@ async def test_corrupt_messages_become_dead_letters(scenario: Scenario) -> None:
         topic = d.header(kafka_io.HEADER_SOURCE_TOPIC)
         partition = int(d.header(kafka_io.HEADER_SOURCE_PARTITION) or b"-1")
         offset = int(d.header(kafka_io.HEADER_SOURCE_OFFSET) or b"-1")
+        index = d.header(kafka_io.HEADER_SOURCE_INDEX)
         error = (d.header(kafka_io.HEADER_ERROR) or b"").decode()
         assert topic == scenario.topics.events.name.encode()
-        assert events[(partition, offset)] == d.value, "dead letter must carry the original bytes"
-        assert d.key == f"{scenario.topics.events.name}:{partition}:{offset}".encode()
+        source = events[(partition, offset)]
+        key = f"{scenario.topics.events.name}:{partition}:{offset}"
+        if index is not None:  # a message of a pack: its own bytes, keyed by its index
+            assert source is not None
+            assert Codec().unpack(source)[int(index)] == d.value
+            key += f":{int(index)}"
+        else:
+            assert source == d.value, "dead letter must carry the original bytes"
+        assert d.key == key.encode()
         assert "expected" in error
+    assert sum(d.header(kafka_io.HEADER_SOURCE_INDEX) is not None for d in dead) == 2 * PARTITIONS
 
 
 async def test_redelivered_messages_change_nothing(scenario: Scenario) -> None:
     events = await read_all(scenario.bootstrap, scenario.topics.events.name)
-    corrupt = {v for _, v in scenario.corrupt}
+    corrupt = {v for _, v in scenario.bad_records}
     again = [(r.key, r.value, r.partition) for r in events if r.value not in corrupt]
     assert again
     await produce(scenario.bootstrap, scenario.topics.events.name, again)  # type: ignore[arg-type]

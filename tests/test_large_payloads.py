@@ -94,4 +94,9 @@ async def test_five_megabytes_on_kafka(
     values = [r.value for r in records[0]]
     assert values and all(len(v) <= settings.max_message_bytes for v in values)
     codec = Codec()
-    check([e for v in values for e in codec.decode(v)], ids, offloaded, blobs)
+    check(
+        [e for v in values for m in codec.messages_of(v) for e in codec.decode(m)],
+        ids,
+        offloaded,
+        blobs,
+    )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -11,8 +13,16 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from fleetledger.kernel.config import load_settings
 from fleetledger.kernel.errors import DeliveryError
+from fleetledger.processors.runtimes.kafka_io import partition_for
 from fleetledger.producers import KafkaTransport, Recorder, ensure_topic, events_topic
-from fleetledger.schemas import Codec, EventType, WorkflowSnapshot, WorkflowStep
+from fleetledger.schemas import (
+    Codec,
+    EventType,
+    ToolCall,
+    TraceEvent,
+    WorkflowSnapshot,
+    WorkflowStep,
+)
 
 from .kafka_broker import TansuBroker
 
@@ -42,6 +52,25 @@ async def read_all(
                 break
     finally:
         await consumer.stop()
+    return out
+
+
+async def read_all_messages(
+    bootstrap: str, topic: str, partitions: int, expected: int, codec: Codec
+) -> dict[int, list[tuple[str, bytes]]]:
+    """Every message of ``topic`` per partition in log order, packs split: (record key,
+    message bytes); reads until ``expected`` messages are in."""
+    out: dict[int, list[tuple[str, bytes]]] = {p: [] for p in range(partitions)}
+    for _ in range(20):
+        out = {p: [] for p in range(partitions)}
+        for partition, recs in (await read_all(bootstrap, topic, partitions, 1)).items():
+            for record in recs:
+                key = record.key.decode()
+                values = codec.messages_of(record.value)
+                out[partition] += [(key, v) for v in values]
+        if sum(len(v) for v in out.values()) >= expected:
+            break
+        await asyncio.sleep(0.25)
     return out
 
 
@@ -76,18 +105,19 @@ async def test_kafka_transport_keys_runs_to_one_partition_in_order(
     # the topic exists now: ensure_topic leaves it alone
     assert await ensure_topic(kafka_bootstrap, topic, partitions=3) is False
 
-    records = await read_all(kafka_bootstrap, topic, 3, sent)
-    assert sum(len(v) for v in records.values()) == sent
     codec = Codec()
+    records = await read_all_messages(kafka_bootstrap, topic, 3, sent, codec)
+    assert sum(len(v) for v in records.values()) == sent
     partition_of: dict[str, set[int]] = {}
     seqs: dict[str, list[int]] = {}
-    for partition, recs in records.items():
-        for record in recs:
-            key = record.key.decode()
-            events = codec.decode(record.value)
-            assert {e.run_id for e in events} == {key}
-            partition_of.setdefault(key, set()).add(partition)
-            seqs.setdefault(key, []).extend(e.seq for e in events)
+    for partition, messages in records.items():
+        for key, value in messages:
+            events = codec.decode(value)
+            run_id = events[0].run_id
+            assert {e.run_id for e in events} == {run_id}
+            assert partition == partition_for(key, 3) == partition_for(run_id, 3)
+            partition_of.setdefault(run_id, set()).add(partition)
+            seqs.setdefault(run_id, []).extend(e.seq for e in events)
     assert sorted(partition_of) == sorted(r.run_id for r in runs)
     assert all(len(parts) == 1 for parts in partition_of.values())  # same key, same partition
     assert all(s == list(range(11)) for s in seqs.values())  # ordered, gap-free
@@ -150,11 +180,11 @@ async def test_messages_go_in_batches_to_the_default_partitioners_partition_in_o
     ``partition_for``), and every key's messages are read back in the order sent."""
     from aiokafka.partitioner import DefaultPartitioner
 
-    from fleetledger.processors.runtimes.kafka_io import partition_for
-
     topic = f"{topic_prefix}.events"
     await ensure_topic(kafka_bootstrap, topic, partitions=3)
-    transport = KafkaTransport(kafka_bootstrap, topic, enable_idempotence=False, linger_ms=50)
+    transport = KafkaTransport(
+        kafka_bootstrap, topic, enable_idempotence=False, linger_ms=50, pack=False
+    )
     await transport.start()
     keys = [f"run-{i:04x}" for i in range(12)]
     sent = [(keys[n % len(keys)], f"{n}".encode()) for n in range(600)]
@@ -189,7 +219,12 @@ async def test_send_waits_while_max_outstanding_messages_are_undelivered(
     topic = f"{topic_prefix}.events"
     await ensure_topic(kafka_bootstrap, topic, partitions=1)
     transport = KafkaTransport(
-        kafka_bootstrap, topic, enable_idempotence=False, linger_ms=200, max_outstanding=5
+        kafka_bootstrap,
+        topic,
+        enable_idempotence=False,
+        linger_ms=200,
+        max_outstanding=5,
+        pack=False,
     )
     await transport.start()
     try:
@@ -208,11 +243,11 @@ async def test_a_send_without_topic_metadata_waits_for_it_and_lands_in_the_right
 ) -> None:
     """When the client holds no metadata for the topic at a send (it was fetched at
     start; the cluster can drop it), the transport waits for it instead of guessing."""
-    from fleetledger.processors.runtimes.kafka_io import partition_for
-
     topic = f"{topic_prefix}.events"
     await ensure_topic(kafka_bootstrap, topic, partitions=3)
-    transport = KafkaTransport(kafka_bootstrap, topic, enable_idempotence=False, partitions=8)
+    transport = KafkaTransport(
+        kafka_bootstrap, topic, enable_idempotence=False, partitions=8, pack=False
+    )
     await transport.start()
     try:
         cluster = transport._producer.client.cluster
@@ -227,3 +262,119 @@ async def test_a_send_without_topic_metadata_waits_for_it_and_lands_in_the_right
         await transport.close()
     records = await read_all(kafka_bootstrap, topic, 3, 1)
     assert [p for p, recs in records.items() for _ in recs] == [partition_for("run-0007", 3)]
+
+
+def _messages(codec: Codec, runs: int, per_run: int) -> list[tuple[str, bytes]]:
+    """``per_run`` one-event messages of each of ``runs`` runs, interleaved."""
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    out = []
+    for seq in range(per_run):
+        for r in range(runs):
+            event = TraceEvent(
+                event_id=UUID(int=r << 32 | seq, version=4),
+                run_id=f"run-{r:04x}",
+                seq=seq,
+                type=EventType.TOOL_CALL,
+                ts=t0 + timedelta(milliseconds=seq),
+                agent_id="a",
+                tenant="t",
+                producer_id="test",
+                payload=ToolCall(gen_ai_tool_name="fetch", duration_ms=seq),
+            )
+            out.append((event.run_id, codec.encode_batch([event])))
+    return out
+
+
+async def test_a_partitions_messages_within_a_linger_go_as_one_pack_in_order(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """With packing (the default), the messages of one partition sent within a linger
+    window share one record: an EventPack whose key is its first message's run id, in
+    that run's partition; split again, every run's messages come back in the order sent."""
+    codec = Codec()
+    topic = f"{topic_prefix}.events"
+    await ensure_topic(kafka_bootstrap, topic, partitions=3)
+    transport = KafkaTransport(kafka_bootstrap, topic, enable_idempotence=False, linger_ms=50)
+    sent = _messages(codec, runs=12, per_run=50)
+    await transport.start()
+    try:
+        for key, value in sent:
+            await transport.send(key, value)
+        await transport.flush()
+        assert transport.packs_sent > 0
+        assert transport.records_sent < len(sent) / 10  # many messages per record
+        with pytest.raises(DeliveryError, match=r"cannot pack a message.*run-raw"):
+            await transport.send("run-raw", b"not a message")
+    finally:
+        await transport.close()
+
+    records = await read_all(kafka_bootstrap, topic, 3, transport.records_sent)
+    assert sum(len(v) for v in records.values()) == transport.records_sent
+    order: dict[str, list[bytes]] = {}
+    packs = 0
+    for partition, recs in records.items():
+        for record in recs:
+            assert partition == partition_for(record.key.decode(), 3)
+            values = [record.value]
+            if codec.is_pack(record.value):
+                packs += 1
+                values = codec.unpack(record.value)
+                first = codec.decode(values[0])[0].run_id
+                assert record.key.decode() == first  # keyed by its first message's run
+            for value in values:
+                run_id = codec.decode(value)[0].run_id
+                assert partition == partition_for(run_id, 3)
+                order.setdefault(run_id, []).append(value)
+    assert packs == transport.packs_sent
+    assert order == {k: [v for key, v in sent if key == k] for k in order}
+    assert sorted(order) == sorted({k for k, _ in sent})
+
+
+async def test_a_pack_is_sealed_before_it_outgrows_max_pack_bytes(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    codec = Codec()
+    topic = f"{topic_prefix}.events"
+    await ensure_topic(kafka_bootstrap, topic, partitions=1)
+    sent = _messages(codec, runs=1, per_run=40)
+    limit = sum(len(v) for _, v in sent[:5])  # about five messages per pack
+    transport = KafkaTransport(
+        kafka_bootstrap, topic, enable_idempotence=False, linger_ms=500, max_pack_bytes=limit
+    )
+    await transport.start()
+    try:
+        for key, value in sent:
+            await transport.send(key, value)
+        await transport.flush()
+    finally:
+        await transport.close()
+    assert transport.records_sent >= 8  # one 500 ms window would otherwise hold all 40
+    records = (await read_all(kafka_bootstrap, topic, 1, transport.records_sent))[0]
+    messages: list[bytes] = []
+    for record in records:
+        values = codec.messages_of(record.value)
+        assert sum(len(v) for v in values) <= limit
+        messages += values
+    assert messages == [v for _, v in sent]
+
+
+async def test_packing_keeps_max_outstanding(kafka_bootstrap: str, topic_prefix: str) -> None:
+    """Messages waiting in packs count against ``max_outstanding``: a send past it seals
+    the packs and waits for a delivery."""
+    codec = Codec()
+    topic = f"{topic_prefix}.events"
+    await ensure_topic(kafka_bootstrap, topic, partitions=1)
+    sent = _messages(codec, runs=1, per_run=20)
+    transport = KafkaTransport(
+        kafka_bootstrap, topic, enable_idempotence=False, linger_ms=500, max_outstanding=5
+    )
+    await transport.start()
+    try:
+        for key, value in sent:
+            await transport.send(key, value)
+        await transport.flush()
+    finally:
+        await transport.close()
+    assert transport.records_sent >= 4  # unbounded, one 500 ms window holds all 20
+    messages = await read_all_messages(kafka_bootstrap, topic, 1, 20, codec)
+    assert [v for _, v in messages[0]] == [v for _, v in sent]

@@ -1104,6 +1104,32 @@ def test_wire_test_vectors(codec: Codec) -> None:
     )
 
 
+def test_pack_test_vector(codec: Codec) -> None:
+    """SPEC 1.1 "Packs": the event and batch vectors above, in one EventPack record."""
+    body = VECTOR_BODY.format(version="06")
+    event_msg = bytes.fromhex("c3 01 05 b5 b1 30 b7 4d 28 01 " + body)
+    batch_msg = bytes.fromhex("c3 01 f4 67 d3 54 28 de 74 bf 0a 72 75 6e 2d 31 02 " + body + " 00")
+    pack = bytes.fromhex(
+        "c3 01 48 92 cb 0e 61 b8 30 2d 04 b2 01"
+        + event_msg.hex()
+        + "c2 01"
+        + batch_msg.hex()
+        + "00"
+    )
+    assert codec.pack_fingerprint.hex() == "4892cb0e61b8302d"
+    assert codec.encode_pack([event_msg, batch_msg]) == pack
+    assert codec.is_pack(pack) and not codec.is_pack(event_msg)
+    assert codec.unpack(pack) == [event_msg, batch_msg]
+    with pytest.raises(DecodeError, match="packs do not nest"):
+        codec.decode(pack)
+    with pytest.raises(DecodeError, match="found 1 bytes after"):
+        codec.unpack(pack + b"\x00")
+    with pytest.raises(DecodeError, match="no messages"):
+        codec.unpack(pack[:10] + b"\x00")
+    with pytest.raises(UnknownFingerprintError):
+        codec.encode_pack([event_msg, b"\xc3\x01 not one"])
+
+
 def test_released_v2_test_vector_still_decodes(codec: Codec) -> None:
     """The v2 vector published before v3: same event body, v2 fingerprint, schema_version 2."""
     event_msg = bytes.fromhex("c3 01 13 de 9a 82 00 93 7f f2 " + VECTOR_BODY.format(version="04"))

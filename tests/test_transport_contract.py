@@ -40,6 +40,18 @@ async def via_sqlite(tmp_path: Path, _prefix: str) -> Messages:
     return [(key, bytes(value), 0) for _, key, value in rows]
 
 
+def split(key: str, value: bytes, partition: int) -> Messages:
+    """A Kafka record's messages: a pack (SPEC 1.1) is keyed by its first message's run and
+    holds messages of that partition only; each comes out under its own run id."""
+    codec = Codec()
+    if not codec.is_pack(value):
+        return [(key, value, partition)]
+    messages = codec.unpack(value)
+    run_ids = [codec.decode(m)[0].run_id for m in messages]
+    assert run_ids[0] == key
+    return [(run_id, m, partition) for run_id, m in zip(run_ids, messages, strict=True)]
+
+
 async def via_kafka(bootstrap: str, prefix: str) -> Messages:
     await _record(
         f"kafka://{bootstrap}", topic_prefix=prefix, enable_idempotence=False, partitions=3
@@ -64,7 +76,8 @@ async def via_kafka(bootstrap: str, prefix: str) -> Messages:
             while await behind():
                 batch = await consumer.getmany(*parts, timeout_ms=500)
                 for tp, records in batch.items():
-                    out.extend((r.key.decode(), r.value, tp.partition) for r in records)
+                    for r in records:
+                        out.extend(split(r.key.decode(), r.value, tp.partition))
 
         await asyncio.wait_for(drain(), timeout=30)
         return out

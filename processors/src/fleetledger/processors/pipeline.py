@@ -95,9 +95,16 @@ class Staged(Generic[K]):
 
 @dataclass(frozen=True)
 class SourcePosition:
+    """Where an input message is: its log record, and for a message of an EventPack
+    record its place in the pack (``index``, from 0)."""
+
     topic: str
     partition: int
     offset: int
+    index: int | None = None
+
+    def at(self, index: int) -> SourcePosition:
+        return SourcePosition(self.topic, self.partition, self.offset, index)
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,8 @@ class DeadLetter:
     @property
     def key(self) -> str:
         p = self.position
-        return f"{p.topic}:{p.partition}:{p.offset}"
+        key = f"{p.topic}:{p.partition}:{p.offset}"
+        return key if p.index is None else f"{key}:{p.index}"
 
 
 class TotalsDoc(TotalsJson):
@@ -318,7 +326,7 @@ class Pipeline:
         """
         out = Outputs()
         states: dict[str, RunState] = {}
-        for value, position in messages:
+        for value, position in self._split_packs(messages, out):
             try:
                 objs = self._codec.decode_objs(value)
                 hashes = [event_hash(obj) for obj in objs]
@@ -340,6 +348,24 @@ class Pipeline:
         self._persist(states, out)
         return out
 
+    def _split_packs(
+        self, messages: Iterable[tuple[bytes, SourcePosition]], out: Outputs
+    ) -> Iterator[tuple[bytes, SourcePosition]]:
+        """Each message in log order, the messages of an EventPack record in pack order
+        (positioned by their index); an unreadable pack is dead-lettered whole."""
+        is_pack = self._codec.is_pack
+        for value, position in messages:
+            if not is_pack(value):
+                yield value, position
+                continue
+            try:
+                items = self._codec.unpack(value)
+            except FleetLedgerError as exc:
+                out.deadletters.append(DeadLetter(value, position, str(exc)))
+                continue
+            for index, item in enumerate(items):
+                yield item, position.at(index)
+
     def _failed(
         self,
         objs: list[dict[str, Any]],
@@ -353,8 +379,9 @@ class Pipeline:
             f"processing failed: {type(exc).__name__}: {exc}; expected every valid event "
             "to be applied (nothing of this message was applied)"
         )
-        log.error("%s:%d:%d: %s", position.topic, position.partition, position.offset, error)
-        out.deadletters.append(DeadLetter(value, position, error))
+        dead = DeadLetter(value, position, error)
+        log.error("%s: %s", dead.key, error)
+        out.deadletters.append(dead)
         first = objs[0]
         out.intercepts.append(
             make_intercept(

@@ -26,11 +26,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from fleetledger.kernel import kafka
 from fleetledger.kernel.config import Settings
-from fleetledger.kernel.errors import ConfigError, DeliveryError, StoreError
+from fleetledger.kernel.errors import ConfigError, DeliveryError, FleetLedgerError, StoreError
 from fleetledger.kernel.errors import one_line as _describe
 from fleetledger.kernel.kafka import KafkaConnection
 from fleetledger.kernel.sqlitelog import SqliteLog
 from fleetledger.kernel.topics import layout, topic_name
+from fleetledger.schemas.codec import Codec
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +316,24 @@ async def ensure_topic(
         await admin.close()
 
 
+#: A pack's bytes besides its messages: header, block count and end of array (at most),
+#: and per message its length prefix (at most).
+_PACK_FRAME_BYTES = 10 + 10 + 1
+_PACK_ITEM_BYTES = 5
+
+
+class _Pack:
+    """The messages of one partition waiting to go out as one record."""
+
+    __slots__ = ("deadline", "key", "messages", "size")
+
+    def __init__(self, key: bytes, deadline: float) -> None:
+        self.key = key
+        self.messages: list[bytes] = []
+        self.size = _PACK_FRAME_BYTES  # what the encoded pack will take, at most
+        self.deadline = deadline
+
+
 class KafkaTransport:
     """Publishes messages with aiokafka (``acks="all"``, key = run id).
 
@@ -324,14 +343,25 @@ class KafkaTransport:
     ``bootstrap_servers`` is a plaintext ``host:port[,host:port]`` string or a
     :class:`~fleetledger.kernel.kafka.KafkaConnection` (TLS, SASL).
 
-    Messages are appended to one open aiokafka batch per partition, handed to the
-    client with ``send_batch`` when it is opened: the client lingers it ``linger_ms`` as
-    it would its own, and drains it with the next produce request.  ``producer.send``
-    costs ~30 us of Python per message (a future per message, the pure-Python partitioner,
-    the accumulator's bookkeeping, a result per message on delivery): at about one event
-    per message, a third of the recording process's CPU.  A batch's messages stay in the
-    order they were sent, and batches of a partition are delivered in order.  The
-    partition is the one the Java/aiokafka default partitioner picks for the key.
+    With ``pack`` (the default), the messages sent for one partition within ``linger_ms``
+    of the first of them go out as **one record**: an ``EventPack`` holding them in send
+    order (a window with a single message sends it as it is).  The record's key is the
+    run id of its first message, so it lands in that run's partition, which is every
+    packed run's partition.  A consumer pays its per-record costs (Faust's stream, the
+    offset bookkeeping, the fetch) once per pack instead of once per message: at about one
+    event per message, which is what many concurrent slow runs of one process send, those
+    costs are most of a worker's CPU.  The client itself then lingers 0 ms: the window
+    is the transport's.  A pack is sealed early when its messages reach
+    ``max_pack_bytes``.
+
+    Without ``pack`` every message is its own record, appended to one open aiokafka batch
+    per partition (``send_batch``), which the client lingers ``linger_ms``.
+
+    Either way records go to the client as whole batches (``send_batch``):
+    ``producer.send`` costs ~30 us of Python per record (a future per record, the
+    pure-Python partitioner, the accumulator's bookkeeping, a result per record on
+    delivery).  Records of a partition stay in the order they were sent.  The partition
+    is the one the Java/aiokafka default partitioner picks for the key.
     """
 
     def __init__(
@@ -349,6 +379,8 @@ class KafkaTransport:
         partitions: int = 4,
         replication_factor: int = 1,
         max_outstanding: int = 10_000,
+        pack: bool = True,
+        max_pack_bytes: int = 900_000,
     ) -> None:
         self.connection = kafka.as_connection(bootstrap_servers)
         self.bootstrap_servers = self.connection.bootstrap
@@ -363,10 +395,18 @@ class KafkaTransport:
         self.partitions = partitions
         self.replication_factor = replication_factor
         self.max_outstanding = max_outstanding
+        self.pack = pack
+        self.max_pack_bytes = max_pack_bytes
         self._producer: Any = None
         self._partitioner = kafka.KeyPartitioner()
         #: per partition: the batch messages are appended to, and its delivery future
         self._open: dict[int, tuple[Any, asyncio.Future[Any]]] = {}
+        #: per partition: the pack being filled (``pack`` only)
+        self._packs: dict[int, _Pack] = {}
+        self._pack_lock = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._sealer: asyncio.Task[None] | None = None
+        self._codec = Codec() if pack else None  # (schemas parsed once: ~10 ms)
         #: undelivered batches and how many messages each holds
         self._outstanding: dict[asyncio.Future[Any], int] = {}
         self._queued = 0
@@ -374,6 +414,9 @@ class KafkaTransport:
         self._closed = False
         #: how many batches were handed to the client (each one produce-request entry)
         self.batches_sent = 0
+        #: how many records were sent, and how many of them were packs
+        self.records_sent = 0
+        self.packs_sent = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, *, create_topic: bool = True) -> KafkaTransport:
@@ -387,6 +430,8 @@ class KafkaTransport:
             create_topic=create_topic,
             partitions=settings.partitions,
             replication_factor=settings.replication_factor,
+            pack=settings.pack_messages,
+            max_pack_bytes=settings.max_message_bytes,
         )
 
     async def start(self) -> None:
@@ -408,7 +453,7 @@ class KafkaTransport:
             acks="all",
             enable_idempotence=self.enable_idempotence,
             compression_type=self.compression_type,
-            linger_ms=self.linger_ms,
+            linger_ms=0 if self.pack else self.linger_ms,  # a pack has lingered already
             max_request_size=self.max_request_size,
             # a partition's batches go one per produce request: room for a linger's worth
             max_batch_size=self.max_request_size,
@@ -469,10 +514,15 @@ class KafkaTransport:
                 "found a send outside start()/close(), expected start() first"
             )
         if self._queued >= self.max_outstanding:
-            await asyncio.wait(list(self._outstanding), return_when=asyncio.FIRST_COMPLETED)
+            await self._seal_all()
+            if self._outstanding:
+                await asyncio.wait(list(self._outstanding), return_when=asyncio.FIRST_COMPLETED)
             self._raise_pending_error()
         raw_key = key.encode("utf-8")
         partition = await self._partition(key)
+        if self.pack:
+            await self._add_to_pack(partition, key, raw_key, value)
+            return
         current = self._open.get(partition)
         if current is not None:
             batch, fut = current
@@ -480,21 +530,105 @@ class KafkaTransport:
             if lingering and batch.append(timestamp=None, key=raw_key, value=value) is not None:
                 self._outstanding[fut] += 1
                 self._queued += 1
+                self.records_sent += 1
                 return  # still lingering in the client: delivered with that batch
-        await self._send_new_batch(partition, key, raw_key, value)
+        self._open.pop(partition, None)
+        batch, fut = await self._send_record(partition, key, raw_key, value, 1)
+        self._open[partition] = (batch, fut)
 
-    async def _send_new_batch(self, partition: int, key: str, raw_key: bytes, value: bytes) -> None:
-        from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+    async def _add_to_pack(self, partition: int, key: str, raw_key: bytes, value: bytes) -> None:
+        self._check_size(key, raw_key, value)
+        try:
+            self._pack_codec.writer_of(value)
+        except FleetLedgerError as exc:
+            raise DeliveryError(
+                f"cannot pack a message for {self.topic!r} (key {key!r}): {exc} "
+                "(packing takes whole TraceEvent/EventBatch messages; pack=False sends any bytes)"
+            ) from exc
+        pack = self._packs.get(partition)
+        size = len(value) + _PACK_ITEM_BYTES
+        if pack is not None and pack.size + size > self.max_pack_bytes:
+            await self._seal(partition)
+            pack = self._packs.get(partition)
+        if pack is None:
+            loop = asyncio.get_running_loop()
+            pack = self._packs[partition] = _Pack(raw_key, loop.time() + self.linger_ms / 1000)
+            if self._timer is None and self._sealer is None:
+                self._timer = loop.call_at(pack.deadline, self._on_timer)
+        pack.messages.append(value)
+        pack.size += size
+        self._queued += 1
+
+    @property
+    def _pack_codec(self) -> Codec:
+        assert self._codec is not None, "packing without a codec"
+        return self._codec
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._sealer = asyncio.ensure_future(self._seal_due())
+
+    async def _seal_due(self) -> None:
+        """Seal every pack whose window has passed, then wait for the next window."""
+        try:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            for partition in [p for p, pack in self._packs.items() if pack.deadline <= now]:
+                await self._seal(partition)
+        except Exception as exc:  # surfaces on the next send, flush or close
+            if self._error is None:
+                cause = exc.__cause__ if isinstance(exc, DeliveryError) else None
+                self._error = cause or exc
+        finally:
+            self._sealer = None
+            if self._packs and not self._closed:
+                deadline = min(pack.deadline for pack in self._packs.values())
+                self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    async def _seal(self, partition: int) -> None:
+        """Hand the partition's pack to the client as one record (in the order sealed)."""
+        pack = self._packs.pop(partition, None)
+        if pack is None:
+            return
+        async with self._pack_lock:
+            if len(pack.messages) == 1:
+                value = pack.messages[0]
+            else:
+                value = self._pack_codec.encode_pack(pack.messages, check=False)
+                self.packs_sent += 1
+            key = pack.key.decode("utf-8", "replace")
+            try:
+                await self._send_record(partition, key, pack.key, value, len(pack.messages))
+            except DeliveryError:
+                self._queued -= len(pack.messages)
+                raise
+
+    async def _seal_all(self) -> None:
+        """Hand every pack to the client, and wait for seals already under way."""
+        for partition in list(self._packs):
+            await self._seal(partition)
+        async with self._pack_lock:  # (FIFO: every seal that started before has ended)
+            pass
+
+    def _check_size(self, key: str, raw_key: bytes, value: bytes) -> None:
         from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-        self._open.pop(partition, None)
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(raw_key, value, [])
+        if size > self.max_request_size:
+            raise DeliveryError(
+                f"Kafka refused a message for {self.topic!r} (key {key!r}, {len(value)} bytes): "
+                f"the message is {size} bytes when serialized, larger than the "
+                f"max_request_size of {self.max_request_size}"
+            )
+
+    async def _send_record(
+        self, partition: int, key: str, raw_key: bytes, value: bytes, messages: int
+    ) -> tuple[Any, asyncio.Future[Any]]:
+        """Open a batch holding one record and hand it to the client."""
+        from aiokafka.errors import KafkaError
+
+        self._check_size(key, raw_key, value)
         try:
-            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(raw_key, value, [])
-            if size > self.max_request_size:
-                raise MessageSizeTooLargeError(
-                    f"the message is {size} bytes when serialized, larger than the "
-                    f"max_request_size of {self.max_request_size}"
-                )
             batch = self._producer.create_batch()
             batch.append(timestamp=None, key=raw_key, value=value)  # a first record always fits
             fut = await self._producer.send_batch(batch, self.topic, partition=partition)
@@ -503,13 +637,17 @@ class KafkaTransport:
                 f"Kafka refused a message for {self.topic!r} (key {key!r}, {len(value)} bytes): "
                 f"{_describe(exc)}"
             ) from exc
-        self._outstanding[fut] = 1
-        self._queued += 1
+        if not self.pack:
+            self._queued += messages
+        self._outstanding[fut] = messages
         self.batches_sent += 1
+        self.records_sent += 1
         fut.add_done_callback(self._done)
-        self._open[partition] = (batch, fut)
+        return batch, fut
 
     async def flush(self) -> None:
+        if self._producer is not None:
+            await self._seal_all()
         if self._producer is not None and self._outstanding:
             await asyncio.wait(list(self._outstanding))
         self._raise_pending_error()
@@ -517,8 +655,16 @@ class KafkaTransport:
     async def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
-        producer, self._producer = self._producer, None
+        producer = self._producer
+        try:
+            if producer is not None:
+                await self._seal_all()
+        finally:
+            self._closed = True
+            self._producer = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
         if producer is None:
             return
         try:

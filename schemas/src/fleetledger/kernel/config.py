@@ -222,6 +222,9 @@ class Settings(BaseSettings):
     group_id: str = Field("fleetledger-worker", description="Kafka consumer group of workers")
     batch_max_events: int = Field(500, ge=1, description="SDK: most events in one message")
     linger_ms: int = Field(5, ge=0, description="SDK: wait to fill a batch")
+    pack_messages: bool = Field(
+        True, description="SDK, Kafka: one record per partition and linger window (EventPack)"
+    )
     max_buffered_events: int = Field(100_000, ge=1, description="SDK: backpressure threshold")
     gap_timeout_s: float = Field(30.0, gt=0, description="open sequence gap older than this")
     budget_warn_ratio: Decimal = Field(Decimal("1"), description="budget intercept ratio")

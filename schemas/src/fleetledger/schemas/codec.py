@@ -8,6 +8,10 @@ The fingerprint is that of the Parsing Canonical Form of the writer schema; it s
 the writer schema in a registry built from every version directory under
 ``schemas/avro/`` (``v1``, ``v2``, ...).  Bodies are read with schema resolution into the
 current (newest) reader schema, so old writers stay readable.
+
+A Kafka record may instead hold an ``EventPack`` (``schemas/avro/pack/``): several such
+messages of one partition in one record, each complete with its own header.  Readers
+split it with :meth:`Codec.unpack` and process its messages in order.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from fleetledger.kernel.errors import (
 from fleetledger.schemas.fastpath import Rejected, record_to_json_obj
 from fleetledger.schemas.models import AVRO_NAMESPACE, TraceEvent, _parse_event
 
-__all__ = ["AVRO_DIR", "HEADER_LEN", "MAGIC", "Codec", "Kind", "WriterSchema"]
+__all__ = ["AVRO_DIR", "HEADER_LEN", "MAGIC", "PACK_SCHEMA", "Codec", "Kind", "WriterSchema"]
 
 #: Two marker bytes that start every single-object encoded message.
 MAGIC = b"\xc3\x01"
@@ -40,6 +44,8 @@ MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
 #: Directory holding one ``v<N>`` sub-directory per contract version.
 AVRO_DIR = Path(__file__).resolve().parent / "avro"
+#: The EventPack framing schema (not part of the versioned event contract).
+PACK_SCHEMA = AVRO_DIR / "pack" / "EventPack.avsc"
 
 Kind = Literal["event", "batch"]
 _RECORDS: dict[Kind, str] = {"event": "TraceEvent", "batch": "EventBatch"}
@@ -102,6 +108,14 @@ class Codec:
             for kind, filename in _FILES.items():
                 self._register(kind, version, root / f"v{version}" / filename)
         self.current_version = versions[-1]
+        self._pack_schema, self.pack_fingerprint = _load_pack_schema()
+        clash = self._by_fp.get(self.pack_fingerprint)
+        if clash is not None:
+            raise SchemaError(
+                f"{PACK_SCHEMA}: found the fingerprint of {clash.name}, "
+                "expected the EventPack schema to differ from every event schema"
+            )
+        self._pack_header = MAGIC + self.pack_fingerprint
 
     def _register(self, kind: Kind, version: int, path: Path) -> None:
         try:
@@ -210,7 +224,58 @@ class Codec:
             ) from exc
         return buf.getvalue()
 
+    def encode_pack(self, messages: Sequence[Bytes], *, check: bool = True) -> bytes:
+        """One EventPack record holding `messages` (whole single-object messages), in order.
+
+        ``check=False`` skips checking each message's header (a caller that checked it)."""
+        if not messages:
+            raise SchemaError("found an empty pack, expected at least one message")
+        items = []
+        for message in messages:
+            if check:
+                self._header(message)  # a known TraceEvent/EventBatch message, not a pack
+            items.append(bytes(message))
+        buf = BytesIO()
+        buf.write(self._pack_header)
+        fastavro.schemaless_writer(buf, self._pack_schema, {"messages": items})
+        return buf.getvalue()
+
     # ------------------------------------------------------------------ decoding
+
+    def is_pack(self, data: Bytes) -> bool:
+        """Whether `data` starts with the EventPack header (its body is not checked)."""
+        return data[:HEADER_LEN] == self._pack_header
+
+    def messages_of(self, data: Bytes) -> list[bytes]:
+        """The messages of one record: a pack's (:meth:`unpack`), or the record itself."""
+        return self.unpack(data) if self.is_pack(data) else [bytes(data)]
+
+    def unpack(self, data: Bytes) -> list[bytes]:
+        """The messages of an EventPack record, in order (each still to be decoded)."""
+        if not self.is_pack(data):
+            raise DecodeError(
+                f"found {bytes(data[:HEADER_LEN]).hex()} as the header, expected "
+                f"{self._pack_header.hex()} (an EventPack)"
+            )
+        buf = BytesIO(data)
+        buf.seek(HEADER_LEN)
+        try:
+            raw: Any = fastavro.schemaless_reader(buf, self._pack_schema, None)
+        except Exception as exc:  # fastavro raises assorted types on bad input
+            raise DecodeError(
+                "cannot read the fleetledger.EventPack body: found truncated or malformed "
+                f"Avro data ({type(exc).__name__}: {exc}), expected a complete EventPack record"
+            ) from exc
+        end = buf.tell()
+        if end != len(data):
+            raise DecodeError(
+                f"found {len(data) - end} bytes after the fleetledger.EventPack record, "
+                "expected the record to end with the pack"
+            )
+        messages: list[bytes] = raw["messages"]
+        if not messages:
+            raise DecodeError("found an EventPack with no messages, expected at least one")
+        return messages
 
     def decode(self, data: Bytes, *, reader_version: int | None = None) -> list[TraceEvent]:
         """Events of a single-object TraceEvent or EventBatch message, validated."""
@@ -281,6 +346,11 @@ class Codec:
             )
         fp = bytes(data[2:HEADER_LEN])
         entry = self._by_fp.get(fp)
+        if entry is None and fp == self.pack_fingerprint:
+            raise DecodeError(
+                "found an EventPack, expected a TraceEvent or EventBatch message "
+                "(a pack is split into its messages first, and packs do not nest)"
+            )
         if entry is None:
             known = ", ".join(sorted(f.hex() for f in self._by_fp))
             raise UnknownFingerprintError(
@@ -314,6 +384,19 @@ class Codec:
                 "expected the message to end with the record"
             )
         return entry, raw
+
+
+def _load_pack_schema() -> tuple[dict[str, Any], bytes]:
+    try:
+        raw = json.loads(PACK_SCHEMA.read_text(encoding="utf-8"))
+        parsed: dict[str, Any] = fastavro.parse_schema(raw)  # type: ignore[assignment]
+        fp = bytes.fromhex(avro_fingerprint(to_parsing_canonical_form(raw), "CRC-64-AVRO"))
+    except (OSError, ValueError, fastavro.schema.SchemaParseException) as exc:
+        raise SchemaError(
+            f"cannot load {PACK_SCHEMA}: found {type(exc).__name__}: {exc}, "
+            "expected a readable Avro schema"
+        ) from exc
+    return parsed, fp
 
 
 def _check_event(event: Any, where: str) -> None:

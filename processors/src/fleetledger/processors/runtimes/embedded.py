@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS bundles (
 );
 CREATE TABLE IF NOT EXISTS deadletter (
     key TEXT PRIMARY KEY, topic TEXT NOT NULL, partition INTEGER NOT NULL,
-    "offset" INTEGER NOT NULL, error TEXT NOT NULL, value BLOB NOT NULL
+    "offset" INTEGER NOT NULL, error TEXT NOT NULL, value BLOB NOT NULL,
+    item INTEGER  -- the message's index in an EventPack record, NULL for a plain record
 );
 CREATE TABLE IF NOT EXISTS consumer_offsets (consumer TEXT PRIMARY KEY, "offset" INTEGER NOT NULL);
 """
@@ -74,6 +75,9 @@ def open_store(path: Path, *, create: bool = True) -> sqlite3.Connection:
     conn = connect(path, create=create)
     try:
         conn.executescript(OUTPUT_DDL)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(deadletter)")}
+        if "item" not in columns:  # a store written before EventPack records
+            conn.execute("ALTER TABLE deadletter ADD COLUMN item INTEGER")
     except sqlite3.Error as exc:
         raise StoreError(f"cannot prepare embedded store {str(path)!r}: {exc}") from exc
     return conn
@@ -489,11 +493,12 @@ class EmbeddedSink:
             [(b.run_id, b.digest, b.data) for b in outputs.bundles],
         )
         c.executemany(
-            'INSERT INTO deadletter(key, topic, partition, "offset", error, value) '
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+            'INSERT INTO deadletter(key, topic, partition, "offset", item, error, value) '
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
             [
-                (d.key, d.position.topic, d.position.partition, d.position.offset, d.error, d.value)
+                (d.key, p.topic, p.partition, p.offset, p.index, d.error, d.value)
                 for d in outputs.deadletters
+                for p in (d.position,)
             ],
         )
 
@@ -548,9 +553,9 @@ class EmbeddedReader:
 
     def deadletters(self) -> list[DeadLetter]:
         rows = self._conn.execute(
-            'SELECT topic, partition, "offset", error, value FROM deadletter ORDER BY key'
+            'SELECT topic, partition, "offset", item, error, value FROM deadletter ORDER BY key'
         )
-        return [DeadLetter(bytes(v), SourcePosition(t, p, o), e) for t, p, o, e, v in rows]
+        return [DeadLetter(bytes(v), SourcePosition(t, p, o, i), e) for t, p, o, i, e, v in rows]
 
     def __repr__(self) -> str:
         return f"the embedded store {str(self._path)!r}"

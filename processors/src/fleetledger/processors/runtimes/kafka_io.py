@@ -67,6 +67,7 @@ HEADER_ERROR = "fleetledger.error"
 HEADER_SOURCE_TOPIC = "fleetledger.source.topic"
 HEADER_SOURCE_PARTITION = "fleetledger.source.partition"
 HEADER_SOURCE_OFFSET = "fleetledger.source.offset"
+HEADER_SOURCE_INDEX = "fleetledger.source.index"
 #: Header of a bundles-topic record: the bundle's ``integrity.digest`` (an archived
 #: bundle's manifest carries it too).
 HEADER_DIGEST = "fleetledger.digest"
@@ -377,6 +378,7 @@ def deadletter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
         (HEADER_SOURCE_TOPIC, p.topic.encode()),
         (HEADER_SOURCE_PARTITION, str(p.partition).encode()),
         (HEADER_SOURCE_OFFSET, str(p.offset).encode()),
+        *([] if p.index is None else [(HEADER_SOURCE_INDEX, str(p.index).encode())]),
     ]
 
 
@@ -811,6 +813,7 @@ def deadletter_of(rec: KafkaRecord) -> DeadLetter:
         text(HEADER_SOURCE_TOPIC),
         int(text(HEADER_SOURCE_PARTITION)),
         int(text(HEADER_SOURCE_OFFSET)),
+        None if rec.header(HEADER_SOURCE_INDEX) is None else int(text(HEADER_SOURCE_INDEX)),
     )
     return DeadLetter(resolve_output(rec.value or b""), position, text(HEADER_ERROR))
 
