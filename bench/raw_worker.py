@@ -64,17 +64,19 @@ class RawLoop:
         self.undecodable = 0
 
     def handle(self, value: bytes, out: dict[int, list[tuple[bytes, bytes]]]) -> None:
-        """One record: split a pack into its messages; per message decode, drop duplicates,
-        chain, total, queue one record per event."""
-        if self.codec.is_pack(value):
-            for message in self.codec.unpack(value):
-                self.handle(message, out)
-            return
+        """One record (a pack: each of its messages): decode, drop duplicates, chain,
+        total, queue one record per event."""
+        objs = []
         try:
-            objs = self.codec.decode_objs(value)
+            messages = self.codec.messages_of(value)
         except FleetLedgerError:
+            messages = []
             self.undecodable += 1
-            return
+        for message in messages:
+            try:
+                objs += self.codec.decode_objs(message)
+            except FleetLedgerError:
+                self.undecodable += 1
         for obj in objs:
             run_id: str = obj["run_id"]
             state = self.runs.get(run_id)

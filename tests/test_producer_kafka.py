@@ -264,6 +264,17 @@ async def test_a_send_without_topic_metadata_waits_for_it_and_lands_in_the_right
     assert [p for p, recs in records.items() for _ in recs] == [partition_for("run-0007", 3)]
 
 
+async def send_all(transport: KafkaTransport, sent: list[tuple[str, bytes]]) -> None:
+    """Start ``transport``, send every (key, value), flush and close it."""
+    await transport.start()
+    try:
+        for key, value in sent:
+            await transport.send(key, value)
+        await transport.flush()
+    finally:
+        await transport.close()
+
+
 def _messages(codec: Codec, runs: int, per_run: int) -> list[tuple[str, bytes]]:
     """``per_run`` one-event messages of each of ``runs`` runs, interleaved."""
     t0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -341,13 +352,7 @@ async def test_a_pack_is_sealed_before_it_outgrows_max_pack_bytes(
     transport = KafkaTransport(
         kafka_bootstrap, topic, enable_idempotence=False, linger_ms=500, max_pack_bytes=limit
     )
-    await transport.start()
-    try:
-        for key, value in sent:
-            await transport.send(key, value)
-        await transport.flush()
-    finally:
-        await transport.close()
+    await send_all(transport, sent)
     assert transport.records_sent >= 8  # one 500 ms window would otherwise hold all 40
     records = (await read_all(kafka_bootstrap, topic, 1, transport.records_sent))[0]
     messages: list[bytes] = []
@@ -368,13 +373,7 @@ async def test_packing_keeps_max_outstanding(kafka_bootstrap: str, topic_prefix:
     transport = KafkaTransport(
         kafka_bootstrap, topic, enable_idempotence=False, linger_ms=500, max_outstanding=5
     )
-    await transport.start()
-    try:
-        for key, value in sent:
-            await transport.send(key, value)
-        await transport.flush()
-    finally:
-        await transport.close()
+    await send_all(transport, sent)
     assert transport.records_sent >= 4  # unbounded, one 500 ms window holds all 20
     messages = await read_all_messages(kafka_bootstrap, topic, 1, 20, codec)
     assert [v for _, v in messages[0]] == [v for _, v in sent]

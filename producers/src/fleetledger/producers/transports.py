@@ -406,7 +406,7 @@ class KafkaTransport:
         self._pack_lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._sealer: asyncio.Task[None] | None = None
-        self._codec = Codec() if pack else None  # (schemas parsed once: ~10 ms)
+        self._codec = Codec()  # packs (schemas parsed once: ~10 ms)
         #: undelivered batches and how many messages each holds
         self._outstanding: dict[asyncio.Future[Any], int] = {}
         self._queued = 0
@@ -533,13 +533,15 @@ class KafkaTransport:
                 self.records_sent += 1
                 return  # still lingering in the client: delivered with that batch
         self._open.pop(partition, None)
+        self._check_size(key, raw_key, value)
         batch, fut = await self._send_record(partition, key, raw_key, value, 1)
+        self._queued += 1
         self._open[partition] = (batch, fut)
 
     async def _add_to_pack(self, partition: int, key: str, raw_key: bytes, value: bytes) -> None:
         self._check_size(key, raw_key, value)
         try:
-            self._pack_codec.writer_of(value)
+            self._codec.writer_of(value)
         except FleetLedgerError as exc:
             raise DeliveryError(
                 f"cannot pack a message for {self.topic!r} (key {key!r}): {exc} "
@@ -558,11 +560,6 @@ class KafkaTransport:
         pack.messages.append(value)
         pack.size += size
         self._queued += 1
-
-    @property
-    def _pack_codec(self) -> Codec:
-        assert self._codec is not None, "packing without a codec"
-        return self._codec
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -591,13 +588,14 @@ class KafkaTransport:
         if pack is None:
             return
         async with self._pack_lock:
-            if len(pack.messages) == 1:
-                value = pack.messages[0]
-            else:
-                value = self._pack_codec.encode_pack(pack.messages, check=False)
-                self.packs_sent += 1
             key = pack.key.decode("utf-8", "replace")
             try:
+                if len(pack.messages) == 1:  # (checked when added)
+                    value = pack.messages[0]
+                else:
+                    value = self._codec.encode_pack(pack.messages, check=False)
+                    self._check_size(key, pack.key, value)
+                    self.packs_sent += 1
                 await self._send_record(partition, key, pack.key, value, len(pack.messages))
             except DeliveryError:
                 self._queued -= len(pack.messages)
@@ -624,10 +622,10 @@ class KafkaTransport:
     async def _send_record(
         self, partition: int, key: str, raw_key: bytes, value: bytes, messages: int
     ) -> tuple[Any, asyncio.Future[Any]]:
-        """Open a batch holding one record and hand it to the client."""
+        """Open a batch holding one record of ``messages`` messages and hand it to the
+        client (the caller has checked its size and counted its messages in ``_queued``)."""
         from aiokafka.errors import KafkaError
 
-        self._check_size(key, raw_key, value)
         try:
             batch = self._producer.create_batch()
             batch.append(timestamp=None, key=raw_key, value=value)  # a first record always fits
@@ -637,8 +635,6 @@ class KafkaTransport:
                 f"Kafka refused a message for {self.topic!r} (key {key!r}, {len(value)} bytes): "
                 f"{_describe(exc)}"
             ) from exc
-        if not self.pack:
-            self._queued += messages
         self._outstanding[fut] = messages
         self.batches_sent += 1
         self.records_sent += 1

@@ -108,7 +108,9 @@ class Codec:
             for kind, filename in _FILES.items():
                 self._register(kind, version, root / f"v{version}" / filename)
         self.current_version = versions[-1]
-        self._pack_schema, self.pack_fingerprint = _load_pack_schema()
+        _raw, self._pack_schema, self.pack_fingerprint = _load_schema(
+            PACK_SCHEMA, f"{AVRO_NAMESPACE}.EventPack"
+        )
         clash = self._by_fp.get(self.pack_fingerprint)
         if clash is not None:
             raise SchemaError(
@@ -118,19 +120,7 @@ class Codec:
         self._pack_header = MAGIC + self.pack_fingerprint
 
     def _register(self, kind: Kind, version: int, path: Path) -> None:
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            parsed = fastavro.parse_schema(raw)
-            expected = f"{AVRO_NAMESPACE}.{_RECORDS[kind]}"
-            if not isinstance(parsed, dict) or parsed.get("name") != expected:
-                raise ValueError(f"the top-level schema is not the record {expected}")
-            pcf = to_parsing_canonical_form(raw)
-            fp = bytes.fromhex(avro_fingerprint(pcf, "CRC-64-AVRO"))
-        except (OSError, ValueError, fastavro.schema.SchemaParseException) as exc:
-            raise SchemaError(
-                f"cannot load {path}: found {type(exc).__name__}: {exc}, "
-                "expected a readable Avro schema"
-            ) from exc
+        raw, parsed, fp = _load_schema(path, f"{AVRO_NAMESPACE}.{_RECORDS[kind]}")
         if fp in self._by_fp:
             other = self._by_fp[fp]
             raise SchemaError(
@@ -257,21 +247,7 @@ class Codec:
                 f"found {bytes(data[:HEADER_LEN]).hex()} as the header, expected "
                 f"{self._pack_header.hex()} (an EventPack)"
             )
-        buf = BytesIO(data)
-        buf.seek(HEADER_LEN)
-        try:
-            raw: Any = fastavro.schemaless_reader(buf, self._pack_schema, None)
-        except Exception as exc:  # fastavro raises assorted types on bad input
-            raise DecodeError(
-                "cannot read the fleetledger.EventPack body: found truncated or malformed "
-                f"Avro data ({type(exc).__name__}: {exc}), expected a complete EventPack record"
-            ) from exc
-        end = buf.tell()
-        if end != len(data):
-            raise DecodeError(
-                f"found {len(data) - end} bytes after the fleetledger.EventPack record, "
-                "expected the record to end with the pack"
-            )
+        raw = _read_body(data, f"{AVRO_NAMESPACE}.EventPack", self._pack_schema, None)
         messages: list[bytes] = raw["messages"]
         if not messages:
             raise DecodeError("found an EventPack with no messages, expected at least one")
@@ -362,41 +338,47 @@ class Codec:
     def _read(self, data: Bytes, reader_version: int | None) -> tuple[WriterSchema, Any]:
         entry = self._header(data)
         reader = self.schema(entry.kind, reader_version)
-        buf = BytesIO(data)
-        buf.seek(HEADER_LEN)
-        try:
-            raw = fastavro.schemaless_reader(
-                buf,
-                entry.schema,
-                None if reader is entry else reader.schema,
-                return_record_name=False,
-            )
-        except Exception as exc:  # fastavro raises assorted types on bad input
-            raise DecodeError(
-                f"cannot read the {entry.name} body: found truncated or malformed Avro "
-                f"data ({type(exc).__name__}: {exc}), expected a complete {entry.name} "
-                "record"
-            ) from exc
-        end = buf.tell()
-        if end != len(data):
-            raise DecodeError(
-                f"found {len(data) - end} bytes after the {entry.name} record, "
-                "expected the message to end with the record"
-            )
-        return entry, raw
+        reader_schema = None if reader is entry else reader.schema
+        return entry, _read_body(data, entry.name, entry.schema, reader_schema)
 
 
-def _load_pack_schema() -> tuple[dict[str, Any], bytes]:
+def _read_body(
+    data: Bytes, name: str, writer: dict[str, Any], reader: dict[str, Any] | None
+) -> Any:
+    """The Avro body after the header of `data`, which must end with it."""
+    buf = BytesIO(data)
+    buf.seek(HEADER_LEN)
     try:
-        raw = json.loads(PACK_SCHEMA.read_text(encoding="utf-8"))
-        parsed: dict[str, Any] = fastavro.parse_schema(raw)  # type: ignore[assignment]
+        raw = fastavro.schemaless_reader(buf, writer, reader, return_record_name=False)
+    except Exception as exc:  # fastavro raises assorted types on bad input
+        raise DecodeError(
+            f"cannot read the {name} body: found truncated or malformed Avro "
+            f"data ({type(exc).__name__}: {exc}), expected a complete {name} record"
+        ) from exc
+    end = buf.tell()
+    if end != len(data):
+        raise DecodeError(
+            f"found {len(data) - end} bytes after the {name} record, "
+            "expected the message to end with the record"
+        )
+    return raw
+
+
+def _load_schema(path: Path, name: str) -> tuple[dict[str, Any], dict[str, Any], bytes]:
+    """A schema file's JSON, its fastavro-parsed form and its CRC-64-AVRO fingerprint (wire
+    byte order); its top-level record must be `name`."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        parsed = fastavro.parse_schema(raw)
+        if not isinstance(parsed, dict) or parsed.get("name") != name:
+            raise ValueError(f"the top-level schema is not the record {name}")
         fp = bytes.fromhex(avro_fingerprint(to_parsing_canonical_form(raw), "CRC-64-AVRO"))
     except (OSError, ValueError, fastavro.schema.SchemaParseException) as exc:
         raise SchemaError(
-            f"cannot load {PACK_SCHEMA}: found {type(exc).__name__}: {exc}, "
+            f"cannot load {path}: found {type(exc).__name__}: {exc}, "
             "expected a readable Avro schema"
         ) from exc
-    return parsed, fp
+    return raw, parsed, fp
 
 
 def _check_event(event: Any, where: str) -> None:
