@@ -58,12 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     skipped: dict[str, str] = {}
     traffic_info: dict[str, dict[str, object]] = {}
 
-    from fleetledger.kernel.config import Settings
-    from fleetledger.schemas.codec import Codec
-
     from . import embedded, latency, memory, processor, producer, scaleout
-    from .common import PARTITIONS
-    from .traffic import generate_events, packed, warmup_fleet
+    from .traffic import generate_events, sdk_packed, warmup_fleet
 
     load = LoadSampler()
     load.start()
@@ -100,14 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         warm = warmup_fleet(sizes.warmup_runs)
         # many-slow as the SDK's Kafka transport sends it when one process records the
-        # fleet at the latency measurement's offered rate (its linger: the default 5 ms)
-        slow_packed = packed(
-            shapes["many_slow"],
-            Codec(),
-            events_per_s=sizes.latency_rate,
-            linger_ms=Settings().linger_ms,
-            partitions=PARTITIONS,
-        )
+        # fleet at the latency measurement's offered rate
+        slow_packed = sdk_packed(shapes["many_slow"], sizes.latency_rate)
         traffic_info["many_slow_packed"] = {
             **slow_packed.describe(),
             "packed_at_events_per_s": sizes.latency_rate,

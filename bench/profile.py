@@ -58,7 +58,7 @@ from .common import (
     unique_prefix,
     worker_target,
 )
-from .traffic import Traffic, generate_events, warmup_fleet
+from .traffic import Traffic, generate_events, sdk_packed, warmup_fleet
 
 #: (part, regex over one py-spy frame "function (path:line)").  A sample is named by the
 #: innermost frame that matches one of these; frames that only match :data:`GENERIC`
@@ -375,7 +375,12 @@ def main(argv: list[str] | None = None) -> int:
     from .common import FULL
 
     ap = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    ap.add_argument("--shape", nargs="*", default=["few_busy", "many_slow"])
+    ap.add_argument(
+        "--shape",
+        nargs="*",
+        default=["few_busy", "many_slow"],
+        choices=["few_busy", "many_slow", "few_busy_packed", "many_slow_packed"],
+    )
     ap.add_argument("--events", type=int, help="events per shape (default: the bench's)")
     ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     ap.add_argument("--pipeline", action="store_true", help="cProfile the pipeline alone")
@@ -397,7 +402,12 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         return 0
     default = {"few_busy": sizes.busy_events, "many_slow": sizes.slow_events}
-    shapes = {s: generate_events(s, args.events or default[s]) for s in args.shape}
+    shapes = {}
+    for s in args.shape:
+        base = s.removesuffix("_packed")
+        shapes[s] = generate_events(base, args.events or default[base])
+        if s != base:  # as the SDK packs it at the latency measurement's rate
+            shapes[s] = sdk_packed(shapes[s], sizes.latency_rate)
     if args.pipeline:
         for shape, traffic in shapes.items():
             text = profile_pipeline(traffic)

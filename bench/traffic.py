@@ -116,6 +116,22 @@ def packed(
     return Traffic(f"{traffic.shape}_packed", traffic.runs, traffic.events, out, traffic.seconds)
 
 
+def sdk_packed(traffic: Traffic, events_per_s: float) -> Traffic:
+    """``traffic`` as the SDK's Kafka transport sends it when one process records the
+    fleet at ``events_per_s`` (its linger: the default setting; the bench's partitions)."""
+    from fleetledger.kernel.config import Settings
+
+    from .common import PARTITIONS
+
+    return packed(
+        traffic,
+        Codec(),
+        events_per_s=events_per_s,
+        linger_ms=Settings().linger_ms,
+        partitions=PARTITIONS,
+    )
+
+
 def simulate_kwargs(shape: str) -> dict[str, Any]:
     preset, linger = SHAPES[shape]
     kw: dict[str, Any] = dict(SIM_SHAPES[preset])
