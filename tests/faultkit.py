@@ -312,6 +312,8 @@ class Report:
     events_published: int = 0
     messages_published: int = 0
     bad_published: int = 0
+    packs_published: int = 0  # EventPack records among what was published
+    bad_in_packs: int = 0  # bad inputs published as an item of a pack
     lost: int = 0
     duplicated: int = 0
     miscounted: int = 0
@@ -328,7 +330,9 @@ class Report:
     def line(self) -> str:
         return (
             f"{self.runtime}: {self.events_published} events in {self.messages_published} "
-            f"messages + {self.bad_published} bad; kills {self.kills}; lost {self.lost}, "
+            f"messages + {self.bad_published} bad ({self.packs_published} packs, "
+            f"{self.bad_in_packs} bad in packs); "
+            f"kills {self.kills}; lost {self.lost}, "
             f"duplicated {self.duplicated}, miscounted {self.miscounted}, dead-lettered "
             f"{self.deadlettered} (bad missing {self.bad_not_deadlettered}, valid "
             f"{self.valid_deadlettered}), unplanned exits {self.unplanned_exits}, longest "
@@ -588,6 +592,56 @@ def values_of(rows: Iterable[tuple[str, bytes, bool]]) -> set[bytes]:
     return {v for _k, v, bad in rows if not bad}
 
 
+@dataclass
+class Record:
+    """One log record to publish: a message, or an EventPack of ``items`` (value, bad)."""
+
+    key: str
+    partition: int
+    value: bytes
+    items: list[tuple[bytes, bool]]
+    packed: bool
+
+    def deadletter_keys(self, topic: str, offset: int) -> dict[str, bytes]:
+        """Where each bad input of this record must be dead-lettered from, and its bytes."""
+        at = f"{topic}:{self.partition}:{offset}"
+        return {
+            (f"{at}:{i}" if self.packed else at): value
+            for i, (value, bad) in enumerate(self.items)
+            if bad
+        }
+
+
+def as_records(
+    rows: list[tuple[str, bytes, bool]],
+    partition_of: Callable[[str], int],
+    rng: random.Random | None = None,
+    max_pack: int = 8,
+) -> list[Record]:
+    """``rows`` as log records: one per row, or (with ``rng``) the rows of one partition
+    packed into EventPacks of 1 to ``max_pack`` consecutive messages, as the SDK packs
+    them (a group of one goes out as it is).  Bad inputs are packed like any message, so
+    each must be dead-lettered alone, from its place in its pack."""
+    by_partition: dict[int, list[tuple[str, bytes, bool]]] = defaultdict(list)
+    for row in rows:
+        by_partition[partition_of(row[0])].append(row)
+    out = []
+    codec = Codec()
+    for partition, group in by_partition.items():
+        i = 0
+        while i < len(group):
+            n = rng.randint(1, max_pack) if rng is not None else 1
+            part = group[i : i + n]
+            i += n
+            items = [(v, bad) for _k, v, bad in part]
+            if len(part) == 1:
+                out.append(Record(part[0][0], partition, part[0][1], items, packed=False))
+            else:
+                value = codec.encode_pack([v for v, _bad in items], check=False)
+                out.append(Record(part[0][0], partition, value, items, packed=True))
+    return out
+
+
 # --------------------------------------------------------------------------- kafka
 
 
@@ -613,9 +667,12 @@ class KafkaPublisher:
     partition) and remembers where each landed: the end offset per partition, and the
     source position of every bad input (where its dead letter must come from)."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, partitions: int, pack_rng: random.Random | None = None
+    ) -> None:
         from aiokafka import AIOKafkaProducer
 
+        self.pack_rng = pack_rng  # when set, publish() packs the rows of one partition
         self.topic = topic
         self.partitions = partitions
         self.producer = AIOKafkaProducer(
@@ -628,6 +685,8 @@ class KafkaPublisher:
         self.expected_deadletters: dict[str, bytes] = {}
         self.messages = 0
         self.bad = 0
+        self.packs = 0
+        self.bad_in_packs = 0
 
     async def __aenter__(self) -> KafkaPublisher:
         await self.producer.start()
@@ -636,22 +695,31 @@ class KafkaPublisher:
     async def __aexit__(self, *exc: object) -> None:
         await self.producer.stop()
 
-    async def publish(self, rows: list[tuple[str, bytes, bool]]) -> None:
+    async def publish(self, rows: list[tuple[str, bytes, bool]], *, pack: bool = True) -> None:
+        """Publish ``rows`` (key, value, bad) in order per run; packed when the publisher
+        has a ``pack_rng`` and ``pack`` is true."""
         from fleetledger.processors.runtimes.kafka_io import partition_for
 
+        records = as_records(
+            rows,
+            lambda key: partition_for(key, self.partitions),
+            self.pack_rng if pack else None,
+        )
         sent = []
-        for key, value, bad in rows:
-            partition = partition_for(key, self.partitions)
-            fut = await self.producer.send(self.topic, value, key=key.encode(), partition=partition)
-            sent.append((fut, value, bad))
-        for fut, value, bad in sent:
+        for rec in records:
+            fut = await self.producer.send(
+                self.topic, rec.value, key=rec.key.encode(), partition=rec.partition
+            )
+            sent.append((fut, rec))
+        for fut, rec in sent:
             md = await fut
             self.ends[md.partition] = max(self.ends[md.partition], md.offset + 1)
-            if bad:
-                self.expected_deadletters[f"{self.topic}:{md.partition}:{md.offset}"] = value
-                self.bad += 1
-            else:
-                self.messages += 1
+            expected = rec.deadletter_keys(self.topic, md.offset)
+            self.expected_deadletters.update(expected)
+            self.bad += len(expected)
+            self.messages += len(rec.items) - len(expected)
+            self.packs += rec.packed
+            self.bad_in_packs += len(expected) if rec.packed else 0
 
 
 class GroupOffsets:

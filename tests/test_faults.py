@@ -39,6 +39,7 @@ from .faultkit import (
     Traffic,
     Workers,
     add_odd_runs,
+    as_records,
     bad_inputs,
     build_traffic,
     check,
@@ -115,21 +116,25 @@ def test_faults_embedded_kill_loop_replay_and_bad_input(tmp_path: Path) -> None:
     expected_dl: dict[str, bytes] = {}
     report = Report("embedded", events_published=traffic.events)
 
+    failures: list[BaseException] = []
+    feed_rng = random.Random(9)
+
     def publish(batch: list[tuple[str, bytes, bool]]) -> None:
+        # about half of the chunks go packed, as an SDK with several runs packs them
+        records = as_records(batch, lambda _key: 0, feed_rng if feed_rng.random() < 0.5 else None)
         log = SqliteLog.open(db)
         try:
             start = log.end_offset()
-            log.append([(k, v) for k, v, _bad in batch])
+            log.append([(r.key, r.value) for r in records])
         finally:
             log.close()
-        for i, (_k, v, bad) in enumerate(batch, start=start + 1):
-            if bad:
-                expected_dl[f"event_log:0:{i}"] = v
-        report.messages_published += sum(not bad for _k, _v, bad in batch)
-        report.bad_published += sum(bad for _k, _v, bad in batch)
-
-    failures: list[BaseException] = []
-    feed_rng = random.Random(9)
+        for offset, rec in enumerate(records, start=start + 1):
+            expected = rec.deadletter_keys("event_log", offset)
+            expected_dl.update(expected)
+            report.bad_published += len(expected)
+            report.messages_published += len(rec.items) - len(expected)
+            report.packs_published += rec.packed
+            report.bad_in_packs += len(expected) if rec.packed else 0
 
     def publisher() -> None:
         i = 0
@@ -202,6 +207,8 @@ def test_faults_embedded_kill_loop_replay_and_bad_input(tmp_path: Path) -> None:
     report.save(tmp_path)
     print(report.line())
     assert report.ok(MAX_STALL_S), (report.line(), report.problems[:20], workers.unplanned[:2])
+    # packed records went through the kill loop, bad items inside them included
+    assert report.packs_published > 0 and report.bad_in_packs > 0, report.line()
 
 
 # --------------------------------------------------------------------------- kafka
@@ -245,7 +252,10 @@ async def test_faults_kafka_kill_loop_rebalances_replay_and_bad_input(
     offsets = GroupOffsets(kafka_bootstrap, settings.group_id, topics.events.name, partitions)
     workers = Workers([fleetledger_cli(), "worker"], worker_env(settings), tmp_path)
 
-    async with KafkaPublisher(kafka_bootstrap, topics.events.name, partitions) as pub:
+    pack_rng = random.Random(22)
+    async with KafkaPublisher(
+        kafka_bootstrap, topics.events.name, partitions, pack_rng=pack_rng
+    ) as pub:
 
         async def caught_up() -> bool:
             committed = await offsets.fetch()
@@ -255,7 +265,8 @@ async def test_faults_kafka_kill_loop_rebalances_replay_and_bad_input(
             i = 200
             while i < len(rows):
                 n = rng.randint(1, chunk_max)
-                await pub.publish(rows[i : i + n])
+                # about half of the chunks go packed, as an SDK with several runs packs them
+                await pub.publish(rows[i : i + n], pack=pack_rng.random() < 0.5)
                 i += n
                 await asyncio.sleep(rng.uniform(0, pause_s))
 
@@ -341,6 +352,7 @@ async def test_faults_kafka_kill_loop_rebalances_replay_and_bad_input(
             workers.stop_all()
         offsets.close()
         report.messages_published, report.bad_published = pub.messages, pub.bad
+        report.packs_published, report.bad_in_packs = pub.packs, pub.bad_in_packs
         expected_dl = pub.expected_deadletters
     outputs = await kafka_outputs(kafka_bootstrap, topics)
     report.kills, report.restarts = workers.kills, workers.restarts
@@ -353,3 +365,5 @@ async def test_faults_kafka_kill_loop_rebalances_replay_and_bad_input(
     report.save(tmp_path)
     print(report.line())
     assert report.ok(MAX_STALL_S), (report.line(), report.problems[:20], workers.unplanned[:2])
+    # packed records went through the kill loop, bad items inside them included
+    assert report.packs_published > 0 and report.bad_in_packs > 0, report.line()
