@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetledger.processors.core import (
-    NESTED_MEMBERS,
     CoreConfig,
     Entry,
     RunState,
@@ -328,60 +327,3 @@ def test_totals_without_unpriced_calls_keep_their_shape() -> None:
     totals = fold.totals_json()
     assert "unpriced" not in totals
     assert all("unpriced_calls" not in m for m in totals["by_model"].values())
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    order=st.permutations(list(range(len(RUN)))),
-    cut=st.integers(min_value=0, max_value=len(RUN)),
-)
-def test_a_working_copy_equals_the_stored_round_trip_and_is_independent(
-    order: list[int], cut: int
-) -> None:
-    """The pipeline applies a message to ``RunState.copy()`` and drops it on failure: the
-    copy must be what a reload from bytes gives, and folding it must not touch the
-    original."""
-    led = Ledger("run-h")
-    for i in order[:cut]:
-        led.feed(RUN[i])
-    before = led.state.to_bytes()
-    copy = led.state.copy()
-    assert copy.to_bytes() == before
-    assert copy == RunState.from_bytes(before)
-    for i in order[cut:]:
-        apply(copy, RUN[i], lambda _r, s: led.entries.get(s), CONFIG, NOW)
-    assert led.state.to_bytes() == before
-
-
-def test_a_folds_containers_are_flat_but_the_nested_members() -> None:
-    """``RunFold.copy`` copies each container member one level deep (two for
-    ``NESTED_MEMBERS``): folds of runs with every event type and every event-derived
-    intercept (the conformance vectors) hold no deeper container anywhere."""
-    import json
-    from pathlib import Path
-
-    vectors = Path(__file__).resolve().parents[1] / "spec" / "vectors" / "bundles" / "valid"
-    bundles = sorted(vectors.glob("*.bundle.json"))
-    assert len(bundles) >= 3
-    containers = (dict, list)
-
-    def flat(value: Any) -> bool:
-        items = value.values() if isinstance(value, dict) else value
-        return not any(isinstance(v, containers) for v in items)
-
-    nested_seen = 0
-    for path in bundles:
-        bundle = json.loads(path.read_bytes())
-        fold, _ = fold_events(
-            bundle["run"]["run_id"], [e["event"] for e in bundle["events"]], CONFIG
-        )
-        for name, value in vars(fold).items():
-            if not isinstance(value, containers):
-                continue
-            if name in NESTED_MEMBERS:
-                assert isinstance(value, dict), name
-                assert all(isinstance(v, dict) and flat(v) for v in value.values()), name
-            else:
-                assert flat(value), (path.name, name)
-        nested_seen += sum(len(vars(fold)[name]) for name in NESTED_MEMBERS)
-    assert nested_seen > 0

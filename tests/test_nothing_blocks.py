@@ -224,6 +224,65 @@ def test_property_the_pipeline_never_raises_and_accounts_for_every_event(
     pipeline.tick(NOW + timedelta(hours=1))
 
 
+@PROPS
+@given(messages=fleets(), seal=st.booleans(), data=st.data())
+def test_property_a_message_failing_midway_leaves_what_its_absence_leaves(
+    messages: list[list[TraceEvent]],
+    seal: bool,
+    data: st.DataObject,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One batch; message k fails at its j-th event, after its first events were applied
+    to the runs' states in place.  Rolled back, the batch leaves exactly what the same
+    batch without message k leaves: states, entries, outputs (but the dead letter and its
+    ``processing_error`` intercept), and the gaps it watches."""
+    from fleetledger.processors import core
+    from fleetledger.processors import pipeline as module
+
+    k = data.draw(st.integers(0, len(messages) - 1))
+    marked = [e.model_copy(update={"agent_id": "fails"}) for e in messages[k]]
+    j = data.draw(st.integers(0, len(marked) - 1))
+    real_apply = core.apply  # what the pipeline module calls
+    seen = [0]
+
+    def apply(state: Any, obj: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        if obj["agent_id"] == "fails":
+            seen[0] += 1
+            if seen[0] == j + 1:
+                raise RuntimeError("a rule failed")
+        return real_apply(state, obj, *args, **kwargs)
+
+    def run(batch: list[list[TraceEvent]]) -> tuple[Pipeline, Any, MemoryStates, MemoryEntries]:
+        states, entries = MemoryStates(), MemoryEntries()
+        pipe = Pipeline(CODEC, CoreConfig(), states, entries, seal_finished=seal)
+        rows = [
+            (CODEC.encode_batch(m), SourcePosition("events", 0, i)) for i, m in enumerate(batch)
+        ]
+        return pipe, pipe.handle_many(rows, NOW), states, entries
+
+    monkeypatch.setattr(module, "apply", apply)
+    failed_pipe, failed, failed_states, failed_entries = run(
+        [*messages[:k], marked, *messages[k + 1 :]]
+    )
+    monkeypatch.setattr(module, "apply", real_apply)
+    pipe, out, states, entries = run([*messages[:k], *messages[k + 1 :]])
+
+    assert seen[0] == j + 1
+    assert [d.position.offset for d in failed.deadletters] == [k]
+    assert [i.kind for i in failed.intercepts if i.kind == "processing_error"] == [
+        "processing_error"
+    ]
+    assert failed_states.values == states.values
+    assert failed_entries.values == entries.values
+    assert [e.data for e in failed.entries] == [e.data for e in out.entries]
+    assert [t.data for t in failed.totals] == [t.data for t in out.totals]
+    assert [b.data for b in failed.bundles] == [b.data for b in out.bundles]
+    kept = [i.data for i in failed.intercepts if i.kind != "processing_error"]
+    assert kept == [i.data for i in out.intercepts]
+    assert failed.sealed == out.sealed
+    assert failed_pipe.gapped == pipe.gapped
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(messages=fleets())
 @example(messages=SEQ0_COMPLETED)

@@ -529,25 +529,6 @@ class RunFold:
         d["by_step"] = {k: _str_money(v) for k, v in self.by_step.items()}
         return d
 
-    def copy(self) -> RunFold:
-        """An independent copy (what folding mutates is copied, Decimals are immutable).
-
-        Every container member is flat (strings, numbers and Decimals inside) except
-        :data:`NESTED_MEMBERS`, dicts of flat dicts: one C-level ``copy`` per container
-        instead of a generic deep copy (the pipeline copies a run's fold once per
-        message; the generic copy was ~17% of the pipeline's CPU on many-slow traffic).
-        ``tests/test_core.py`` checks that no other member holds a container.
-        """
-        d = self.__dict__.copy()
-        for name, value in d.items():
-            if type(value) in _CONTAINERS and name not in NESTED_MEMBERS:
-                d[name] = value.copy()
-        for name in NESTED_MEMBERS:
-            d[name] = {key: totals.copy() for key, totals in d[name].items()}
-        new = object.__new__(RunFold)
-        new.__dict__.update(d)
-        return new
-
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RunFold:
         d = dict(d)
@@ -574,11 +555,6 @@ class TotalsJson(TypedDict):
     by_model: dict[str, dict[str, Any]]
     by_step: dict[str, dict[str, Any]]
     unpriced: NotRequired[dict[str, Any]]
-
-
-_CONTAINERS = (dict, list)
-#: The members of a ``RunFold`` that hold containers of containers (per model, per step).
-NESTED_MEMBERS = ("by_model", "by_step")
 
 
 def _money_fields(d: dict[str, Any]) -> dict[str, Any]:
@@ -673,21 +649,6 @@ class RunState:
         if self.sealed is None or not 0 <= seq < len(self.sealed) // 64:
             return None
         return self.sealed[seq * 64 : (seq + 1) * 64]
-
-    def copy(self) -> RunState:
-        """An independent working copy, equal to ``from_bytes(to_bytes())`` without the
-        JSON round trip (held events are never mutated, so they are shared)."""
-        return RunState(
-            run_id=self.run_id,
-            next_seq=self.next_seq,
-            head=self.head,
-            terminal_seq=self.terminal_seq,
-            pending={k: dict(v) for k, v in self.pending.items()},
-            gap_since=self.gap_since,
-            gap_flagged_at=self.gap_flagged_at,
-            fold=self.fold.copy(),
-            sealed=self.sealed,
-        )
 
     @classmethod
     def new(cls, run_id: str) -> RunState:

@@ -191,6 +191,15 @@ class Bundle:
 
 
 @dataclass
+class _Batch:
+    """What one :meth:`Pipeline.handle_many` call holds between its messages: the touched
+    runs' working states (persisted once, at the end) and the messages applied so far."""
+
+    states: dict[str, RunState] = field(default_factory=dict)
+    applied: list[tuple[list[dict[str, Any]], list[bytes]]] = field(default_factory=list)
+
+
+@dataclass
 class Outputs:
     entries: list[Entry] = field(default_factory=list)
     totals: list[RunTotals] = field(default_factory=list)
@@ -325,7 +334,7 @@ class Pipeline:
         messages after it.  Totals are emitted once per touched run.
         """
         out = Outputs()
-        states: dict[str, RunState] = {}
+        batch = _Batch()
         for value, position in self._split_packs(messages, out):
             try:
                 objs = self._codec.decode_objs(value)
@@ -342,10 +351,11 @@ class Pipeline:
                 out.deadletters.append(DeadLetter(value, position, error))
                 continue
             try:
-                self._apply_objs(objs, hashes, states, now, out)
+                self._apply_objs(objs, hashes, batch, now, out)
             except Exception as exc:  # per-message isolation is the point
+                self._roll_back(objs, batch, now)
                 self._failed(objs, value, position, exc, out)
-        self._persist(states, out)
+        self._persist(batch.states, out)
         return out
 
     def _split_packs(
@@ -398,29 +408,30 @@ class Pipeline:
     def _apply_all(self, objs: list[dict[str, Any]], now: datetime) -> Outputs:
         """Apply already-decoded event objects (tests and tools)."""
         out = Outputs()
-        states: dict[str, RunState] = {}
-        self._apply_objs(objs, [event_hash(o) for o in objs], states, now, out)
-        self._persist(states, out)
+        batch = _Batch()
+        self._apply_objs(objs, [event_hash(o) for o in objs], batch, now, out)
+        self._persist(batch.states, out)
         return out
 
     def _apply_objs(
         self,
         objs: list[dict[str, Any]],
         hashes: list[bytes],
-        states: dict[str, RunState],
+        batch: _Batch,
         now: datetime,
         out: Outputs,
     ) -> None:
         """Apply one message's events all or nothing.
 
-        The events are applied to working copies of the run states, with new ledger
-        entries kept aside; only when every event (and any bundle) succeeded are the
-        copies, the entries and the outputs taken over.  On an exception nothing of the
-        message is left behind.
+        The events are applied to the batch's run states in place, with new ledger entries
+        and outputs kept aside; only when every event (and any bundle) succeeded are the
+        entries stored, the outputs taken over and the message remembered in the batch.
+        On an exception the caller rolls the touched runs back (:meth:`_roll_back`), so
+        nothing of the message is left behind.
         """
-        work: dict[str, RunState] = {}
         new_entries: dict[tuple[str, int], Entry] = {}
         local = Outputs(events=len(objs))
+        states = batch.states
 
         def lookup(run_id: str, seq: int) -> Entry | None:
             staged = new_entries.get((run_id, seq))
@@ -428,10 +439,9 @@ class Pipeline:
 
         for obj, h in zip(objs, hashes, strict=True):
             run_id = obj["run_id"]
-            state = work.get(run_id)
+            state = states.get(run_id)
             if state is None:
-                known = states.get(run_id)
-                state = work[run_id] = self._load(run_id) if known is None else known.copy()
+                state = states[run_id] = self._load(run_id)
             result = apply(state, obj, lookup, self._config, now, h)
             if result.duplicate:
                 local.duplicates += 1
@@ -443,8 +453,29 @@ class Pipeline:
                 local.bundles.append(self._materialize(state, local, lookup))
         for (run_id, seq), entry in new_entries.items():
             self._entries.put(run_id, seq, entry.data)
-        states.update(work)
+        batch.applied.append((objs, hashes))
         out.extend(local)
+
+    def _roll_back(self, objs: list[dict[str, Any]], batch: _Batch, now: datetime) -> None:
+        """Put the runs that a failed message touched back where the batch's earlier
+        messages left them: each from its stored state (the batch persists only at its
+        end), with those messages' events of the run applied again.  Applying is
+        deterministic and their entries are stored, so the states are what they were
+        before the failed message; the outputs of the second application are dropped."""
+        for run_id in {obj["run_id"] for obj in objs}:
+            redo = [
+                (obj, h)
+                for done, hashes in batch.applied
+                for obj, h in zip(done, hashes, strict=True)
+                if obj["run_id"] == run_id
+            ]
+            if not redo:
+                batch.states.pop(run_id, None)  # the failed message was its first
+                continue
+            state = batch.states[run_id] = self._load(run_id)
+            for obj, h in redo:
+                if apply(state, obj, self._lookup, self._config, now, h).materialize:
+                    self._materialize(state, Outputs(), self._lookup)
 
     def _persist(self, states: dict[str, RunState], out: Outputs) -> None:
         for run_id, state in states.items():
