@@ -1,4 +1,4 @@
-"""The Kafka runtime's two reaches past faust-streaming's public API still hold.
+"""The Kafka runtime's reaches past faust-streaming's public API still hold.
 
 ``fleetledger.processors.runtimes.faust_private`` explains why each exists.  These tests
 fail when faust-streaming changes in a way that affects them: another version (the
@@ -9,12 +9,17 @@ send changelog records itself (the runtime would then write every record twice).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
 import faust
 from faust.transport.consumer import Consumer
 
-from fleetledger.processors.runtimes.faust_private import VERIFIED_VERSIONS, table_store
+from fleetledger.processors.runtimes.faust_private import (
+    VERIFIED_VERSIONS,
+    set_fetch_max_wait,
+    table_store,
+)
 
 
 def test_the_installed_faust_is_a_verified_version() -> None:
@@ -48,3 +53,26 @@ def test_writing_a_tables_store_sends_no_changelog_record() -> None:
     assert store[b"k"] == b"v" and dict(table.data) == {b"k": b"v"}
     store.pop(b"k")
     assert sent == [], "the runtime sends changelog records itself; Faust must not as well"
+
+
+def test_the_worker_consumer_is_created_with_the_fetch_wait_set() -> None:
+    """Faust's consumer thread creates its aiokafka consumer in one method, and aiokafka
+    builds the fetcher from ``_fetch_max_wait_ms`` when it starts."""
+    from aiokafka import AIOKafkaConsumer
+
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
+
+    async def created() -> AIOKafkaConsumer:
+        app = faust.App(
+            "faust-private-fetch-wait",
+            broker="kafka://127.0.0.1:9",
+            store="memory://",
+            autodiscover=False,
+            web_enabled=False,
+        )
+        set_fetch_max_wait(app, 123)
+        thread = app.consumer._thread  # type: ignore[attr-defined]
+        return thread._create_worker_consumer(app.transport)
+
+    consumer = asyncio.run(created())
+    assert consumer._fetch_max_wait_ms == 123

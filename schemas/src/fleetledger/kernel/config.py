@@ -234,6 +234,9 @@ class Settings(BaseSettings):
     intervention_min_gates: int = Field(4, ge=1, description="gates before the rate rule applies")
     max_recoveries: int = Field(3, ge=0, description="retries/escalations above which to intercept")
     session_timeout_s: float = Field(30.0, gt=0, description="worker consumer session timeout")
+    fetch_max_wait_ms: int = Field(
+        100, ge=1, le=30_000, description="worker: longest a fetch waits at the broker for records"
+    )
     read_db: str | None = Field(
         None,
         description="read model: sqlite:///path.db or postgresql://user@host:port/db "

@@ -41,12 +41,14 @@ class RunEntries:
         """Hold ``value`` as entry ``seq`` unless held already (entries never change)."""
         if seq < 0 or seq in self:
             return False
-        self._loose[seq] = value
+        loose = self._loose
+        loose[seq] = value
         start = len(self._blocks) * BLOCK
-        while all(s in self._loose for s in range(start, start + BLOCK)):
+        # a block can only be complete with BLOCK loose entries (most adds stop here)
+        while len(loose) >= BLOCK and all(s in loose for s in range(start, start + BLOCK)):
             block = b"".join(
                 len(v).to_bytes(LENGTH_BYTES, "big") + v
-                for v in (self._loose.pop(s) for s in range(start, start + BLOCK))
+                for v in (loose.pop(s) for s in range(start, start + BLOCK))
             )
             self._blocks.append(bytes(cramjam.zstd.compress(block, level=ZSTD_LEVEL)))
             start += BLOCK

@@ -54,7 +54,11 @@ from fleetledger.kernel.kafka import KafkaConnection, kafka_connection
 from fleetledger.processors.core import RunState, has_open_gap, is_sealed
 from fleetledger.processors.pipeline import Staged
 from fleetledger.processors.runtimes.entries import LedgerEntryStore
-from fleetledger.processors.runtimes.faust_private import commit_offsets, table_store
+from fleetledger.processors.runtimes.faust_private import (
+    commit_offsets,
+    set_fetch_max_wait,
+    table_store,
+)
 from fleetledger.processors.runtimes.heap import HeapTrimmer
 from fleetledger.processors.runtimes.kafka_io import (
     KafkaSink,
@@ -864,6 +868,7 @@ def build_app(
     topics = topic_specs(settings)
     (state_spec,) = worker_state_specs(settings)
     app = faust.App(settings.group_id, **_faust_options(settings, conn, datadir))
+    set_fetch_max_wait(app, settings.fetch_max_wait_ms)
 
     events = app.topic(
         topics.events.name,
