@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -91,7 +92,7 @@ COMMIT_INTERVAL_S = 1.0
 #: Most input messages handled (and published) together.
 BATCH_MAX_MESSAGES = 100
 #: Longest wait for more input messages before handling what has arrived.
-BATCH_WITHIN_S = 0.02
+BATCH_WITHIN_S = 0.005
 #: Longest wait when reading input messages the consumer did not deliver.
 GAP_READ_TIMEOUT_S = 30.0
 
@@ -1042,6 +1043,11 @@ def run_worker(
                 topic_specs(settings).events.name,
                 settings.partitions,
             )
+            # What exists now (modules, Faust, the app) lives as long as the process: moved
+            # out of the collector's reach, a full collection walks only what the worker
+            # made since (pauses of up to ~45 ms in the processing loop before).
+            gc.collect()
+            gc.freeze()
             try:
                 worker.execute_from_commandline()
             except SystemExit as exc:
