@@ -14,11 +14,11 @@ Contract: for every body, the reader either returns exactly what fastavro plus
 ``record_to_json_obj`` return, or raises :class:`Unreadable`, after which the caller
 decodes the message the general way (which then gives the result or the precise error).
 So anything unusual - a non-canonical UUID, a union branch that does not match the event
-type, a value out of range, a truncated or malformed body, trailing bytes, an old writer
-version that needs schema resolution - costs a second, general decode, never a different
-answer.  A schema (or a part of it) this module does not know how to compile gets no
-reader at all; the property tests hold the two paths equal and check that the current
-contract compiles.
+type, a value out of range, a truncated or malformed body, trailing bytes - costs a
+second, general decode, never a different answer (messages of older writer versions,
+which need schema resolution, go the general way directly).  A schema (or a part of it)
+this module does not know how to compile gets no reader at all; the property tests hold
+the two paths equal and check that the current contract compiles.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, PlainValidator
 
+from fleetledger.kernel.errors import DecodeError, SchemaError
 from fleetledger.schemas.fastpath import (
     _MISSING,
     Rejected,
@@ -52,11 +53,11 @@ __all__ = ["BodyReader", "Unreadable", "compile_reader"]
 BodyReader = Callable[[bytes, int], list[dict[str, Any]]]
 
 
-class Unreadable(Exception):
+class Unreadable(DecodeError):
     """The compiled reader does not vouch for this body: decode it the general way."""
 
 
-class _Unsupported(Exception):
+class _Unsupported(SchemaError):
     """A schema construct the compiler does not handle (no reader is built)."""
 
 
@@ -95,6 +96,25 @@ def amount_text_of_unscaled(unscaled: int, scale: int) -> str:
     return "-" + text if unscaled < 0 else text
 
 
+def _varint_rest(d: bytes, p: int, first: int) -> tuple[int, int]:
+    """The unsigned value of a varint whose first byte (at ``p - 1``) was ``first`` (with
+    its continuation bit set), and the position after it; at most 64 bits."""
+    n = first & 127
+    shift = 7
+    while True:
+        b = d[p]
+        p += 1
+        n |= (b & 127) << shift
+        if b < 128:
+            break
+        shift += 7
+        if shift > 63:
+            raise Unreadable("found a varint longer than 10 bytes")
+    if n >> 64:
+        raise Unreadable("found a varint of more than 64 bits")
+    return n, p
+
+
 # ------------------------------------------------------------------------ code emitters
 #
 # The generated code keeps the body in ``d`` (bytes), the read position in ``p`` and the
@@ -116,6 +136,7 @@ class _Gen:
             "_uuid_ok": _UUID_TEXT.fullmatch,
             "_days": {},
             "_from_bytes": int.from_bytes,
+            "_varint": _varint_rest,
         }
         self._n = 0
 
@@ -145,17 +166,7 @@ class _Gen:
             f"""b = d[p]
 p += 1
 if b > 127:
-    n = b & 127
-    s = 7
-    while True:
-        b = d[p]
-        p += 1
-        n |= (b & 127) << s
-        if b < 128: break
-        s += 7
-        if s > 63: raise Unreadable
-    if n >> 64: raise Unreadable
-    b = n
+    b, p = _varint(d, p, b)
 {target} = (b >> 1) ^ -(b & 1)""",
         )
 
