@@ -135,3 +135,12 @@ async def test_missing_topics_say_the_worker_creates_them(
 ) -> None:
     with pytest.raises(StoreError, match="`fleetledger worker` creates the topics"):
         await Projector(settings, store).run(once=True)
+
+
+async def test_the_projectors_consumer_fetches_with_the_settings_wait(
+    settings: Settings, store: ReadStore
+) -> None:
+    quick = settings.model_copy(update={"fetch_max_wait_ms": 37})
+    for group in (True, False):
+        consumer = Projector(quick, store)._consumer(group=group)
+        assert consumer._fetch_max_wait_ms == 37  # what start() builds the fetcher with

@@ -461,7 +461,9 @@ class Pipeline:
         messages left them: each from its stored state (the batch persists only at its
         end), with those messages' events of the run applied again.  Applying is
         deterministic and their entries are stored, so the states are what they were
-        before the failed message; the outputs of the second application are dropped."""
+        before the failed message; the outputs of the second application are dropped.
+        A store that cannot be read here raises to the runtime: nothing of the batch is
+        persisted then, and its input is read again."""
         for run_id in {obj["run_id"] for obj in objs}:
             redo = [
                 (obj, h)

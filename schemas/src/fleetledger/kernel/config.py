@@ -235,7 +235,10 @@ class Settings(BaseSettings):
     max_recoveries: int = Field(3, ge=0, description="retries/escalations above which to intercept")
     session_timeout_s: float = Field(30.0, gt=0, description="worker consumer session timeout")
     fetch_max_wait_ms: int = Field(
-        100, ge=1, le=30_000, description="worker: longest a fetch waits at the broker for records"
+        100,
+        ge=1,
+        le=30_000,
+        description="worker, projector: longest a fetch waits at the broker for records",
     )
     read_db: str | None = Field(
         None,

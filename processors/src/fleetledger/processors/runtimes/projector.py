@@ -115,6 +115,8 @@ class Projector:
             "auto_offset_reset": "earliest",
             "request_timeout_ms": int(CONNECT_TIMEOUT_S * 1000),
             "max_partition_fetch_bytes": 4 * 1024 * 1024,
+            # the worker's setting: how long a fetch may wait at the broker for records
+            "fetch_max_wait_ms": self._settings.fetch_max_wait_ms,
         }
         if group:
             session_ms = int(self._settings.session_timeout_s * 1000)
