@@ -339,6 +339,13 @@ class Report:
             f"stall {self.longest_stall_s:.1f}s ({self.stall_where or '-'})"
         )
 
+    def count_published(self, rec: Record, expected: Mapping[str, bytes]) -> None:
+        """Count a published record whose bad inputs must be dead-lettered at ``expected``."""
+        self.bad_published += len(expected)
+        self.messages_published += len(rec.items) - len(expected)
+        self.packs_published += rec.packed
+        self.bad_in_packs += len(expected) if rec.packed else 0
+
     def ok(self, max_stall_s: float = 10.0) -> bool:
         return (
             self.lost == self.duplicated == self.miscounted == 0
@@ -668,11 +675,17 @@ class KafkaPublisher:
     source position of every bad input (where its dead letter must come from)."""
 
     def __init__(
-        self, bootstrap: str, topic: str, partitions: int, pack_rng: random.Random | None = None
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        pack_rng: random.Random | None = None,
+        report: Report | None = None,
     ) -> None:
         from aiokafka import AIOKafkaProducer
 
         self.pack_rng = pack_rng  # when set, publish() packs the rows of one partition
+        self.report = report  # when set, every acknowledged record is counted there
         self.topic = topic
         self.partitions = partitions
         self.producer = AIOKafkaProducer(
@@ -683,10 +696,6 @@ class KafkaPublisher:
         )
         self.ends: dict[int, int] = defaultdict(int)
         self.expected_deadletters: dict[str, bytes] = {}
-        self.messages = 0
-        self.bad = 0
-        self.packs = 0
-        self.bad_in_packs = 0
 
     async def __aenter__(self) -> KafkaPublisher:
         await self.producer.start()
@@ -716,10 +725,8 @@ class KafkaPublisher:
             self.ends[md.partition] = max(self.ends[md.partition], md.offset + 1)
             expected = rec.deadletter_keys(self.topic, md.offset)
             self.expected_deadletters.update(expected)
-            self.bad += len(expected)
-            self.messages += len(rec.items) - len(expected)
-            self.packs += rec.packed
-            self.bad_in_packs += len(expected) if rec.packed else 0
+            if self.report is not None:
+                self.report.count_published(rec, expected)
 
 
 class GroupOffsets:

@@ -131,10 +131,7 @@ def test_faults_embedded_kill_loop_replay_and_bad_input(tmp_path: Path) -> None:
         for offset, rec in enumerate(records, start=start + 1):
             expected = rec.deadletter_keys("event_log", offset)
             expected_dl.update(expected)
-            report.bad_published += len(expected)
-            report.messages_published += len(rec.items) - len(expected)
-            report.packs_published += rec.packed
-            report.bad_in_packs += len(expected) if rec.packed else 0
+            report.count_published(rec, expected)
 
     def publisher() -> None:
         i = 0
@@ -254,7 +251,7 @@ async def test_faults_kafka_kill_loop_rebalances_replay_and_bad_input(
 
     pack_rng = random.Random(22)
     async with KafkaPublisher(
-        kafka_bootstrap, topics.events.name, partitions, pack_rng=pack_rng
+        kafka_bootstrap, topics.events.name, partitions, pack_rng=pack_rng, report=report
     ) as pub:
 
         async def caught_up() -> bool:
@@ -351,8 +348,6 @@ async def test_faults_kafka_kill_loop_rebalances_replay_and_bad_input(
             monitor.__exit__()
             workers.stop_all()
         offsets.close()
-        report.messages_published, report.bad_published = pub.messages, pub.bad
-        report.packs_published, report.bad_in_packs = pub.packs, pub.bad_in_packs
         expected_dl = pub.expected_deadletters
     outputs = await kafka_outputs(kafka_bootstrap, topics)
     report.kills, report.restarts = workers.kills, workers.restarts

@@ -37,14 +37,15 @@ def test_the_consumer_still_commits_given_offsets_as_a_coroutine() -> None:
     assert params[:2] == ["self", "offsets"]
 
 
-def test_writing_a_tables_store_sends_no_changelog_record() -> None:
-    app = faust.App(
-        "faust-private-check",
-        broker="kafka://127.0.0.1:9",
-        store="memory://",
-        autodiscover=False,
-        web_enabled=False,
+def _offline_app(name: str) -> faust.App:
+    """An app that is built but never started (its broker is never contacted)."""
+    return faust.App(
+        name, broker="kafka://127.0.0.1:9", store="memory://", autodiscover=False, web_enabled=False
     )
+
+
+def test_writing_a_tables_store_sends_no_changelog_record() -> None:
+    app = _offline_app("faust-private-check")
     table = app.Table("t", default=None, key_type=bytes, value_type=bytes, partitions=1)
     sent: list[object] = []
     table.send_changelog = lambda *args, **kwargs: sent.append(args)  # type: ignore[method-assign,assignment]
@@ -63,13 +64,7 @@ def test_the_worker_consumer_is_created_with_the_fetch_wait_set() -> None:
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
 
     async def created() -> AIOKafkaConsumer:
-        app = faust.App(
-            "faust-private-fetch-wait",
-            broker="kafka://127.0.0.1:9",
-            store="memory://",
-            autodiscover=False,
-            web_enabled=False,
-        )
+        app = _offline_app("faust-private-fetch-wait")
         set_fetch_max_wait(app, 123)
         thread = app.consumer._thread  # type: ignore[attr-defined]
         return thread._create_worker_consumer(app.transport)

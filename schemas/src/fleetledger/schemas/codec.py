@@ -307,9 +307,11 @@ class Codec:
 
     def compiled_reader(self, entry: WriterSchema) -> BodyReader | None:
         """The compiled reader of bodies written with ``entry`` (None: not compilable)."""
-        if entry.fingerprint not in self._compiled:
-            self._compiled[entry.fingerprint] = compile_reader(entry.schema, entry.kind)
-        return self._compiled[entry.fingerprint]
+        try:
+            return self._compiled[entry.fingerprint]
+        except KeyError:
+            reader = self._compiled[entry.fingerprint] = compile_reader(entry.schema, entry.kind)
+            return reader
 
     def _decode_objs_general(self, data: Bytes, reader_version: int | None) -> list[dict[str, Any]]:
         entry, raw = self._read(data, reader_version)

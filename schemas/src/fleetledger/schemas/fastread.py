@@ -170,27 +170,20 @@ if b > 127:
 {target} = (b >> 1) ^ -(b & 1)""",
         )
 
-    def raw_bytes(self, ind: int, target: str) -> None:
+    def raw_bytes(self, ind: int, target: str, *, text: bool = False) -> None:
+        """Avro bytes (a length, then the bytes), or with ``text`` a UTF-8 string."""
         length = self.var("n")
         self.long(ind, length)
         self.emit(
             ind,
             f"""e = p + {length}
 if {length} < 0 or e > end: raise Unreadable
-{target} = d[p:e]
+{target} = d[p:e]{".decode()" if text else ""}
 p = e""",
         )
 
     def string(self, ind: int, target: str) -> None:
-        length = self.var("n")
-        self.long(ind, length)
-        self.emit(
-            ind,
-            f"""e = p + {length}
-if {length} < 0 or e > end: raise Unreadable
-{target} = d[p:e].decode()
-p = e""",
-        )
+        self.raw_bytes(ind, target, text=True)
 
     def index(self, ind: int, target: str, count: int) -> None:
         self.long(ind, target)
@@ -405,5 +398,4 @@ def compile_reader(schema: dict[str, Any], kind: str) -> BodyReader | None:
         except Exception:  # whatever failed, the general decode has the answer
             raise Unreadable from None
 
-    read.source = "\n".join(gen.lines)  # type: ignore[attr-defined]
     return read
