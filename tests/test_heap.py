@@ -51,23 +51,30 @@ def test_malloc_trim_returns_the_holes_left_by_dropped_entries() -> None:
     assert len(kept) == 15_000
 
 
-def test_settles_with_a_trim_after_any_drop_and_only_then() -> None:
-    """The tick's trim: after entries were dropped (fewer than ``every``), once; with
-    nothing dropped since, never."""
+def test_trims_once_drops_stop_for_the_quiet_time_and_only_then() -> None:
+    """The quiet trim: after entries were dropped (fewer than ``every``), once entries
+    stopped being dropped for ``quiet_s``; each drop pushes it back; nothing dropped, none."""
     calls: list[int] = []
-    trimmer = HeapTrimmer(every=100, trim=lambda: calls.append(1))
+    trimmer = HeapTrimmer(every=100, trim=lambda: calls.append(1), quiet_s=0.25)
 
     async def run() -> None:
-        await trimmer.settle()
+        await asyncio.sleep(0.5)
         assert calls == []
-        await trimmer.dropped(30)
+        for _ in range(4):  # drops 0.02 s apart keep pushing the quiet trim back
+            await trimmer.dropped(10)
+            await asyncio.sleep(0.02)
         assert calls == []
-        await trimmer.settle()
+        await asyncio.sleep(0.5)
         assert len(calls) == 1
-        await trimmer.settle()
-        assert len(calls) == 1
-        await trimmer.dropped(100)  # a full ``every``: trims at once, nothing left over
-        await trimmer.settle()
-        assert len(calls) == 2 == trimmer.trims
+        await asyncio.sleep(0.5)
+        assert len(calls) == 1  # nothing dropped since: no more trims
+        await trimmer.dropped(100)  # a full ``every``: at once, and once more when quiet
+        assert len(calls) == 2
+        await asyncio.sleep(0.5)
+        assert len(calls) == 3 == trimmer.trims
+        await trimmer.dropped(10)
+        await trimmer.close()  # shutdown cancels the pending quiet trim
+        await asyncio.sleep(0.5)
+        assert len(calls) == 3
 
     asyncio.run(run())

@@ -381,6 +381,7 @@ class FaustRuntime:
             except Exception as exc:  # the consumer is gone after a crash
                 log.warning("final commit skipped: %s", exc)
             self.request_reset()
+        await self.heap.close()
         if self._sink_started:
             self._sink_started = False
             await self.sink.stop()
@@ -763,8 +764,7 @@ class FaustRuntime:
             self.archive.write(bundle)
 
     async def tick(self) -> None:
-        """Stale-gap checks: publish their intercepts, then persist the state they changed;
-        then (outside the lock, so batches go on) the heap trim after dropped entries."""
+        """Stale-gap checks: publish their intercepts, then persist the state they changed."""
         async with self._lock:
             self._maybe_reset()
             for partition in sorted(self._recovered - self._prepared):
@@ -775,7 +775,6 @@ class FaustRuntime:
                 self._abandon()
                 raise
             await self._persist(outputs)
-        await self.heap.settle()
 
 
 def _ensure_kafka(settings: Settings) -> KafkaConnection:
