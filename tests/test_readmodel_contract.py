@@ -414,3 +414,15 @@ def test_sqlite_writes_through_driver_plans_store_what_sqlalchemy_stores(
     with_plans.pop("planned")
     assert with_plans == without
     assert len(with_plans["rm_actions"]) > 100
+
+
+def test_projecting_the_values_a_runtime_holds_gives_the_rows_of_the_published_bytes() -> None:
+    """The embedded runtime projects its outputs with the values they were serialized
+    from (``OutputRecord.parsed``); the projector parses what it reads.  Same rows."""
+    records = output_stream(30, 1)  # with intercepts and bundles
+    assert all(r.parsed is not None for r in records)
+    read_back = [OutputRecord(r.role, r.key, r.value) for r in records]
+    held, parsed = project(records), project(read_back)
+    assert held == parsed
+    assert held.intercepts and held.bundles and len(held.actions) > 100
+    assert {a.type for a in held.actions.values()} >= {"model_io", "tool_call"}

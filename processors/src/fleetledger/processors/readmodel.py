@@ -91,11 +91,17 @@ def parse_when(text: str, now: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class OutputRecord:
-    """One processor output as published: its role (topic), key and value bytes."""
+    """One processor output as published: its role (topic), key and value bytes.
+
+    ``parsed``: the value as the runtime that made it still holds it (the JSON value that
+    parsing ``value`` gives), so that projecting in the same process does not parse its
+    own output again; None when the record was read from a topic.
+    """
 
     role: str
     key: str
     value: bytes | None
+    parsed: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -305,12 +311,13 @@ class ModelUse:
 
 
 def records_of(outputs: Outputs) -> list[OutputRecord]:
-    """The records a runtime publishes for ``outputs`` (what the projector would read)."""
+    """The records a runtime publishes for ``outputs`` (what the projector would read),
+    each with the value it was serialized from."""
     return [
-        *(OutputRecord("ledger", e.key, e.data) for e in outputs.entries),
-        *(OutputRecord("totals", t.run_id, t.data) for t in outputs.totals),
-        *(OutputRecord("intercepts", i.key, i.data) for i in outputs.intercepts),
-        *(OutputRecord("bundles", b.run_id, b.data) for b in outputs.bundles),
+        *(OutputRecord("ledger", e.key, e.data, e.to_json()) for e in outputs.entries),
+        *(OutputRecord("totals", t.run_id, t.data, t.doc) for t in outputs.totals),
+        *(OutputRecord("intercepts", i.key, i.data, i.to_json()) for i in outputs.intercepts),
+        *(OutputRecord("bundles", b.run_id, b.data, b.document) for b in outputs.bundles),
     ]
 
 
@@ -346,7 +353,7 @@ def project(records: Iterable[OutputRecord]) -> Projection:
         if rec.value is None or rec.role not in PROJECTED_ROLES:
             continue
         try:
-            obj = orjson.loads(rec.value)
+            obj = orjson.loads(rec.value) if rec.parsed is None else rec.parsed
             if rec.role == "ledger":
                 action = action_from_entry(obj)
                 out.actions[(action.run_id, action.seq)] = action
