@@ -14,10 +14,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-import logging
 from collections.abc import Callable
-
-log = logging.getLogger(__name__)
 
 #: Entries dropped between two trims (~10 MB of entries).
 TRIM_EVERY_DROPPED = 10_000
