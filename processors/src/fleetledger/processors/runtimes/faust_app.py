@@ -57,6 +57,7 @@ from fleetledger.processors.pipeline import Staged
 from fleetledger.processors.runtimes.entries import LedgerEntryStore
 from fleetledger.processors.runtimes.faust_private import (
     commit_offsets,
+    race_flow_per_fetch,
     set_fetch_max_wait,
     table_store,
 )
@@ -871,6 +872,7 @@ def build_app(
     (state_spec,) = worker_state_specs(settings)
     app = faust.App(settings.group_id, **_faust_options(settings, conn, datadir))
     set_fetch_max_wait(app, settings.fetch_max_wait_ms)
+    race_flow_per_fetch(app)
 
     events = app.topic(
         topics.events.name,
