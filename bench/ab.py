@@ -24,23 +24,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .common import (
-    FULL,
-    Broker,
-    Sizes,
-    Window,
-    bench_settings,
-    broker,
-    create_topics,
-    log,
-    measure_window,
-    ready,
-    running,
-    start_worker,
-    unique_prefix,
-    worker_target,
-)
-from .traffic import Traffic, generate_events, sdk_packed, warmup_fleet
+from .common import FULL, Broker, Sizes, Window, broker, log, measure_window, ready, running
+from .processor import worker_target_started
+from .traffic import WORKER_SHAPES, Traffic, shape_traffic, warmup_fleet
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("processors/src", "schemas/src", "producers/src")
@@ -55,11 +41,8 @@ async def window(
     if pythonpath is not None:
         os.environ["PYTHONPATH"] = pythonpath  # the worker's environment is os.environ's
     try:
-        settings = bench_settings(b.bootstrap, unique_prefix("ab"))
-        await create_topics(settings)
-        worker = start_worker(settings, archive)
-        with running(worker):
-            target = worker_target(b.bootstrap, settings, worker)
+        target = await worker_target_started(b, archive, "ab")
+        with running(target.proc):
             await ready(target, warm.messages, warm.events, sizes)
             return await measure_window(
                 target, traffic.messages, traffic.events, sizes, b, count_records=False
@@ -74,21 +57,13 @@ async def window(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__)
     ap.add_argument("--old", required=True, help="the git revision to compare with")
-    ap.add_argument(
-        "--shape",
-        default="many_slow",
-        choices=["few_busy", "many_slow", "few_busy_packed", "many_slow_packed"],
-    )
+    ap.add_argument("--shape", default="many_slow", choices=WORKER_SHAPES)
     ap.add_argument("--reps", type=int, default=3, help="windows per tree")
     ap.add_argument("--events", type=int, help="events of the window (default: the bench's)")
     args = ap.parse_args(argv)
     sizes = FULL
     os.environ.setdefault("BENCH_SESSION_TIMEOUT_S", str(sizes.session_timeout_s))
-    base = args.shape.removesuffix("_packed")
-    default = {"few_busy": sizes.busy_events, "many_slow": sizes.slow_events}[base]
-    traffic = generate_events(base, args.events or default)
-    if args.shape != base:  # as the SDK packs it at the latency measurement's rate
-        traffic = sdk_packed(traffic, sizes.latency_rate)
+    traffic = shape_traffic(args.shape, sizes, args.events)
     warm = warmup_fleet(sizes.warmup_runs)
     tree = Path(tempfile.mkdtemp(prefix="bench-ab-tree-")) / "old"
     git = ["git", "-C", str(ROOT)]

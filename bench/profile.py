@@ -58,7 +58,7 @@ from .common import (
     unique_prefix,
     worker_target,
 )
-from .traffic import Traffic, generate_events, sdk_packed, warmup_fleet
+from .traffic import WORKER_SHAPES, Traffic, shape_traffic, warmup_fleet
 
 #: (part, regex over one py-spy frame "function (path:line)").  A sample is named by the
 #: innermost frame that matches one of these; frames that only match :data:`GENERIC`
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         "--shape",
         nargs="*",
         default=["few_busy", "many_slow"],
-        choices=["few_busy", "many_slow", "few_busy_packed", "many_slow_packed"],
+        choices=WORKER_SHAPES,
     )
     ap.add_argument("--events", type=int, help="events per shape (default: the bench's)")
     ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
@@ -401,13 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "profile-embedded.txt").write_text(text, encoding="utf-8")
         print(text)
         return 0
-    default = {"few_busy": sizes.busy_events, "many_slow": sizes.slow_events}
-    shapes = {}
-    for s in args.shape:
-        base = s.removesuffix("_packed")
-        shapes[s] = generate_events(base, args.events or default[base])
-        if s != base:  # as the SDK packs it at the latency measurement's rate
-            shapes[s] = sdk_packed(shapes[s], sizes.latency_rate)
+    shapes = {s: shape_traffic(s, sizes, args.events) for s in args.shape}
     if args.pipeline:
         for shape, traffic in shapes.items():
             text = profile_pipeline(traffic)

@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from io import BytesIO
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastavro
 
@@ -27,6 +27,9 @@ from fleetledger.producers import MemoryTransport, Recorder
 from fleetledger.producers.simulator import SHAPES as SIM_SHAPES
 from fleetledger.producers.simulator import simulate
 from fleetledger.schemas.codec import HEADER_LEN, Codec
+
+if TYPE_CHECKING:
+    from .common import Sizes
 
 MAGIC = b"\xc3\x01"
 
@@ -313,3 +316,18 @@ def interleaved_events(traffic: Traffic, codec: Codec, limit: int, concurrent: i
                 still.append(run)
         active = still
     return out[:limit]
+
+
+#: The worker's traffic shapes of the tools that take one (``--shape``): the two
+#: simulated shapes, and each as the SDK packs it.
+WORKER_SHAPES = ("few_busy", "many_slow", "few_busy_packed", "many_slow_packed")
+
+
+def shape_traffic(shape: str, sizes: Sizes, events: int | None = None) -> Traffic:
+    """The traffic of one of :data:`WORKER_SHAPES`: ``events`` events (by default the
+    shape's number in ``sizes``), a ``_packed`` shape packed as the SDK packs it at the
+    latency measurement's rate."""
+    base = shape.removesuffix("_packed")
+    default = {"few_busy": sizes.busy_events, "many_slow": sizes.slow_events}[base]
+    traffic = generate_events(base, events or default)
+    return traffic if shape == base else sdk_packed(traffic, sizes.latency_rate)
