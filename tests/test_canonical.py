@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -10,9 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetledger.kernel.errors import ProcessorError
+from fleetledger.processors.bundle import assemble, assemble_encoded, bundle_digest, sealed
 from fleetledger.processors.canonical import canonical_bytes, checked_canonical_bytes, load_json
+from fleetledger.processors.core import CoreConfig
 
 from . import eventdicts as ev
+from .runbuilder import entries
 
 LIMIT = 2**53 - 1  # I-JSON safe integers, as JCS requires
 scalars = (
@@ -67,3 +71,29 @@ def test_json_from_outside_cannot_carry_floats(text: str) -> None:
 def test_out_of_range_integers_are_refused_on_the_fast_path() -> None:
     with pytest.raises(ProcessorError, match=r"2\^53"):
         canonical_bytes({"n": 2**53})
+
+
+bundle_members = st.dictionaries(
+    st.sampled_from(["bundle_version", "chain", "events", "merkle", "run", "totals", "blobs"]),
+    documents,
+    max_size=7,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bundle_members)
+def test_sealing_a_bundle_gives_the_reference_digest_and_bytes(members: dict[str, Any]) -> None:
+    bundle = {**members, "integrity": {"digest_algorithm": "sha256", "canonicalization": "RFC8785"}}
+    body = rfc8785.dumps(bundle)
+    data = sealed(bundle)
+    assert bundle["integrity"]["digest"] == hashlib.sha256(body).hexdigest()
+    assert data == rfc8785.dumps(bundle)
+
+
+def test_an_assembled_bundle_s_bytes_are_its_canonical_json_and_digest() -> None:
+    events = ev.simple_run("run-\ue000", n_calls=4)
+    events[0]["agent_id"] = "agent \U0001f600 \ue000 \u2028"  # UTF-16 order differs here
+    document, data = assemble_encoded("run-\ue000", entries(events), CoreConfig())
+    assert data == rfc8785.dumps(document)
+    assert document["integrity"]["digest"] == bundle_digest(document)
+    assert assemble("run-\ue000", entries(events), CoreConfig()) == document

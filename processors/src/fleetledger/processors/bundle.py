@@ -206,8 +206,40 @@ def run_sections(events: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, A
     }
 
 
+def sealed(bundle: dict[str, Any]) -> bytes:
+    """Set ``integrity.digest`` of a bundle that has none and return its canonical bytes.
+
+    Equal to ``bundle_digest`` then ``canonical_bytes`` of the result, with every member
+    but ``integrity`` canonicalized once: RFC 8785 writes an object as its members sorted
+    by key, each ``key:value`` canonical on its own, so the digested body and the final
+    document differ only in the ``integrity`` member.  (The members' keys are the
+    bundle's own ASCII names, which sort the same by UTF-16 code units as by ``sorted``.)
+    """
+    integrity = bundle["integrity"]
+    members = {
+        key: canonical_bytes(key) + b":" + canonical_bytes(value)
+        for key, value in bundle.items()
+        if key != "integrity"
+    }
+
+    def document(integrity_member: dict[str, Any]) -> bytes:
+        members["integrity"] = b'"integrity":' + canonical_bytes(integrity_member)
+        return b"{" + b",".join(members[key] for key in sorted(members)) + b"}"
+
+    digest = hashlib.sha256(document(integrity)).hexdigest()
+    integrity["digest"] = digest
+    return document(integrity)
+
+
 def assemble(run_id: str, entries: Sequence[Entry], config: CoreConfig) -> dict[str, Any]:
     """Build the bundle of a finished run from its entries (seq 0..n-1, in order)."""
+    return assemble_encoded(run_id, entries, config)[0]
+
+
+def assemble_encoded(
+    run_id: str, entries: Sequence[Entry], config: CoreConfig
+) -> tuple[dict[str, Any], bytes]:
+    """:func:`assemble`, and the bundle's canonical bytes (computed on the way)."""
     if not entries:
         raise ProcessorError(f"run {run_id!r}: no entries to bundle; expected at least one")
     prev = genesis(run_id).hex()
@@ -234,8 +266,7 @@ def assemble(run_id: str, entries: Sequence[Entry], config: CoreConfig) -> dict[
         ],
         "integrity": {"digest_algorithm": DIGEST_ALGORITHM, "canonicalization": CANONICALIZATION},
     }
-    bundle["integrity"]["digest"] = bundle_digest(bundle)
-    return bundle
+    return bundle, sealed(bundle)
 
 
 #: Derived members present only when the run has what they list (v3 events); a bundle

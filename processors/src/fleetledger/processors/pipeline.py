@@ -23,7 +23,7 @@ from typing import Any, Generic, Protocol, TypedDict, TypeVar
 import orjson
 
 from fleetledger.kernel.errors import FleetLedgerError, ProcessorError
-from fleetledger.processors.bundle import assemble
+from fleetledger.processors.bundle import assemble_encoded
 from fleetledger.processors.canonical import canonical_bytes, event_hash
 from fleetledger.processors.core import (
     CoreConfig,
@@ -183,10 +183,14 @@ class Bundle:
     started_at: str | None
     digest: str
     document: dict[str, Any]
+    #: The canonical bytes, when whoever built the bundle had them already.
+    canonical: bytes | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def data(self) -> bytes:
         """The canonical bytes: what is stored, published, archived and verified."""
+        if self.canonical is not None:
+            return self.canonical
         return canonical_bytes(self.document)
 
 
@@ -499,7 +503,7 @@ class Pipeline:
                     "expected every seq up to the terminal event"
                 )
             entries.append(entry)
-        bundle = assemble(state.run_id, entries, self._config)
+        bundle, canonical = assemble_encoded(state.run_id, entries, self._config)
         if self._seal_finished:
             state.seal([e.event_hash for e in entries])
             out.sealed.append((state.run_id, len(entries)))
@@ -510,6 +514,7 @@ class Pipeline:
             started_at=run.get("started_at"),
             digest=bundle["integrity"]["digest"],
             document=bundle,
+            canonical=canonical,
         )
 
     def watch_gaps(self, run_ids: Iterable[str]) -> None:
