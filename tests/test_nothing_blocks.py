@@ -119,14 +119,14 @@ def test_a_bundle_without_run_started_is_archived_undated(tmp_path: Path) -> Non
 def test_a_failing_message_is_rolled_back_dead_lettered_and_flagged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fleetledger.processors.bundle import assemble as real
+    from fleetledger.processors.bundle import assemble_encoded as real
 
-    def assemble(run_id: str, entries: Any, config: CoreConfig) -> Any:
+    def assemble_encoded(run_id: str, entries: Any, config: CoreConfig) -> Any:
         if run_id == "run-bad":
             raise KeyError("workflow")
         return real(run_id, entries, config)
 
-    monkeypatch.setattr("fleetledger.processors.pipeline.assemble", assemble)
+    monkeypatch.setattr("fleetledger.processors.pipeline.assemble_encoded", assemble_encoded)
     bad = ev.simple_run("run-bad", n_calls=1)
     rows = [
         ("run-bad", encode(bad[:2])),
