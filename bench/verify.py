@@ -63,7 +63,7 @@ def _own_keys(event: dict[str, Any], source: int) -> dict[str, Any]:
 
 def _big_bundle(events: int) -> bytes:
     """One run of ``events`` events: simulated events of many runs re-sequenced as one run."""
-    from fleetledger.processors.bundle import assemble
+    from fleetledger.processors.bundle import assemble_encoded
     from fleetledger.processors.canonical import event_hash, genesis, link
     from fleetledger.processors.core import Entry
 
@@ -83,7 +83,7 @@ def _big_bundle(events: int) -> bytes:
         cur = link(prev, h)
         entries.append(Entry(run_id, seq, h.hex(), prev.hex(), cur.hex(), obj))
         prev = cur
-    return canonical_bytes(assemble(run_id, entries, CoreConfig()))
+    return assemble_encoded(run_id, entries, CoreConfig())[1]
 
 
 def _hash_floor(data: bytes) -> float:

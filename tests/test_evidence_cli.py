@@ -140,7 +140,9 @@ def test_export_formats_and_worker_archive(
         for stored in reader.bundles():
             doc = json.loads(stored.data)
             run = doc["run"]
-            bundle = Bundle(stored.run_id, run["tenant"], run["started_at"], stored.digest, doc)
+            bundle = Bundle(
+                stored.run_id, run["tenant"], run["started_at"], stored.digest, doc, stored.data
+            )
             assert sink.write(bundle) == []  # reprocessing: nothing rewritten
             # the stored bytes give back exactly the archived files (signatures included)
             for path in write_evidence(again, stored.data, key):

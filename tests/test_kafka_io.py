@@ -13,6 +13,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from fleetledger.kernel.config import Settings, load_settings
 from fleetledger.kernel.errors import StoreError
+from fleetledger.processors.canonical import canonical_bytes
 from fleetledger.processors.core import Entry, Intercept
 from fleetledger.processors.pipeline import (
     Bundle,
@@ -141,7 +142,7 @@ async def test_sink_publishes_outputs_and_readers_read_them(
 
     def bundle(run_id: str, **doc: Any) -> Bundle:
         document = {"run": {"run_id": run_id}, **doc, "integrity": {"digest": run_id * 4}}
-        return Bundle(run_id, "acme", None, run_id * 4, document)
+        return Bundle(run_id, "acme", None, run_id * 4, document, canonical_bytes(document))
 
     def totals(v: int) -> RunTotals:
         return RunTotals("run-a", cast(TotalsDoc, {"run_id": "run-a", "v": v}))

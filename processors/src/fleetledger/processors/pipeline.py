@@ -24,7 +24,7 @@ import orjson
 
 from fleetledger.kernel.errors import FleetLedgerError, ProcessorError
 from fleetledger.processors.bundle import assemble_encoded
-from fleetledger.processors.canonical import canonical_bytes, event_hash
+from fleetledger.processors.canonical import event_hash
 from fleetledger.processors.core import (
     CoreConfig,
     Entry,
@@ -183,15 +183,8 @@ class Bundle:
     started_at: str | None
     digest: str
     document: dict[str, Any]
-    #: The canonical bytes, when whoever built the bundle had them already.
-    canonical: bytes | None = field(default=None, repr=False, compare=False)
-
-    @cached_property
-    def data(self) -> bytes:
-        """The canonical bytes: what is stored, published, archived and verified."""
-        if self.canonical is not None:
-            return self.canonical
-        return canonical_bytes(self.document)
+    #: The canonical bytes: what is stored, published, archived and verified.
+    data: bytes = field(repr=False)
 
 
 @dataclass
@@ -503,7 +496,7 @@ class Pipeline:
                     "expected every seq up to the terminal event"
                 )
             entries.append(entry)
-        bundle, canonical = assemble_encoded(state.run_id, entries, self._config)
+        bundle, data = assemble_encoded(state.run_id, entries, self._config)
         if self._seal_finished:
             state.seal([e.event_hash for e in entries])
             out.sealed.append((state.run_id, len(entries)))
@@ -514,7 +507,7 @@ class Pipeline:
             started_at=run.get("started_at"),
             digest=bundle["integrity"]["digest"],
             document=bundle,
-            canonical=canonical,
+            data=data,
         )
 
     def watch_gaps(self, run_ids: Iterable[str]) -> None:
