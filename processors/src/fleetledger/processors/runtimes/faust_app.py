@@ -96,6 +96,11 @@ BATCH_MAX_MESSAGES = 100
 BATCH_WITHIN_S = 0.005
 #: Longest wait when reading input messages the consumer did not deliver.
 GAP_READ_TIMEOUT_S = 30.0
+#: Seconds a partition's next offset must stay behind its end before the messages past
+#: it are read directly (the consumer did not deliver them; see FaustRuntime._catch_up).
+TAIL_STALL_S = 10.0
+#: Most undelivered tail messages of one partition read and handled in one tick.
+TAIL_READ_MAX = 1000
 
 AGENT_NAME = "fleetledger.process"
 
@@ -324,6 +329,9 @@ class FaustRuntime:
         self.heap = HeapTrimmer()
         self._next: dict[TP, int] = {}
         self._committed: dict[TP, int] = {}
+        #: Per events partition: (its next offset, its end offset) at the last tick, and
+        #: since when (loop time) both have been what they are (see :meth:`_catch_up`).
+        self._behind: dict[TP, tuple[tuple[int, int], float]] = {}
         self._admin: AIOKafkaAdminClient | None = None
         self._reader: AIOKafkaConsumer | None = None
         self.states: TableStateStore
@@ -361,6 +369,7 @@ class FaustRuntime:
             self._prepared.clear()
             self._next.clear()
             self._committed.clear()
+            self._behind.clear()
             self._reset = False
 
     async def _ensure_sink(self) -> None:
@@ -567,8 +576,16 @@ class FaustRuntime:
         batch = await reader.getmany(atp, timeout_ms=500)
         return list(batch.get(atp, []))
 
-    async def _read_missing(self, tp: TP, start: int, stop: int) -> list[tuple[int, bytes]]:
-        """Messages ``start <= offset < stop`` of ``tp``, read directly from the broker."""
+    async def _read_missing(
+        self, tp: TP, start: int, stop: int, *, tail: bool = False
+    ) -> list[tuple[int, bytes]]:
+        """Messages ``start <= offset < stop`` of ``tp``, read directly from the broker.
+
+        With ``tail``, ``stop`` is the partition's end as the broker reports it, and every
+        record of the batches read is kept, up to :data:`TAIL_READ_MAX` of them: a broker
+        may report the end of a partition as its last batch's base offset + 1.
+        """
+        limit = start + TAIL_READ_MAX if tail else stop
         _, reader = await self._clients()
         atp = AIOTopicPartition(tp.topic, tp.partition)
         earliest = int((await reader.beginning_offsets([atp])).get(atp, 0))
@@ -591,8 +608,10 @@ class FaustRuntime:
         )
         while await reader.position(atp) < stop:
             for m in await self._fetch(reader, atp, deadline, failed):
-                if start <= m.offset < stop:
+                if start <= m.offset < (limit if tail else stop):
                     found.append((m.offset, m.value or b""))
+            if len(found) >= limit - start:
+                break
         return found
 
     async def commit(self) -> None:
@@ -683,7 +702,13 @@ class FaustRuntime:
         return admitted
 
     async def process_batch(self, messages: Sequence[tuple[bytes, str, int, int]]) -> None:
-        """Handle delivered ``(value, topic, partition, offset)`` messages, in order.
+        """Handle delivered ``(value, topic, partition, offset)`` messages, in order."""
+        async with self._lock:
+            self._maybe_reset()
+            await self._handle(await self._admit(messages))
+
+    async def _handle(self, admitted: dict[TP, list[tuple[int, bytes]]]) -> None:
+        """Process admitted messages (gap-free, per partition in offset order).
 
         One pipeline call per partition, one publish for the batch.  Order matters for
         crash safety: ledger entries reach their changelog (and the outputs their topics)
@@ -692,32 +717,78 @@ class FaustRuntime:
         """
         from fleetledger.processors.pipeline import Outputs, SourcePosition
 
-        async with self._lock:
-            self._maybe_reset()
-            admitted = await self._admit(messages)
-            if not admitted:
-                return
-            now = datetime.now(UTC)
-            outputs = Outputs()
-            try:
-                for tp, batch in admitted.items():
-                    log.debug(
-                        "messages %s:%d:%d..%d", tp.topic, tp.partition, batch[0][0], batch[-1][0]
-                    )
-                    outputs.extend(
-                        self.pipeline.handle_many(
-                            [(v, SourcePosition(tp.topic, tp.partition, o)) for o, v in batch],
-                            now,
-                        )
-                    )
-                    self._remember(tp.partition)
-            except BaseException:
-                self._abandon()
-                raise
-            await self._persist(outputs)
+        if not admitted:
+            return
+        now = datetime.now(UTC)
+        outputs = Outputs()
+        try:
             for tp, batch in admitted.items():
-                self._next[tp] = batch[-1][0] + 1
-                self.messages += len(batch)
+                log.debug(
+                    "messages %s:%d:%d..%d", tp.topic, tp.partition, batch[0][0], batch[-1][0]
+                )
+                outputs.extend(
+                    self.pipeline.handle_many(
+                        [(v, SourcePosition(tp.topic, tp.partition, o)) for o, v in batch],
+                        now,
+                    )
+                )
+                self._remember(tp.partition)
+        except BaseException:
+            self._abandon()
+            raise
+        await self._persist(outputs)
+        for tp, batch in admitted.items():
+            self._next[tp] = batch[-1][0] + 1
+            self.messages += len(batch)
+
+    async def _catch_up(self) -> None:
+        """Read and process tail messages the consumer fetched but never delivered.
+
+        A fetch that races the seek at the end of table recovery can move the consumer's
+        position past messages that never reach the agent.  :meth:`_admit` finds such a
+        gap when a later message arrives; on a partition that then stays quiet nothing
+        does.  So each tick compares every assigned partition's next offset with its end:
+        if the end is ahead and neither has moved for :data:`TAIL_STALL_S`, the messages
+        from the next offset on are read directly.  Should the consumer deliver them
+        after all, they are behind the next offset and dropped.
+        """
+        events = self.topics.events.name
+        partitions = sorted(self._recovered & self._prepared)
+        if not partitions:
+            return
+        _, reader = await self._clients()
+        expected: dict[TP, int] = {}
+        for partition in partitions:
+            tp = TP(events, partition)
+            found = self._next.get(tp)
+            if found is None:
+                found = self._next[tp] = await self._start_offset(tp)
+                self._committed.setdefault(tp, found)
+            expected[tp] = found
+        atps = [AIOTopicPartition(tp.topic, tp.partition) for tp in expected]
+        ends = await reader.end_offsets(atps)
+        now = asyncio.get_running_loop().time()
+        admitted: dict[TP, list[tuple[int, bytes]]] = {}
+        for tp, start in expected.items():
+            end = int(ends.get(AIOTopicPartition(tp.topic, tp.partition), 0))
+            seen, since = self._behind.get(tp, (None, now))
+            if seen != (start, end):
+                self._behind[tp] = ((start, end), now)
+                continue
+            if end <= start or now - since < TAIL_STALL_S:
+                continue
+            tail = await self._read_missing(tp, start, end, tail=True)
+            if tail:
+                log.info(
+                    "%s:%d: %d messages from offset %d were not delivered; read them directly",
+                    tp.topic,
+                    tp.partition,
+                    len(tail),
+                    start,
+                )
+                self.gap_reads += len(tail)
+                admitted[tp] = tail
+        await self._handle(admitted)
 
     def _abandon(self) -> None:
         """Forget staged writes and in-memory pipeline state after a failure."""
@@ -770,6 +841,7 @@ class FaustRuntime:
             self._maybe_reset()
             for partition in sorted(self._recovered - self._prepared):
                 await self._prepare(partition)
+            await self._catch_up()
             try:
                 outputs = self.pipeline.tick(datetime.now(UTC))
             except BaseException:
