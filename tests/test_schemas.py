@@ -413,7 +413,7 @@ def _assert_type_agrees(avro: Any, ann: Any, where: str) -> None:
     if isinstance(avro, list):  # the payload union
         assert get_origin(ann) in (Union, UnionType), where
         branches = [b["name"] if isinstance(b, dict) else b for b in avro]
-        known = [c.__name__ for c in get_args(ann)]
+        known = [_strip(c)[0].__name__ for c in get_args(ann)]  # members may be tagged
         assert branches == known[: len(branches)], where
         assert branches == [PAYLOAD_TYPES[t].__name__ for t in EventType][: len(branches)], where
         return
@@ -844,6 +844,18 @@ def test_payload_must_match_type() -> None:
         "invalid TraceEvent: payload: found a StepStarted payload, "
         "expected a RunCompleted payload for type 'run_completed'"
     )
+
+
+def test_a_payload_that_is_no_record_is_one_error() -> None:
+    data = ALL_EVENTS[0].to_json_obj()
+    for bad in ("text", 5, ["a"]):
+        with pytest.raises(EventValidationError) as info:
+            TraceEvent.parse({**data, "payload": bad})
+        assert str(info.value) == (
+            f"invalid TraceEvent: payload: found {bad!r} ({type(bad).__name__}), "
+            "expected a payload record of one of the event types"
+        )
+        assert info.value.field == "payload"
 
 
 def test_parse_reports_every_problem() -> None:
