@@ -608,7 +608,7 @@ class FaustRuntime:
         )
         while await reader.position(atp) < stop:
             for m in await self._fetch(reader, atp, deadline, failed):
-                if start <= m.offset < (limit if tail else stop):
+                if start <= m.offset < limit:
                     found.append((m.offset, m.value or b""))
             if len(found) >= limit - start:
                 break
@@ -662,6 +662,16 @@ class FaustRuntime:
         """Handle one delivered message; see :meth:`process_batch`."""
         await self.process_batch([(value, topic, partition, offset)])
 
+    async def _input_offset(self, tp: TP) -> int:
+        """The next offset of ``tp`` to process; after a reset, the group's committed one
+        (the partition is prepared first)."""
+        found = self._next.get(tp)
+        if found is None:
+            await self._prepare(tp.partition)
+            found = self._next[tp] = await self._start_offset(tp)
+            self._committed.setdefault(tp, found)
+        return found
+
     async def _admit(
         self, messages: Sequence[tuple[bytes, str, int, int]]
     ) -> dict[TP, list[tuple[int, bytes]]]:
@@ -676,11 +686,7 @@ class FaustRuntime:
             tp = TP(topic, partition)
             expected = next_offset.get(tp)
             if expected is None:
-                expected = self._next.get(tp)
-                if expected is None:
-                    await self._prepare(tp.partition)
-                    expected = self._next[tp] = await self._start_offset(tp)
-                    self._committed.setdefault(tp, expected)
+                expected = await self._input_offset(tp)
             if offset < expected:
                 self.redelivered += 1
                 continue
@@ -757,14 +763,7 @@ class FaustRuntime:
         if not partitions:
             return
         _, reader = await self._clients()
-        expected: dict[TP, int] = {}
-        for partition in partitions:
-            tp = TP(events, partition)
-            found = self._next.get(tp)
-            if found is None:
-                found = self._next[tp] = await self._start_offset(tp)
-                self._committed.setdefault(tp, found)
-            expected[tp] = found
+        expected = {TP(events, p): await self._input_offset(TP(events, p)) for p in partitions}
         atps = [AIOTopicPartition(tp.topic, tp.partition) for tp in expected]
         ends = await reader.end_offsets(atps)
         now = asyncio.get_running_loop().time()
