@@ -1147,3 +1147,54 @@ def test_released_v2_test_vector_still_decodes(codec: Codec) -> None:
     event_msg = bytes.fromhex("c3 01 13 de 9a 82 00 93 7f f2 " + VECTOR_BODY.format(version="04"))
     assert codec.encode_event(VECTOR_EVENT, version=2) == event_msg
     assert codec.decode(event_msg) == [VECTOR_EVENT.model_copy(update={"schema_version": 2})]
+
+
+# ----------------------------------------------------------------------- successor
+
+
+class _Subclassed(StepStarted):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("event_id", "not-a-uuid"),
+        ("seq", -1),
+        ("seq", True),
+        ("seq", 2**53),
+        ("ts", datetime(2026, 3, 14, 9, 26, 53)),
+        ("ts", "2026-03-14T09:26:53.589Z"),
+        ("step_id", ""),
+        ("step_id", 7),
+        ("type", "model_io"),
+        ("payload", PAYLOADS[EventType.TOOL_CALL]),
+        ("payload", _Subclassed(attempt=1)),
+        ("payload", {"attempt": 1}),
+    ],
+)
+def test_a_successor_validates_what_the_constructor_validates(field: str, value: Any) -> None:
+    """Whatever ``successor`` does not take as already valid, full validation decides:
+    the same event, or the same errors."""
+    first = make_event(EventType.RUN_STARTED)
+    per_event = {
+        "event_id": UUID(int=7),
+        "seq": 1,
+        "type": EventType.STEP_STARTED,
+        "ts": T0,
+        "step_id": "check",
+        "payload": PAYLOADS[EventType.STEP_STARTED],
+        field: value,
+    }
+    envelope = {
+        k: getattr(first, k)
+        for k in ("run_id", "agent_id", "tenant", "producer_id", "schema_version", "traceparent")
+    }
+    try:
+        expected = TraceEvent(**envelope, **per_event)
+    except pydantic.ValidationError as exc:
+        with pytest.raises(pydantic.ValidationError) as got:
+            first.successor(**per_event)
+        assert got.value.errors() == exc.errors()
+    else:
+        assert first.successor(**per_event) == expected

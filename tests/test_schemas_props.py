@@ -314,6 +314,30 @@ def test_event_round_trips(codec: Codec, event: TraceEvent) -> None:
     assert TraceEvent.from_record(event.to_record()) == event
 
 
+def _per_event(event: TraceEvent) -> dict[str, Any]:
+    keys = ("event_id", "seq", "type", "ts", "step_id", "payload")
+    return {k: getattr(event, k) for k in keys}
+
+
+@SETTINGS
+@given(first=events(), later=events(), ts=timestamps)
+def test_a_successor_is_the_event_the_constructor_builds(
+    codec: Codec, first: TraceEvent, later: TraceEvent, ts: datetime
+) -> None:
+    """The SDK builds every event after a run's first with ``successor``: the result is
+    the full constructor's, however the timestamp's zone and microseconds fall."""
+    fields = {**_per_event(later), "ts": ts}
+    made = first.successor(**fields)
+    envelope = ("run_id", "agent_id", "tenant", "producer_id", "schema_version", "traceparent")
+    full = TraceEvent(**{k: getattr(first, k) for k in envelope}, **fields)
+    assert made == full
+    assert repr(made) == repr(full)
+    assert made.model_fields_set == full.model_fields_set
+    assert made.to_json_obj() == full.to_json_obj()
+    assert made.to_record() == full.to_record()
+    assert codec.encode_event(made) == codec.encode_event(full)
+
+
 @SETTINGS
 @given(events_=batches())
 def test_batch_round_trips(codec: Codec, events_: list[TraceEvent]) -> None:

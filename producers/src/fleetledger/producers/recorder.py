@@ -805,6 +805,9 @@ class Run:
         self.producer_id = producer_id
         self.linger = linger
         self._next_seq = 0
+        #: the event built last: its envelope (run, agent, tenant, producer, schema
+        #: version, traceparent; validated with the run's first event) is the next one's
+        self._prev: TraceEvent | None = None
         self._status: Literal["running", "completed", "failed"] = "running"
         self._open_steps: dict[str, tuple[int, datetime]] = {}
         self._attempts: dict[str, int] = {}
@@ -879,23 +882,7 @@ class Run:
             self._check_running()
             if check is not None:
                 check()
-            event = _build(
-                f"{etype.value} event",
-                lambda: TraceEvent(
-                    event_id=self.ids(),
-                    run_id=self.run_id,
-                    seq=self._next_seq,
-                    type=etype,
-                    ts=self.clock(),
-                    agent_id=self.agent_id,
-                    tenant=self.tenant,
-                    step_id=step_id,
-                    producer_id=self.producer_id,
-                    schema_version=rec.codec.current_version,
-                    traceparent=self.traceparent,
-                    payload=body,
-                ),
-            )
+            event = _build(f"{etype.value} event", lambda: self._event(etype, body, step_id))
             rec._check_size(event)
         except BaseException:
             rec._release()
@@ -909,9 +896,40 @@ class Run:
             if _RUN.get() is self:
                 _RUN.set(_live(self._outer))
             self._outer = None  # ended runs hold no chain of earlier runs
+            self._prev = None
         rec._append(self, event)
         if self.replay is not None:
             self.replay.recorded(event)
+        return event
+
+    def _event(self, etype: EventType, body: BaseModel, step_id: str | None) -> TraceEvent:
+        """The next event; after the first, on the envelope of the one before."""
+        prev = self._prev
+        if prev is not None:
+            event = prev.successor(
+                event_id=self.ids(),
+                seq=self._next_seq,
+                type=etype,
+                ts=self.clock(),
+                step_id=step_id,
+                payload=body,
+            )
+        else:
+            event = TraceEvent(
+                event_id=self.ids(),
+                run_id=self.run_id,
+                seq=self._next_seq,
+                type=etype,
+                ts=self.clock(),
+                agent_id=self.agent_id,
+                tenant=self.tenant,
+                step_id=step_id,
+                producer_id=self.producer_id,
+                schema_version=self.recorder.codec.current_version,
+                traceparent=self.traceparent,
+                payload=body,
+            )
+        self._prev = event
         return event
 
     async def _record(

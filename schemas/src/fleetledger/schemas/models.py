@@ -775,6 +775,77 @@ class TraceEvent(_Model):
         """Build an event from a fastavro record (payload as a dict or a (name, dict) tuple)."""
         return _parse_event(rec, ())
 
+    def successor(
+        self,
+        *,
+        event_id: Any,
+        seq: Any,
+        type: Any,
+        ts: Any,
+        step_id: Any,
+        payload: Any,
+    ) -> TraceEvent:
+        """A later event of the same run: this event's envelope (run, agent, tenant,
+        producer, schema version, traceparent: already valid) with the per-event fields.
+
+        Equal to ``TraceEvent(...)`` with the same arguments, and raises what it raises:
+        values of the validated types are checked here (a fraction of a full validation,
+        which the SDK would otherwise pay on every event of a run); anything else, and
+        anything that fails a check, goes through full validation.
+        """
+        if (
+            isinstance(type, EventType)
+            and _builtin_type(payload) is PAYLOAD_TYPES[type]
+            and _builtin_type(event_id) is UUID
+            and _builtin_type(seq) is int
+            and 0 <= seq <= _LONG_MAX
+            and (step_id is None or (_builtin_type(step_id) is str and step_id))
+            and isinstance(ts, datetime)
+        ):
+            try:
+                when = _floor_utc(ts)
+            except (ValueError, OverflowError):
+                pass  # full validation reports it
+            else:
+                d = self.__dict__
+                event = _new_object(TraceEvent)
+                _set_attr(
+                    event,
+                    "__dict__",
+                    {
+                        "event_id": event_id,
+                        "run_id": d["run_id"],
+                        "seq": seq,
+                        "type": type,
+                        "ts": when,
+                        "agent_id": d["agent_id"],
+                        "tenant": d["tenant"],
+                        "step_id": step_id,
+                        "producer_id": d["producer_id"],
+                        "schema_version": d["schema_version"],
+                        "traceparent": d["traceparent"],
+                        "payload": payload,
+                    },
+                )
+                _set_attr(event, "__pydantic_fields_set__", set(_EVENT_FIELDS))
+                _set_attr(event, "__pydantic_extra__", None)
+                _set_attr(event, "__pydantic_private__", None)
+                return event
+        return TraceEvent(
+            event_id=event_id,
+            run_id=self.run_id,
+            seq=seq,
+            type=type,
+            ts=ts,
+            agent_id=self.agent_id,
+            tenant=self.tenant,
+            step_id=step_id,
+            producer_id=self.producer_id,
+            schema_version=self.schema_version,
+            traceparent=self.traceparent,
+            payload=payload,
+        )
+
     # -- output ----------------------------------------------------------------------
 
     def to_record(self) -> dict[str, Any]:
@@ -789,6 +860,13 @@ class TraceEvent(_Model):
         UUIDs lowercase, ints as ints; payload nested under ``"payload"``.
         """
         return _to_json(self)
+
+
+# For TraceEvent.successor, where ``type`` names a field.
+_builtin_type = type
+_new_object = object.__new__
+_set_attr = object.__setattr__
+_EVENT_FIELDS = tuple(TraceEvent.model_fields)
 
 
 def _parse_event(data: Any, prefix: tuple[int | str, ...]) -> TraceEvent:
