@@ -186,6 +186,36 @@ def test_an_older_store_gains_the_dead_letter_index_column(tmp_path: Path) -> No
     ]
 
 
+def test_a_store_with_the_earlier_ledger_layout_keeps_working(tmp_path: Path) -> None:
+    """Stores made before the ledger became a rowid table keep their WITHOUT ROWID table
+    keyed by (run, seq): the runtime writes and reads it with the same statements."""
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "CREATE TABLE ledger (run_id TEXT NOT NULL, seq INTEGER NOT NULL, value BLOB NOT NULL, "
+        "PRIMARY KEY (run_id, seq)) WITHOUT ROWID"
+    )
+    conn.close()
+    rows = fleet()
+    process(db, rows[:7]).close()
+    process(db, rows[7:]).close()
+    assert snapshot(db) == reference(tmp_path)
+    with EmbeddedReader(db) as r:
+        assert [e["seq"] for e in r.ledger("run-3")] == list(range(len(ev.simple_run("run-3", 4))))
+    conn = sqlite3.connect(db)
+    (ddl,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'ledger'").fetchone()
+    conn.close()
+    assert "WITHOUT ROWID" in ddl
+    (new_ddl,) = (
+        sqlite3.connect(tmp_path / "reference.db")
+        .execute("SELECT sql FROM sqlite_master WHERE name = 'ledger'")
+        .fetchone()
+    )
+    assert "WITHOUT ROWID" not in new_ddl
+
+
 def reference(tmp_path: Path) -> tuple[dict[str, str], list[TotalsDoc], list[str]]:
     ref = tmp_path / "reference.db"
     process(ref, fleet()).close()

@@ -49,12 +49,15 @@ WAL_CHECKPOINT_PAGES = 16_384
 #: The read-model position of gap checks made while the log is idle (no input offset).
 GAP_CHECKS = "gap_checks"
 
+#: The output tables.  ``ledger`` is a rowid table: entries are appended in processing
+#: order, its (run, seq) key is a separate index (a store made before this keeps its
+#: WITHOUT ROWID table keyed by (run, seq); the statements are the same for both).
 OUTPUT_DDL = """
 CREATE TABLE IF NOT EXISTS run_state (run_id TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, value BLOB NOT NULL,
     PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS totals (run_id TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS intercepts (
     key TEXT PRIMARY KEY, run_id TEXT NOT NULL, value BLOB NOT NULL
