@@ -1167,6 +1167,8 @@ class _Subclassed(StepStarted):
         ("ts", "2026-03-14T09:26:53.589Z"),
         ("step_id", ""),
         ("step_id", 7),
+        ("step_id", "\ud800"),
+        ("step_id", "prüfen"),
         ("type", "model_io"),
         ("payload", PAYLOADS[EventType.TOOL_CALL]),
         ("payload", _Subclassed(attempt=1)),

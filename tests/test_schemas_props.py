@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import pydantic
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -320,16 +321,30 @@ def _per_event(event: TraceEvent) -> dict[str, Any]:
 
 
 @SETTINGS
-@given(first=events(), later=events(), ts=timestamps)
+@given(
+    first=events(),
+    later=events(),
+    ts=timestamps,
+    step_id=st.none()
+    | st.sampled_from(["", "\ud800", "step-\udc00"])
+    | st.text(st.characters(exclude_categories=()), max_size=8),
+)
 def test_a_successor_is_the_event_the_constructor_builds(
-    codec: Codec, first: TraceEvent, later: TraceEvent, ts: datetime
+    codec: Codec, first: TraceEvent, later: TraceEvent, ts: datetime, step_id: str | None
 ) -> None:
     """The SDK builds every event after a run's first with ``successor``: the result is
-    the full constructor's, however the timestamp's zone and microseconds fall."""
-    fields = {**_per_event(later), "ts": ts}
-    made = first.successor(**fields)
+    the full constructor's, however the timestamp's zone and microseconds fall, and the
+    same errors for step ids the contract refuses (empty, lone surrogates)."""
+    fields = {**_per_event(later), "ts": ts, "step_id": step_id}
     envelope = ("run_id", "agent_id", "tenant", "producer_id", "schema_version", "traceparent")
-    full = TraceEvent(**{k: getattr(first, k) for k in envelope}, **fields)
+    try:
+        full = TraceEvent(**{k: getattr(first, k) for k in envelope}, **fields)
+    except pydantic.ValidationError as exc:
+        with pytest.raises(pydantic.ValidationError) as got:
+            first.successor(**fields)
+        assert got.value.errors() == exc.errors()
+        return
+    made = first.successor(**fields)
     assert made == full
     assert repr(made) == repr(full)
     assert made.model_fields_set == full.model_fields_set

@@ -799,7 +799,10 @@ class TraceEvent(_Model):
             and _builtin_type(event_id) is UUID
             and _builtin_type(seq) is int
             and 0 <= seq <= _LONG_MAX
-            and (step_id is None or (_builtin_type(step_id) is str and step_id))
+            # non-ASCII ids go through full validation (it refuses lone surrogates)
+            and (
+                step_id is None or (_builtin_type(step_id) is str and step_id.isascii() and step_id)
+            )
             and isinstance(ts, datetime)
         ):
             try:
