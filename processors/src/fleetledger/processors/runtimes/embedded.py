@@ -46,6 +46,11 @@ from fleetledger.schemas.codec import Codec
 LOG_TOPIC = "event_log"
 #: WAL pages between automatic checkpoints of the runtime's connection (64 MiB of 4 KiB pages).
 WAL_CHECKPOINT_PAGES = 16_384
+#: Most log messages per transaction (``batch_bytes`` bounds their size).  A batch pays
+#: per run it touches (state, totals and read-model rows written once, whatever the
+#: number of its events) and per commit: on a backlog of the default fleet, 2,000
+#: processed ~20% more events per second than 500 and wrote 16% fewer bytes.
+BATCH_MESSAGES = 2000
 #: The read-model position of gap checks made while the log is idle (no input offset).
 GAP_CHECKS = "gap_checks"
 
@@ -233,7 +238,7 @@ class EmbeddedRuntime:
         config: CoreConfig,
         *,
         consumer: str = "processor",
-        batch_size: int = 500,
+        batch_size: int = BATCH_MESSAGES,
         batch_bytes: int = 4 * 1024 * 1024,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         archive: ArchiveSink | None = None,
