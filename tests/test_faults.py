@@ -19,6 +19,7 @@ import random
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -356,9 +357,30 @@ async def test_faults_kafka_kill_loop_rebalances_replay_and_bad_input(
     check(report, traffic.oracle, outputs, expected_dl, values_of(rows))
     if {k: v for k, v in outputs.totals.items()} != first.totals:
         report.duplicated += 1
-        report.problems.append("replay from offset 0 or the second copy changed totals")
+        report.problems.append(
+            "replay from offset 0 or the second copy changed totals: "
+            + _totals_diff(first.totals, outputs.totals)
+        )
     report.save(tmp_path)
     print(report.line())
     assert report.ok(MAX_STALL_S), (report.line(), report.problems[:20], workers.unplanned[:2])
     # packed records went through the kill loop, bad items inside them included
     assert report.packs_published > 0 and report.bad_in_packs > 0, report.line()
+
+
+def _totals_diff(
+    before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]], most: int = 5
+) -> str:
+    """Which runs' totals differ, and in which members (after the first pass -> at the end)."""
+    out = []
+    for run_id in sorted(set(before) | set(after)):
+        a, b = before.get(run_id), after.get(run_id)
+        if a == b:
+            continue
+        if a is None or b is None:
+            out.append(f"{run_id}: {'absent' if a is None else 'present'} after the first pass")
+            continue
+        members = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        out.append(f"{run_id}: " + "; ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in members))
+    more = f" (+{len(out) - most} more)" if len(out) > most else ""
+    return " | ".join(out[:most]) + more
