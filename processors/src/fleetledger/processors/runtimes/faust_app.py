@@ -1046,11 +1046,20 @@ class _Worker(faust.Worker):
 
 
 def apply_log_levels(level: int) -> None:
-    """Root and library loggers at ``level``; fleetledger's own messages at INFO or lower."""
-    logging.getLogger().setLevel(level)
+    """Root and library loggers at ``level``; fleetledger's own messages at INFO or lower.
+
+    Faust's logging setup gives the root handler the worker's level too, which dropped
+    fleetledger's INFO messages (recovery, entries read back, gap reads) before they were
+    written: the root handlers pass INFO, the loggers' levels filter the libraries.
+    """
+    root = logging.getLogger()
+    root.setLevel(level)
     for name in ("faust", "mode", "aiokafka", "kafka", "venusian"):
         logging.getLogger(name).setLevel(level)
     logging.getLogger("fleetledger").setLevel(min(level, logging.INFO))
+    for handler in root.handlers:
+        if handler.level > logging.INFO:
+            handler.setLevel(logging.INFO)
 
 
 @contextlib.contextmanager
